@@ -1,0 +1,235 @@
+//! The one operation type: every state change is a variant of [`Op`].
+//!
+//! The broker applies an [`OpRecord`] deterministically; the journal records it; recovery is
+//! "load snapshot, replay journal". Anything random (lock tokens) or time-dependent (the
+//! timestamp) is chosen by the caller and carried inside the record, so replay needs no clock.
+
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::entity::{EntityProps, Rule};
+use super::message::NewMessage;
+use super::value::Value;
+
+/// An operation with the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    pub at: Millis,
+    pub op: Op,
+}
+
+/// A receivable path: a queue or a subscription, or the dead-letter sub-queue of either.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueuePath {
+    /// Queue name, or the topic name for a subscription.
+    pub entity: String,
+    /// Subscription name when the path is a subscription.
+    pub subscription: Option<String>,
+    pub dead_letter: bool,
+}
+
+impl QueuePath {
+    pub fn queue(name: &str) -> Self {
+        QueuePath {
+            entity: name.to_string(),
+            subscription: None,
+            dead_letter: false,
+        }
+    }
+    pub fn subscription(topic: &str, sub: &str) -> Self {
+        QueuePath {
+            entity: topic.to_string(),
+            subscription: Some(sub.to_string()),
+            dead_letter: false,
+        }
+    }
+    pub fn dlq(mut self) -> Self {
+        self.dead_letter = true;
+        self
+    }
+    /// Azure's path form: `q`, `t/Subscriptions/s`, with `/$DeadLetterQueue` appended.
+    pub fn display(&self) -> String {
+        let mut s = match &self.subscription {
+            Some(sub) => format!("{}/Subscriptions/{}", self.entity, sub),
+            None => self.entity.clone(),
+        };
+        if self.dead_letter {
+            s.push_str("/$DeadLetterQueue");
+        }
+        s
+    }
+}
+
+/// How a receive takes messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiveMode {
+    PeekLock,
+    ReceiveAndDelete,
+}
+
+/// What a receiver does with a locked message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Settlement {
+    Complete,
+    /// Release the lock; the message returns with DeliveryCount + 1 on the next receive.
+    Abandon {
+        properties: BTreeMap<String, Value>,
+    },
+    DeadLetter {
+        reason: Option<String>,
+        description: Option<String>,
+        properties: BTreeMap<String, Value>,
+    },
+    Defer {
+        properties: BTreeMap<String, Value>,
+    },
+}
+
+/// Which session a session receiver asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionSelect {
+    /// Whichever session has a message and is not locked.
+    Next,
+    Id(String),
+}
+
+/// Every state change the broker knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    CreateQueue {
+        name: String,
+        props: EntityProps,
+    },
+    UpdateQueue {
+        name: String,
+        props: EntityProps,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    CreateTopic {
+        name: String,
+        props: EntityProps,
+    },
+    UpdateTopic {
+        name: String,
+        props: EntityProps,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreateSubscription {
+        topic: String,
+        name: String,
+        props: EntityProps,
+        /// The rule to create instead of `$Default` (DefaultRuleDescription), if any.
+        rule: Option<Rule>,
+    },
+    UpdateSubscription {
+        topic: String,
+        name: String,
+        props: EntityProps,
+    },
+    DeleteSubscription {
+        topic: String,
+        name: String,
+    },
+    CreateRule {
+        topic: String,
+        subscription: String,
+        rule: Rule,
+    },
+    UpdateRule {
+        topic: String,
+        subscription: String,
+        rule: Rule,
+    },
+    DeleteRule {
+        topic: String,
+        subscription: String,
+        name: String,
+    },
+    /// Send to a queue or topic (a batch is one operation: all or nothing).
+    Send {
+        entity: String,
+        messages: Vec<NewMessage>,
+    },
+    /// Take up to `max` messages; `lock_tokens` has one pre-chosen token per possible message.
+    Receive {
+        from: QueuePath,
+        mode: ReceiveMode,
+        max: u32,
+        lock_tokens: Vec<uuid::Uuid>,
+        session: Option<SessionSelect>,
+    },
+    /// Receive deferred messages by sequence number.
+    ReceiveDeferred {
+        from: QueuePath,
+        sequence_numbers: Vec<u64>,
+        mode: ReceiveMode,
+        lock_tokens: Vec<uuid::Uuid>,
+    },
+    Settle {
+        from: QueuePath,
+        lock_token: uuid::Uuid,
+        settlement: Settlement,
+    },
+    RenewLock {
+        from: QueuePath,
+        lock_token: uuid::Uuid,
+    },
+    CancelScheduled {
+        entity: String,
+        sequence_numbers: Vec<u64>,
+    },
+    SetSessionState {
+        from: QueuePath,
+        session_id: String,
+        state: Option<Vec<u8>>,
+    },
+    RenewSessionLock {
+        from: QueuePath,
+        session_id: String,
+    },
+    ReleaseSession {
+        from: QueuePath,
+        session_id: String,
+    },
+    /// Process everything due at this time: lock expiry, TTL expiry, scheduled enqueue,
+    /// auto-delete-on-idle. Emitted by the timer like any client operation.
+    Tick,
+    /// Delete every entity and message.
+    PurgeAll,
+}
+
+impl Op {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateQueue { .. } => "CreateQueue",
+            Op::UpdateQueue { .. } => "UpdateQueue",
+            Op::DeleteQueue { .. } => "DeleteQueue",
+            Op::CreateTopic { .. } => "CreateTopic",
+            Op::UpdateTopic { .. } => "UpdateTopic",
+            Op::DeleteTopic { .. } => "DeleteTopic",
+            Op::CreateSubscription { .. } => "CreateSubscription",
+            Op::UpdateSubscription { .. } => "UpdateSubscription",
+            Op::DeleteSubscription { .. } => "DeleteSubscription",
+            Op::CreateRule { .. } => "CreateRule",
+            Op::UpdateRule { .. } => "UpdateRule",
+            Op::DeleteRule { .. } => "DeleteRule",
+            Op::Send { .. } => "Send",
+            Op::Receive { .. } => "Receive",
+            Op::ReceiveDeferred { .. } => "ReceiveDeferred",
+            Op::Settle { .. } => "Settle",
+            Op::RenewLock { .. } => "RenewLock",
+            Op::CancelScheduled { .. } => "CancelScheduled",
+            Op::SetSessionState { .. } => "SetSessionState",
+            Op::RenewSessionLock { .. } => "RenewSessionLock",
+            Op::ReleaseSession { .. } => "ReleaseSession",
+            Op::Tick => "Tick",
+            Op::PurgeAll => "PurgeAll",
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Limits and defaults, in one place.
+
+/// Default HTTP port: the official emulator's.
+pub const DEFAULT_HTTP_PORT: u16 = 5300;
+/// Default AMQP port.
+pub const DEFAULT_AMQP_PORT: u16 = 5672;
+/// Default maximum message size (Standard tier): 256 KB.
+pub const DEFAULT_MAX_MESSAGE_SIZE_KB: usize = 256;
+/// Default receive long-poll timeout in seconds when `?timeout=` is absent.
+pub const DEFAULT_RECEIVE_TIMEOUT_SECS: u64 = 60;
+/// Longest entity name (queue, topic path).
+pub const MAX_ENTITY_NAME_LEN: usize = 260;
+/// Longest subscription or rule name.
+pub const MAX_SUBSCRIPTION_NAME_LEN: usize = 50;
+/// Longest forwarding chain Azure follows.
+pub const MAX_FORWARD_HOPS: usize = 4;
+/// Default page size of list operations.
+pub const DEFAULT_LIST_TOP: usize = 100;
+/// The namespace name reported by `$namespaceinfo` and feeds.
+pub const NAMESPACE_NAME: &str = "localzure";

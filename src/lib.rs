@@ -1,0 +1,17 @@
+//! LocalZure Service Bus: an emulator of Azure Service Bus.
+//!
+//! Module map (data flows one way, wire → broker → storage):
+//! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
+//! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
+//!   snapshot backend, runs timers, and gives every request durable acknowledgement.
+//! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
+//! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON).
+//! - [`config`]: the one typed configuration struct (envy + optional YAML).
+//! - [`names`]: entity-name rules, validated in one place.
+//! - [`time`]: the injected clock, dates and xsd:duration.
+//! - [`constants`]: limits and defaults.
+
+pub mod broker;
+pub mod constants;
+pub mod storage;
+pub mod time;
