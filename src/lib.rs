@@ -2,6 +2,7 @@
 //!
 //! Module map (data flows one way, wire → broker → storage):
 //! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
+//! - [`server`]: binds, serves and shuts down in order.
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
 //!   snapshot backend, runs timers, and gives every request durable acknowledgement.
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
@@ -12,6 +13,14 @@
 //! - [`constants`]: limits and defaults.
 
 pub mod broker;
+pub mod config;
 pub mod constants;
+pub mod http;
+pub mod names;
+pub mod server;
+pub mod service;
 pub mod storage;
 pub mod time;
+
+pub use config::{StorageConfig, StorageType};
+pub use service::ServiceBusBackend;

@@ -59,7 +59,9 @@ fn to_datetime(ms: Millis) -> DateTime<Utc> {
 
 /// RFC 1123 date, as REST BrokerProperties carry dates ("Wed, 25 Nov 2026 19:17:50 GMT").
 pub fn rfc1123(ms: Millis) -> String {
-    to_datetime(ms).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    to_datetime(ms)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 /// ISO 8601 with 7 fractional digits, as the ATOM feeds carry dates.
@@ -210,7 +212,11 @@ impl TimeSpan {
                             Some(i) => (&num[..i], &num[i + 1..]),
                             None => (num.as_str(), ""),
                         };
-                        let w: i128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+                        let w: i128 = if whole.is_empty() {
+                            0
+                        } else {
+                            whole.parse().ok()?
+                        };
                         let mut f = frac.to_string();
                         if f.len() > 7 {
                             f.truncate(7);
@@ -251,8 +257,14 @@ mod tests {
         assert_eq!(TimeSpan::from_secs(60).to_xsd(), "PT1M");
         assert_eq!(TimeSpan::parse_xsd("PT1M"), Some(TimeSpan::from_secs(60)));
         assert_eq!(TimeSpan::parse_xsd("PT30S"), Some(TimeSpan::from_secs(30)));
-        assert_eq!(TimeSpan::parse_xsd("P14D"), Some(TimeSpan::from_secs(14 * 86400)));
-        assert_eq!(TimeSpan::parse_xsd("PT0.5S"), Some(TimeSpan::from_millis(500)));
+        assert_eq!(
+            TimeSpan::parse_xsd("P14D"),
+            Some(TimeSpan::from_secs(14 * 86400))
+        );
+        assert_eq!(
+            TimeSpan::parse_xsd("PT0.5S"),
+            Some(TimeSpan::from_millis(500))
+        );
         assert_eq!(TimeSpan::from_secs(600).to_xsd(), "PT10M");
         assert_eq!(TimeSpan::from_secs(0).to_xsd(), "PT0S");
         assert_eq!(TimeSpan::parse_xsd("garbage"), None);

@@ -17,7 +17,9 @@ pub enum BrokerError {
     MessageNotFound(u64),
     #[error("The session lock has expired on the session '{0}'.")]
     SessionLockLost(String),
-    #[error("The requested session '{0}' cannot be accepted. It may be locked by another receiver.")]
+    #[error(
+        "The requested session '{0}' cannot be accepted. It may be locked by another receiver."
+    )]
     SessionCannotBeLocked(String),
     #[error("The messaging entity '{0}' requires sessions; use a session receiver.")]
     SessionRequired(String),

@@ -94,6 +94,13 @@ pub enum SessionSelect {
     Id(String),
 }
 
+/// A session lock a receiver holds: the session id and the token it was accepted with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    pub id: String,
+    pub token: uuid::Uuid,
+}
+
 /// Every state change the broker knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -161,7 +168,8 @@ pub enum Op {
         mode: ReceiveMode,
         max: u32,
         lock_tokens: Vec<uuid::Uuid>,
-        session: Option<SessionSelect>,
+        /// Required on session-enabled entities: the session lock the receiver holds.
+        session: Option<SessionRef>,
     },
     /// Receive deferred messages by sequence number.
     ReceiveDeferred {
@@ -183,18 +191,24 @@ pub enum Op {
         entity: String,
         sequence_numbers: Vec<u64>,
     },
+    /// Lock a session for one receiver (a specific id, or the next one with messages).
+    AcceptSession {
+        from: QueuePath,
+        select: SessionSelect,
+        token: uuid::Uuid,
+    },
     SetSessionState {
         from: QueuePath,
-        session_id: String,
+        session: SessionRef,
         state: Option<Vec<u8>>,
     },
     RenewSessionLock {
         from: QueuePath,
-        session_id: String,
+        session: SessionRef,
     },
     ReleaseSession {
         from: QueuePath,
-        session_id: String,
+        session: SessionRef,
     },
     /// Process everything due at this time: lock expiry, TTL expiry, scheduled enqueue,
     /// auto-delete-on-idle. Emitted by the timer like any client operation.
@@ -225,6 +239,7 @@ impl Op {
             Op::Settle { .. } => "Settle",
             Op::RenewLock { .. } => "RenewLock",
             Op::CancelScheduled { .. } => "CancelScheduled",
+            Op::AcceptSession { .. } => "AcceptSession",
             Op::SetSessionState { .. } => "SetSessionState",
             Op::RenewSessionLock { .. } => "RenewSessionLock",
             Op::ReleaseSession { .. } => "ReleaseSession",

@@ -1,0 +1,317 @@
+//! Snapshots of the broker: incremental deltas out, whole state in.
+//!
+//! Entity records carry the description, times, sequence counter, duplicate-detection history,
+//! session state and (for subscriptions) rules. Message records are [`Message`] in serde JSON.
+//! Both are opaque to the storage backends.
+
+use super::entities::{queue_key, sub_key, topic_key};
+use super::entity::{EntityKind, EntityProps, EntityTimes, Rule};
+use super::filter::CompiledRule;
+use super::message::Message;
+use super::{Broker, DupHistory, Queue, Receivable, Session, Subscription, Topic};
+use crate::names;
+use crate::storage::{Delta, EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::value::{to_raw_value, RawValue};
+use std::collections::BTreeMap;
+
+#[derive(Serialize, Deserialize)]
+struct QueueRecord {
+    name: String,
+    props: EntityProps,
+    times: EntityTimes,
+    next_seq: u64,
+    #[serde(default)]
+    dup: Vec<(String, Millis)>,
+    #[serde(default)]
+    sessions: BTreeMap<String, Session>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    props: EntityProps,
+    times: EntityTimes,
+    next_seq: u64,
+    #[serde(default)]
+    dup: Vec<(String, Millis)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SubscriptionRecord {
+    topic: String,
+    name: String,
+    props: EntityProps,
+    times: EntityTimes,
+    rules: Vec<Rule>,
+    #[serde(default)]
+    sessions: BTreeMap<String, Session>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BrokerState {
+    created_at: Millis,
+}
+
+fn raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, String> {
+    to_raw_value(v).map_err(|e| e.to_string())
+}
+
+impl Broker {
+    /// Collects what changed since the last delta (or everything, when `full` or needed) and
+    /// clears the change tracking. Runs under the state lock; its cost is proportional to the
+    /// change, not the state, except for a full snapshot.
+    pub fn take_delta(&mut self, full: bool, lsn: u64, taken_at: Millis) -> Result<Delta, String> {
+        let full = full || self.full_needed;
+        let mut d = Delta {
+            full,
+            lsn,
+            taken_at,
+            state: Some(raw(&BrokerState {
+                created_at: self.created_at,
+            })?),
+            ..Delta::default()
+        };
+        if !full {
+            d.entity_deletes = std::mem::take(&mut self.deleted_entities)
+                .into_iter()
+                .collect();
+        } else {
+            self.deleted_entities.clear();
+        }
+        let dirty = std::mem::take(&mut self.dirty_entities);
+        let want = |k: &EntityKey| full || dirty.contains(k);
+        for q in self.queues.values_mut() {
+            let key = queue_key(&q.name);
+            if want(&key) {
+                d.entity_upserts.push(EntityRecord {
+                    key: key.clone(),
+                    data: raw(&QueueRecord {
+                        name: q.name.clone(),
+                        props: q.props.clone(),
+                        times: q.times,
+                        next_seq: q.next_seq,
+                        dup: q.dup.entries(),
+                        sessions: q.q.sessions.clone(),
+                    })?,
+                });
+            }
+            collect_messages(&key, &mut q.q, full, &mut d)?;
+        }
+        for t in self.topics.values_mut() {
+            let key = topic_key(&t.name);
+            if want(&key) {
+                d.entity_upserts.push(EntityRecord {
+                    key,
+                    data: raw(&TopicRecord {
+                        name: t.name.clone(),
+                        props: t.props.clone(),
+                        times: t.times,
+                        next_seq: t.next_seq,
+                        dup: t.dup.entries(),
+                    })?,
+                });
+            }
+            for s in t.subs.values_mut() {
+                let key = sub_key(&t.name, &s.name);
+                if want(&key) {
+                    d.entity_upserts.push(EntityRecord {
+                        key: key.clone(),
+                        data: raw(&SubscriptionRecord {
+                            topic: t.name.clone(),
+                            name: s.name.clone(),
+                            props: s.props.clone(),
+                            times: s.times,
+                            rules: s.rules.values().map(|r| r.rule.clone()).collect(),
+                            sessions: s.q.sessions.clone(),
+                        })?,
+                    });
+                }
+                collect_messages(&key, &mut s.q, full, &mut d)?;
+            }
+        }
+        self.full_needed = false;
+        Ok(d)
+    }
+
+    /// After a failed delta write: the next snapshot must rewrite everything.
+    pub fn require_full_snapshot(&mut self) {
+        self.full_needed = true;
+    }
+
+    /// Is there anything a delta would write?
+    pub fn has_changes(&self) -> bool {
+        self.full_needed
+            || !self.dirty_entities.is_empty()
+            || !self.deleted_entities.is_empty()
+            || self
+                .queues
+                .values()
+                .any(|q| q.q.main.has_dirty() || q.q.dlq.has_dirty())
+            || self.topics.values().any(|t| {
+                t.subs
+                    .values()
+                    .any(|s| s.q.main.has_dirty() || s.q.dlq.has_dirty())
+            })
+    }
+
+    /// Rebuilds a broker from a stored snapshot. Nothing is marked dirty: the store already
+    /// holds exactly this state.
+    pub fn restore(snap: &Snapshot, now: Millis) -> Result<Broker, String> {
+        let mut b = Broker::new(now);
+        b.full_needed = false;
+        if let Some(state) = &snap.state {
+            let st: BrokerState =
+                serde_json::from_str(state.get()).map_err(|e| format!("state: {e}"))?;
+            b.created_at = st.created_at;
+        }
+        for rec in &snap.entities {
+            let data = rec.data.get();
+            match rec.key.kind {
+                EntityKind::Queue => {
+                    let r: QueueRecord = serde_json::from_str(data)
+                        .map_err(|e| format!("queue '{}': {e}", rec.key.name))?;
+                    let mut q = Receivable::new(r.props.requires_session);
+                    q.sessions = r.sessions;
+                    b.queues.insert(
+                        names::key(&r.name),
+                        Queue {
+                            name: r.name,
+                            props: r.props,
+                            times: r.times,
+                            next_seq: r.next_seq,
+                            dup: DupHistory::from_entries(r.dup),
+                            q,
+                        },
+                    );
+                }
+                EntityKind::Topic => {
+                    let r: TopicRecord = serde_json::from_str(data)
+                        .map_err(|e| format!("topic '{}': {e}", rec.key.name))?;
+                    b.topics.insert(
+                        names::key(&r.name),
+                        Topic {
+                            name: r.name,
+                            props: r.props,
+                            times: r.times,
+                            next_seq: r.next_seq,
+                            dup: DupHistory::from_entries(r.dup),
+                            subs: BTreeMap::new(),
+                        },
+                    );
+                }
+                EntityKind::Subscription => {}
+            }
+        }
+        for rec in &snap.entities {
+            if rec.key.kind != EntityKind::Subscription {
+                continue;
+            }
+            let r: SubscriptionRecord = serde_json::from_str(rec.data.get())
+                .map_err(|e| format!("subscription '{}': {e}", rec.key.name))?;
+            let t = b.topics.get_mut(&names::key(&r.topic)).ok_or_else(|| {
+                format!("subscription '{}' of missing topic '{}'", r.name, r.topic)
+            })?;
+            let mut rules = BTreeMap::new();
+            for rule in r.rules {
+                let c = CompiledRule::compile(rule).map_err(|e| e.to_string())?;
+                rules.insert(names::key(&c.rule.name), c);
+            }
+            let mut q = Receivable::new(r.props.requires_session);
+            q.sessions = r.sessions;
+            t.subs.insert(
+                names::key(&r.name),
+                Subscription {
+                    name: r.name,
+                    props: r.props,
+                    times: r.times,
+                    rules,
+                    q,
+                },
+            );
+        }
+        for rec in &snap.messages {
+            let m: Message = serde_json::from_str(rec.data.get()).map_err(|e| {
+                format!(
+                    "message {} of '{}': {e}",
+                    rec.key.sequence_number, rec.key.entity.name
+                )
+            })?;
+            let rcv = b
+                .receivable_for_key(&rec.key.entity)
+                .ok_or_else(|| format!("message of missing entity '{}'", rec.key.entity.name))?;
+            if rec.key.dead_letter {
+                rcv.dlq.insert(m);
+            } else {
+                rcv.main.insert(m);
+            }
+        }
+        // Loading marked every message dirty; the store already has them.
+        for q in b.queues.values_mut() {
+            q.q.main.take_dirty();
+            q.q.dlq.take_dirty();
+        }
+        for t in b.topics.values_mut() {
+            for s in t.subs.values_mut() {
+                s.q.main.take_dirty();
+                s.q.dlq.take_dirty();
+            }
+        }
+        Ok(b)
+    }
+
+    fn receivable_for_key(&mut self, key: &EntityKey) -> Option<&mut Receivable> {
+        match key.kind {
+            EntityKind::Queue => self
+                .queues
+                .get_mut(&names::key(&key.name))
+                .map(|q| &mut q.q),
+            EntityKind::Subscription => self
+                .topics
+                .get_mut(&names::key(key.topic.as_deref().unwrap_or("")))
+                .and_then(|t| t.subs.get_mut(&names::key(&key.name)))
+                .map(|s| &mut s.q),
+            EntityKind::Topic => None,
+        }
+    }
+}
+
+fn collect_messages(
+    key: &EntityKey,
+    rcv: &mut Receivable,
+    full: bool,
+    d: &mut Delta,
+) -> Result<(), String> {
+    for (dead_letter, store) in [(false, &mut rcv.main), (true, &mut rcv.dlq)] {
+        let dirty = store.take_dirty();
+        if full {
+            for m in store.iter() {
+                d.message_upserts.push(MessageRecord {
+                    key: MessageKey {
+                        entity: key.clone(),
+                        dead_letter,
+                        sequence_number: m.sequence_number,
+                    },
+                    data: raw(m)?,
+                });
+            }
+            continue;
+        }
+        for seq in dirty {
+            let mk = MessageKey {
+                entity: key.clone(),
+                dead_letter,
+                sequence_number: seq,
+            };
+            match store.get(seq) {
+                Some(m) => d.message_upserts.push(MessageRecord {
+                    key: mk,
+                    data: raw(m)?,
+                }),
+                None => d.message_deletes.push(mk),
+            }
+        }
+    }
+    Ok(())
+}

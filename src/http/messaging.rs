@@ -1,0 +1,496 @@
+//! The REST data plane: send, receive (peek-lock and receive-and-delete), unlock, complete,
+//! renew. Message system properties travel in the `BrokerProperties` JSON header; custom
+//! properties are the other, non-standard headers.
+
+use super::HttpState;
+use super::{empty, error_body, error_reply, reply, Plane, Reply, Request};
+use crate::broker::message::{Message, NewMessage};
+use crate::broker::op::{Op, QueuePath, ReceiveMode, Settlement};
+use crate::broker::value::Value;
+use crate::broker::Outcome;
+use crate::constants::DEFAULT_RECEIVE_TIMEOUT_SECS;
+use crate::time::{parse_date, rfc1123, TimeSpan};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Headers that are never custom properties.
+const STANDARD_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "brokerproperties",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "host",
+    "if-match",
+    "if-none-match",
+    "keep-alive",
+    "origin",
+    "pragma",
+    "proxy-authorization",
+    "proxy-connection",
+    "referer",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "via",
+    "traceparent",
+    "tracestate",
+    "request-id",
+    "diagnostic-id",
+];
+
+fn is_standard_header(name: &str) -> bool {
+    STANDARD_HEADERS.contains(&name)
+        || name.starts_with("x-ms-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("sec-")
+        || name.starts_with("servicebus")
+}
+
+/// Parses path segments (before `/messages…`) into a receivable path.
+pub fn queue_path(segs: &[&str]) -> Result<QueuePath, String> {
+    let mut segs = segs.to_vec();
+    let mut dead_letter = false;
+    if segs
+        .last()
+        .is_some_and(|s| s.eq_ignore_ascii_case("$DeadLetterQueue"))
+    {
+        dead_letter = true;
+        segs.pop();
+    }
+    if segs.is_empty() {
+        return Err("The entity path is empty.".to_string());
+    }
+    let path = match segs
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("subscriptions"))
+    {
+        Some(i) if i > 0 && i + 2 == segs.len() => QueuePath {
+            entity: segs[..i].join("/"),
+            subscription: Some(segs[i + 1].to_string()),
+            dead_letter,
+        },
+        Some(_) => return Err("The subscription path is malformed.".to_string()),
+        None => QueuePath {
+            entity: segs.join("/"),
+            subscription: None,
+            dead_letter,
+        },
+    };
+    Ok(path)
+}
+
+/// The BrokerProperties a sender may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SendProperties {
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    session_id: Option<String>,
+    label: Option<String>,
+    to: Option<String>,
+    reply_to: Option<String>,
+    reply_to_session_id: Option<String>,
+    /// Seconds (may be fractional).
+    time_to_live: Option<f64>,
+    scheduled_enqueue_time_utc: Option<String>,
+    partition_key: Option<String>,
+    content_type: Option<String>,
+    via_partition_key: Option<String>,
+    // Fields a client may echo back from a received message; accepted and ignored.
+    delivery_count: Option<serde_json::Value>,
+    sequence_number: Option<serde_json::Value>,
+    lock_token: Option<serde_json::Value>,
+    locked_until_utc: Option<serde_json::Value>,
+    enqueued_time_utc: Option<serde_json::Value>,
+    enqueued_sequence_number: Option<serde_json::Value>,
+    state: Option<serde_json::Value>,
+    force_persistence: Option<serde_json::Value>,
+}
+
+fn build_message(
+    bp: SendProperties,
+    body: Vec<u8>,
+    content_type: Option<String>,
+    properties: BTreeMap<String, Value>,
+) -> Result<NewMessage, String> {
+    let ttl = match bp.time_to_live {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(format!(
+                "TimeToLive must be a positive number of seconds, got {s}."
+            ))
+        }
+        Some(s) => Some(if s >= 922_337_203_685.0 {
+            TimeSpan::MAX
+        } else {
+            TimeSpan((s * 10_000_000.0) as i64)
+        }),
+        None => None,
+    };
+    let scheduled = match bp.scheduled_enqueue_time_utc {
+        Some(s) => Some(
+            parse_date(&s)
+                .ok_or_else(|| format!("ScheduledEnqueueTimeUtc '{s}' is not a valid date."))?,
+        ),
+        None => None,
+    };
+    let _ = (
+        bp.via_partition_key,
+        bp.delivery_count,
+        bp.sequence_number,
+        bp.lock_token,
+        bp.locked_until_utc,
+        bp.enqueued_time_utc,
+        bp.enqueued_sequence_number,
+        bp.state,
+        bp.force_persistence,
+    );
+    Ok(NewMessage {
+        message_id: bp
+            .message_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+        body,
+        correlation_id: bp.correlation_id,
+        session_id: bp.session_id,
+        label: bp.label,
+        to: bp.to,
+        reply_to: bp.reply_to,
+        reply_to_session_id: bp.reply_to_session_id,
+        content_type: bp.content_type.or(content_type),
+        partition_key: bp.partition_key,
+        time_to_live: ttl,
+        scheduled_enqueue_time: scheduled,
+        properties,
+    })
+}
+
+fn custom_properties(headers: &HeaderMap) -> Result<BTreeMap<String, Value>, String> {
+    let mut props = BTreeMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if is_standard_header(n) {
+            continue;
+        }
+        let v = value
+            .to_str()
+            .map_err(|_| format!("The value of header '{n}' is not valid text."))?;
+        props.insert(n.to_string(), Value::from_header(v));
+    }
+    Ok(props)
+}
+
+/// One message of a batch body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchItem {
+    body: serde_json::Value,
+    #[serde(default)]
+    broker_properties: Option<serde_json::Value>,
+    #[serde(default)]
+    user_properties: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+fn parse_batch(body: &[u8]) -> Result<Vec<NewMessage>, String> {
+    let items: Vec<BatchItem> = serde_json::from_slice(body)
+        .map_err(|e| format!("The batch body is not a valid JSON array of messages: {e}"))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let bp: SendProperties = match item.broker_properties {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| format!("BrokerProperties of message {i}: {e}"))?,
+            None => SendProperties::default(),
+        };
+        let body = match item.body {
+            serde_json::Value::String(s) => s.into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        let props = item
+            .user_properties
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from_json(v)))
+            .collect();
+        out.push(build_message(bp, body, None, props)?);
+    }
+    Ok(out)
+}
+
+/// POST /{queue|topic}/messages — send one message, or a batch with
+/// `Content-Type: application/vnd.microsoft.servicebus.json`.
+pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+    let entity = segs.join("/");
+    if req.body.len() > state.max_message_size {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "The request body of {} bytes exceeds the maximum message size of {} bytes.",
+                req.body.len(),
+                state.max_message_size
+            ),
+        );
+    }
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let is_batch = content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/vnd.microsoft.servicebus.json"));
+    let messages = if is_batch {
+        match parse_batch(&req.body) {
+            Ok(m) => m,
+            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+        }
+    } else {
+        let bp: SendProperties = match req.headers.get("brokerproperties") {
+            Some(v) => {
+                let text = match v.to_str() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        return error_body(
+                            StatusCode::BAD_REQUEST,
+                            "The BrokerProperties header is not valid text.",
+                        )
+                    }
+                };
+                match serde_json::from_str(text) {
+                    Ok(bp) => bp,
+                    Err(e) => {
+                        return error_body(
+                            StatusCode::BAD_REQUEST,
+                            &format!("The BrokerProperties header is not valid JSON: {e}"),
+                        )
+                    }
+                }
+            }
+            None => SendProperties::default(),
+        };
+        let props = match custom_properties(&req.headers) {
+            Ok(p) => p,
+            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+        };
+        match build_message(bp, req.body.to_vec(), content_type, props) {
+            Ok(m) => vec![m],
+            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+        }
+    };
+    match state.backend.execute(Op::Send { entity, messages }).await {
+        Ok(_) => empty(StatusCode::CREATED),
+        Err(e) => error_reply(&e, Plane::Messaging),
+    }
+}
+
+fn timeout_of(req: &Request) -> Result<Duration, String> {
+    match req.query.get("timeout") {
+        None => Ok(Duration::from_secs(DEFAULT_RECEIVE_TIMEOUT_SECS)),
+        Some(t) => t
+            .parse::<u64>()
+            .map(|s| Duration::from_secs(s.min(3600)))
+            .map_err(|_| format!("The timeout '{t}' is not a whole number of seconds.")),
+    }
+}
+
+/// POST|DELETE /{path}/messages/head?timeout=N — peek-lock (201 + Location) or
+/// receive-and-delete (200); 204 when nothing arrives in time.
+pub async fn receive(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+    let mode = match req.method {
+        Method::POST => ReceiveMode::PeekLock,
+        Method::DELETE => ReceiveMode::ReceiveAndDelete,
+        _ => return super::method_not_allowed(),
+    };
+    let path = match queue_path(segs) {
+        Ok(p) => p,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+    };
+    let timeout = match timeout_of(req) {
+        Ok(t) => t,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+    };
+    match state
+        .backend
+        .receive_wait(path.clone(), mode, 1, None, timeout)
+        .await
+    {
+        Ok(msgs) => match msgs.into_iter().next() {
+            None => empty(StatusCode::NO_CONTENT),
+            Some(m) => message_reply(&m, mode, &path, &req.base_url),
+        },
+        Err(e) => error_reply(&e, Plane::Messaging),
+    }
+}
+
+/// The BrokerProperties JSON of a received message.
+pub fn broker_properties(m: &Message) -> serde_json::Value {
+    let c = &m.content;
+    let ttl_secs = if m.ttl.is_infinite() {
+        922_337_203_685.477_6
+    } else {
+        m.ttl.0 as f64 / 10_000_000.0
+    };
+    let mut bp = serde_json::json!({
+        "DeliveryCount": m.delivery_count,
+        "EnqueuedSequenceNumber": m.enqueued_sequence_number,
+        "EnqueuedTimeUtc": rfc1123(m.enqueued_time),
+        "MessageId": c.message_id,
+        "SequenceNumber": m.sequence_number,
+        "State": m.state.as_str(),
+        "TimeToLive": ttl_secs,
+    });
+    if let Some(obj) = bp.as_object_mut() {
+        if let Some(l) = m.lock {
+            obj.insert("LockToken".into(), l.token.to_string().into());
+            obj.insert("LockedUntilUtc".into(), rfc1123(l.locked_until).into());
+        }
+        let mut opt = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                obj.insert(k.to_string(), v.clone().into());
+            }
+        };
+        opt("CorrelationId", &c.correlation_id);
+        opt("SessionId", &c.session_id);
+        opt("Label", &c.label);
+        opt("To", &c.to);
+        opt("ReplyTo", &c.reply_to);
+        opt("ReplyToSessionId", &c.reply_to_session_id);
+        opt("PartitionKey", &c.partition_key);
+        opt("DeadLetterSource", &m.dead_letter_source);
+        if let Some(s) = c.scheduled_enqueue_time {
+            obj.insert("ScheduledEnqueueTimeUtc".into(), rfc1123(s).into());
+        }
+    }
+    bp
+}
+
+fn message_reply(m: &Message, mode: ReceiveMode, path: &QueuePath, base: &str) -> Reply {
+    let status = match mode {
+        ReceiveMode::PeekLock => StatusCode::CREATED,
+        ReceiveMode::ReceiveAndDelete => StatusCode::OK,
+    };
+    let ct = m
+        .content
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".to_string());
+    let mut r = reply(status, &ct, m.content.body.clone());
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&broker_properties(m).to_string()) {
+        h.insert("BrokerProperties", v);
+    }
+    for (k, v) in &m.content.properties {
+        if let (Ok(name), Ok(val)) = (
+            http::header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v.to_header()),
+        ) {
+            h.insert(name, val);
+        }
+    }
+    if let Some(l) = m.lock {
+        let loc = format!(
+            "{base}/{}/messages/{}/{}",
+            path.display(),
+            m.sequence_number,
+            l.token
+        );
+        if let Ok(v) = HeaderValue::from_str(&loc) {
+            h.insert(http::header::LOCATION, v);
+        }
+    }
+    r
+}
+
+/// PUT (unlock), DELETE (complete), POST (renew) /{path}/messages/{id}/{lockToken}.
+pub async fn settle(
+    state: &HttpState,
+    req: &Request,
+    segs: &[&str],
+    _id: &str,
+    lock: &str,
+) -> Reply {
+    let path = match queue_path(segs) {
+        Ok(p) => p,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+    };
+    let Ok(token) = uuid::Uuid::parse_str(lock) else {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            &format!("The lock token '{lock}' is not a valid GUID."),
+        );
+    };
+    let op = match req.method {
+        Method::PUT => Op::Settle {
+            from: path,
+            lock_token: token,
+            settlement: Settlement::Abandon {
+                properties: BTreeMap::new(),
+            },
+        },
+        Method::DELETE => Op::Settle {
+            from: path,
+            lock_token: token,
+            settlement: Settlement::Complete,
+        },
+        Method::POST => Op::RenewLock {
+            from: path,
+            lock_token: token,
+        },
+        _ => return super::method_not_allowed(),
+    };
+    match state.backend.execute(op).await {
+        Ok(Outcome::LockRenewed { locked_until }) => {
+            let mut r = empty(StatusCode::OK);
+            let bp = serde_json::json!({ "LockedUntilUtc": rfc1123(locked_until) }).to_string();
+            if let Ok(v) = HeaderValue::from_str(&bp) {
+                r.headers_mut().insert("BrokerProperties", v);
+            }
+            r
+        }
+        Ok(_) => empty(StatusCode::OK),
+        Err(e) => error_reply(&e, Plane::Messaging),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(queue_path(&["q"]).unwrap(), QueuePath::queue("q"));
+        assert_eq!(
+            queue_path(&["a", "b", "$DeadLetterQueue"]).unwrap(),
+            QueuePath::queue("a/b").dlq()
+        );
+        assert_eq!(
+            queue_path(&["t", "subscriptions", "s"]).unwrap(),
+            QueuePath::subscription("t", "s")
+        );
+        assert!(queue_path(&["t", "Subscriptions"]).is_err());
+        assert!(queue_path(&["$deadletterqueue"]).is_err());
+    }
+
+    #[test]
+    fn batch_bodies_parse() {
+        let b = br#"[{"Body":"hi","BrokerProperties":{"MessageId":"m1","Label":"l"},"UserProperties":{"n":1,"s":"x"}},{"Body":"two"}]"#;
+        let v = parse_batch(b).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].message_id, "m1");
+        assert_eq!(v[0].properties.get("n"), Some(&Value::Int(1)));
+        assert_eq!(v[1].body, b"two");
+        assert!(parse_batch(b"{").is_err());
+        assert!(parse_batch(br#"[{"Body":"x","BrokerProperties":{"TimeToLive":"x"}}]"#).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The Azure Service Bus REST API on warp: messaging, ATOM management, admin and health.
+//!
+//! Azure entity names may contain `/`, so the URL space cannot be expressed as fixed warp path
+//! segments; one catch-all filter collects method, path, query, headers and body into a
+//! [`Request`] and [`route`] dispatches on the decoded path segments. Handlers return replies
+//! for every domain error; [`error_reply`] is the one place errors become Azure status codes.
+
+pub mod admin;
+pub mod atom;
+pub mod health;
+pub mod management;
+pub mod messaging;
+
+use crate::broker::error::BrokerError;
+use crate::service::{ServiceBusBackend, ServiceError};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::http::Response;
+use warp::Filter;
+
+/// The reply type every handler returns.
+pub type Reply = warp::reply::Response;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct HttpState {
+    pub backend: ServiceBusBackend,
+    pub max_message_size: usize,
+    pub admin_token: Option<String>,
+    /// Cancelled to ask the server to stop (`/$admin/shutdown`).
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// One decoded request.
+pub struct Request {
+    pub method: Method,
+    /// Percent-decoded path segments (empty ones dropped).
+    pub segments: Vec<String>,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub remote: Option<SocketAddr>,
+    /// `http://host:port` as the client addressed us, for Location headers and feed links.
+    pub base_url: String,
+}
+
+/// Which API family answers, because Azure maps a missing entity differently in each
+/// (management: 404; messaging: 410 Gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Management,
+    Messaging,
+}
+
+/// The warp filter serving everything.
+pub fn routes(
+    state: HttpState,
+) -> impl Filter<Extract = (Reply,), Error = std::convert::Infallible> + Clone {
+    let state = Arc::new(state);
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::bytes())
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             remote: Option<SocketAddr>,
+             body: Bytes,
+             state: Arc<HttpState>| async move {
+                let segments: Vec<String> = path
+                    .as_str()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        percent_encoding::percent_decode_str(s)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .collect();
+                let query = parse_query(&query);
+                let host = headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost")
+                    .to_string();
+                let req = Request {
+                    method,
+                    segments,
+                    query,
+                    headers,
+                    body,
+                    remote,
+                    base_url: format!("http://{host}"),
+                };
+                route(&state, req).await
+            },
+        )
+        .recover(|_r: warp::Rejection| async move {
+            // Only body-read failures reach here (every path is matched above).
+            Ok::<Reply, std::convert::Infallible>(error_body(
+                StatusCode::BAD_REQUEST,
+                "The request could not be read.",
+            ))
+        })
+        .unify()
+}
+
+fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Dispatches a request on its path. The route table, in order:
+async fn route(state: &HttpState, req: Request) -> Reply {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let m = req.method.clone();
+    match segs.as_slice() {
+        // GET /health — liveness, as the official emulator answers it.
+        ["health"] if m == Method::GET => health::health(state),
+        // /$admin/... — storage administration (loopback or token only).
+        [first, ..] if eq(first, "$admin") => admin::handle(state, &req).await,
+        // GET /$namespaceinfo — namespace description.
+        [first] if eq(first, "$namespaceinfo") && m == Method::GET => {
+            management::namespace_info(state, &req)
+        }
+        // GET /$Resources/Queues | /$Resources/Topics — entity lists with $skip/$top.
+        [first, kind] if eq(first, "$resources") && m == Method::GET => {
+            management::list_entities(state, &req, kind)
+        }
+        _ => route_entity_paths(state, &req, &segs).await,
+    }
+}
+
+async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+    let m = &req.method;
+    let n = segs.len();
+    if n == 0 {
+        return error_body(StatusCode::NOT_FOUND, "No resource at this address.");
+    }
+    // .../messages/head — receive (POST peek-lock, DELETE receive-and-delete).
+    if n >= 3 && eq(segs[n - 2], "messages") && eq(segs[n - 1], "head") {
+        return messaging::receive(state, req, &segs[..n - 2]).await;
+    }
+    // .../messages — send (POST).
+    if n >= 2 && eq(segs[n - 1], "messages") {
+        if *m == Method::POST {
+            return messaging::send(state, req, &segs[..n - 1]).await;
+        }
+        return method_not_allowed();
+    }
+    // .../messages/{id}/{lockToken} — unlock (PUT), complete (DELETE), renew (POST).
+    if n >= 4 && eq(segs[n - 3], "messages") {
+        return messaging::settle(state, req, &segs[..n - 3], segs[n - 2], segs[n - 1]).await;
+    }
+    // {topic}/Subscriptions/{sub}/Rules[/{rule}] — rules.
+    if let Some(i) = segs.iter().position(|s| eq(s, "subscriptions")) {
+        let topic = segs[..i].join("/");
+        let rest = &segs[i + 1..];
+        return match rest {
+            // GET {topic}/Subscriptions — list subscriptions.
+            [] => management::list_subscriptions(state, req, &topic),
+            // PUT|GET|DELETE {topic}/Subscriptions/{sub}.
+            [sub] => management::subscription(state, req, &topic, sub).await,
+            // GET {topic}/Subscriptions/{sub}/Rules — list rules.
+            [sub, rules] if eq(rules, "rules") => management::list_rules(state, req, &topic, sub),
+            // PUT|GET|DELETE {topic}/Subscriptions/{sub}/Rules/{rule}.
+            [sub, rules, rule] if eq(rules, "rules") => {
+                management::rule(state, req, &topic, sub, rule).await
+            }
+            _ => error_body(StatusCode::NOT_FOUND, "No resource at this address."),
+        };
+    }
+    // PUT|GET|DELETE /{queue or topic}.
+    management::entity(state, req, &segs.join("/")).await
+}
+
+/// An Azure-style XML error body with the status code.
+pub fn error_body(status: StatusCode, detail: &str) -> Reply {
+    let body = atom::error_body(status.as_u16(), detail);
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/xml; charset=utf-8")
+        .body(Bytes::from(body).into())
+        .unwrap_or_default()
+}
+
+fn method_not_allowed() -> Reply {
+    error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "The requested HTTP method is not supported on this resource.",
+    )
+}
+
+/// The one mapping from errors to Azure status codes and bodies.
+pub fn error_reply(err: &ServiceError, plane: Plane) -> Reply {
+    let status = match err {
+        ServiceError::Broker(b) => match b {
+            BrokerError::EntityNotFound(_) => match plane {
+                Plane::Management => StatusCode::NOT_FOUND,
+                Plane::Messaging => StatusCode::GONE,
+            },
+            BrokerError::EntityExists(_) => StatusCode::CONFLICT,
+            BrokerError::BadRequest(_)
+            | BrokerError::FilterSyntax(_)
+            | BrokerError::SessionRequired(_) => StatusCode::BAD_REQUEST,
+            BrokerError::MessageLockLost | BrokerError::MessageNotFound(_) => StatusCode::NOT_FOUND,
+            BrokerError::SessionLockLost(_) => StatusCode::GONE,
+            BrokerError::SessionCannotBeLocked(_) => StatusCode::CONFLICT,
+            BrokerError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BrokerError::QuotaExceeded(_)
+            | BrokerError::EntityDisabled(_)
+            | BrokerError::SendDisabled(_)
+            | BrokerError::ReceiveDisabled(_) => StatusCode::FORBIDDEN,
+        },
+        ServiceError::Storage(e) => {
+            tracing::error!("storage failure answering a request: {e}");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error_body(status, &err.to_string())
+}
+
+/// A reply with a status, content type and body.
+pub fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(body.into().into())
+        .unwrap_or_default()
+}
+
+/// An empty reply with a status.
+pub fn empty(status: StatusCode) -> Reply {
+    Response::builder()
+        .status(status)
+        .body(Bytes::new().into())
+        .unwrap_or_default()
+}

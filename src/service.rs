@@ -1,0 +1,618 @@
+//! [`ServiceBusBackend`]: the broker behind a lock, the operation log, the snapshot backend,
+//! the timers, and durable acknowledgement.
+//!
+//! Every state change goes through [`ServiceBusBackend::execute`]: under the state lock the
+//! operation is applied to the broker and (if it changed anything) appended to the journal, so
+//! journal order is apply order; the lock is released and the caller waits until the journal
+//! has flushed that record (group commit: one fsync serves every waiter of a batch). Only then
+//! is the request answered.
+//!
+//! Snapshots take the changed records under the lock (cost ∝ change), write them to the backend
+//! off the lock, then truncate the journal through the snapshot's LSN.
+
+use crate::broker::error::BrokerError;
+use crate::broker::message::Message;
+use crate::broker::op::{Op, OpRecord, QueuePath, ReceiveMode, SessionRef};
+use crate::broker::{Broker, Outcome, Totals};
+use crate::config::{StorageConfig, StorageType};
+use crate::storage::journal::Journal;
+use crate::storage::json::JsonBackend;
+use crate::storage::memory::MemoryBackend;
+use crate::storage::sqlite::SqliteBackend;
+use crate::storage::{Backend, BackendStats, StorageError};
+use crate::time::{Clock, Millis, SystemClock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::Notify;
+
+/// Errors of the service layer: a refused operation, or a server-side storage fault.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("storage failure: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// How persistence came up, for `/health` and `storage stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PersistenceStatus {
+    pub storage_type: String,
+    /// Set when persistence failed to initialise and the server runs in memory instead.
+    pub degraded: Option<String>,
+    pub replayed: u64,
+    pub journal_error: Option<String>,
+}
+
+struct Inner {
+    broker: Mutex<Broker>,
+    journal: Mutex<Option<Arc<Journal>>>,
+    backend: Mutex<Box<dyn Backend>>,
+    clock: Arc<dyn Clock>,
+    config: StorageConfig,
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    timer_wake: Notify,
+    status: Mutex<PersistenceStatus>,
+    last_snapshot: AtomicI64,
+    /// Used as the snapshot LSN when no journal runs (wal disabled).
+    op_counter: AtomicU64,
+    closing: AtomicBool,
+    /// Serialises snapshots (periodic, manual, final).
+    snapshot_lock: tokio::sync::Mutex<()>,
+}
+
+/// The Service Bus backend with optional persistence (the guide's `ServiceBusBackend`).
+#[derive(Clone)]
+pub struct ServiceBusBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServiceBusBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBusBackend")
+            .field("storage_type", &self.inner.config.storage_type)
+            .finish()
+    }
+}
+
+/// Result of a snapshot, for logs and the admin API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SnapshotReport {
+    pub entities_written: usize,
+    pub entities_deleted: usize,
+    pub messages_written: usize,
+    pub messages_deleted: usize,
+    pub full: bool,
+    pub lsn: u64,
+    pub capture_ms: f64,
+    pub write_ms: f64,
+}
+
+impl ServiceBusBackend {
+    /// Creates a backend; `None` means in-memory (no persistence), as in the guide.
+    pub fn new(storage_config: Option<StorageConfig>) -> Self {
+        Self::with_clock(storage_config, Arc::new(SystemClock))
+    }
+
+    /// Creates a backend with an injected clock (tests of time-dependent behaviour).
+    pub fn with_clock(storage_config: Option<StorageConfig>, clock: Arc<dyn Clock>) -> Self {
+        let config = storage_config.unwrap_or_default();
+        let now = clock.now();
+        ServiceBusBackend {
+            inner: Arc::new(Inner {
+                broker: Mutex::new(Broker::new(now)),
+                journal: Mutex::new(None),
+                backend: Mutex::new(Box::new(MemoryBackend)),
+                clock,
+                status: Mutex::new(PersistenceStatus {
+                    storage_type: config.storage_type.as_str().to_string(),
+                    ..Default::default()
+                }),
+                config,
+                waiters: Mutex::new(HashMap::new()),
+                timer_wake: Notify::new(),
+                last_snapshot: AtomicI64::new(0),
+                op_counter: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                snapshot_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    pub fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+
+    fn lock_broker(&self) -> std::sync::MutexGuard<'_, Broker> {
+        // A poisoned lock means a panic while applying; the state itself is still the last
+        // consistent one (apply validates before mutating), so keep serving.
+        self.inner.broker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a read-only query against the current state.
+    pub fn read<R>(&self, f: impl FnOnce(&Broker) -> R) -> R {
+        f(&self.lock_broker())
+    }
+
+    /// Opens the configured storage, loads the last snapshot, replays the journal, snapshots
+    /// and truncates the journal. If the backend cannot be opened, logs the guide's error and
+    /// keeps running in memory (degraded, visible in `/health` and `storage stats`). A journal
+    /// corrupted before its tail is a hard error naming the file.
+    pub async fn initialize_persistence(&self) -> Result<PersistenceStatus, StorageError> {
+        let cfg = self.inner.config.clone();
+        if cfg.storage_type == StorageType::InMemory {
+            return Ok(self.status());
+        }
+        let opened = tokio::task::spawn_blocking(move || open_backend(&cfg))
+            .await
+            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let backend = match opened {
+            Ok(b) => b,
+            Err(e @ StorageError::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
+                );
+                self.set_status(|s| s.degraded = Some(e.to_string()));
+                return Ok(self.status());
+            }
+        };
+        let started = Instant::now();
+        let (backend, snap) = tokio::task::spawn_blocking(move || {
+            let mut backend = backend;
+            let snap = backend.load();
+            (backend, snap)
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))?;
+        *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) = backend;
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
+                );
+                *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Box::new(MemoryBackend);
+                self.set_status(|s| s.degraded = Some(e.to_string()));
+                return Ok(self.status());
+            }
+        };
+        let now = self.now();
+        let (broker, snap_lsn) = match &snap {
+            Some(s) => (
+                Broker::restore(s, now).map_err(|detail| StorageError::Corrupt {
+                    path: self.location().into(),
+                    detail,
+                })?,
+                s.lsn,
+            ),
+            None => (Broker::new(now), 0),
+        };
+        if let Some(s) = &snap {
+            self.inner.last_snapshot.store(s.taken_at, Ordering::SeqCst);
+        }
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        *self.lock_broker() = broker;
+        let mut replayed = 0u64;
+        if cfg_wal(&self.inner.config) {
+            let path = self
+                .inner
+                .backend
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .journal_path();
+            if let Some(path) = path {
+                let (journal, replay) = Journal::open(&path, snap_lsn + 1)?;
+                if let Some(off) = replay.torn_tail {
+                    tracing::warn!(
+                        "dropped a torn record at the tail of {} (offset {off})",
+                        path.display()
+                    );
+                }
+                let mut b = self.lock_broker();
+                for (lsn, payload) in &replay.records {
+                    if *lsn <= snap_lsn {
+                        continue;
+                    }
+                    let rec: OpRecord =
+                        serde_json::from_slice(payload).map_err(|e| StorageError::Corrupt {
+                            path: path.clone(),
+                            detail: format!("record {lsn} does not decode: {e}"),
+                        })?;
+                    // An operation that was refused originally was never journaled; one that
+                    // fails now would mean divergence, which we report but do not stop on.
+                    if let Err(e) = b.apply(&rec) {
+                        tracing::warn!("replay of record {lsn} ({}) failed: {e}", rec.op.name());
+                    }
+                    replayed += 1;
+                }
+                drop(b);
+                *self.inner.journal.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Arc::new(journal));
+            }
+        }
+        tracing::info!(
+            "Persistence initialized (storage_type={}, wal_enabled={}, load_ms={load_ms:.1})",
+            self.inner.config.storage_type.as_str(),
+            self.inner.config.wal_enabled
+        );
+        tracing::info!("Replayed {replayed} operations from WAL");
+        self.set_status(|s| s.replayed = replayed);
+        self.snapshot().await?;
+        Ok(self.status())
+    }
+
+    /// Graceful shutdown: final snapshot, compaction when `auto_compact`, close the journal.
+    pub async fn shutdown_persistence(&self) -> Result<(), StorageError> {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.timer_wake.notify_one();
+        if self.status().degraded.is_some()
+            || self.inner.config.storage_type == StorageType::InMemory
+        {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let report = self.snapshot().await?;
+        tracing::info!(
+            "final snapshot written ({} messages, {} entities) in {:.1} ms",
+            report.messages_written,
+            report.entities_written,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        if self.inner.config.auto_compact {
+            let t = Instant::now();
+            self.compact().await?;
+            tracing::info!(
+                "storage compacted in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        let journal = self
+            .inner
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(j) = journal {
+            j.close();
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut PersistenceStatus)) {
+        f(&mut self.inner.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn status(&self) -> PersistenceStatus {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn journal(&self) -> Option<Arc<Journal>> {
+        self.inner
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies an operation now and answers once it is durable.
+    pub async fn execute(&self, op: Op) -> Result<Outcome, ServiceError> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(ServiceError::ShuttingDown);
+        }
+        let (outcome, lsn, journal) = {
+            let mut b = self.lock_broker();
+            let rec = OpRecord {
+                at: self.inner.clock.now(),
+                op,
+            };
+            let applied = b.apply(&rec)?;
+            let mut lsn = None;
+            let journal = self.journal();
+            if applied.changed {
+                self.inner.op_counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(j) = &journal {
+                    let payload =
+                        serde_json::to_vec(&rec).map_err(|e| StorageError::Other(e.to_string()))?;
+                    lsn = Some(j.append(payload));
+                }
+            }
+            let wake = b.take_wakeups();
+            drop(b);
+            self.wake(wake);
+            (applied.outcome, lsn, journal)
+        };
+        self.inner.timer_wake.notify_one();
+        if let (Some(lsn), Some(j)) = (lsn, journal) {
+            if let Err(e) = j.wait_durable(lsn).await {
+                self.set_status(|s| s.journal_error = Some(e.to_string()));
+                return Err(e.into());
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn wake(&self, keys: std::collections::BTreeSet<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            if let Some(n) = waiters.get(&k) {
+                n.notify_waiters();
+            }
+        }
+    }
+
+    fn waiter(&self, path: &QueuePath) -> Arc<Notify> {
+        let key = crate::broker::messaging::wake_key_of(path);
+        let mut w = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        w.entry(key)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// Receives up to `max` messages, waiting up to `timeout` for one to arrive (woken by
+    /// arrival, not by polling).
+    pub async fn receive_wait(
+        &self,
+        from: QueuePath,
+        mode: ReceiveMode,
+        max: u32,
+        session: Option<SessionRef>,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, ServiceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let notify = self.waiter(&from);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let tokens = (0..max).map(|_| uuid::Uuid::new_v4()).collect();
+            let out = self
+                .execute(Op::Receive {
+                    from: from.clone(),
+                    mode,
+                    max,
+                    lock_tokens: tokens,
+                    session: session.clone(),
+                })
+                .await?;
+            if let Outcome::Received(msgs) = out {
+                if !msgs.is_empty() {
+                    return Ok(msgs);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline || self.inner.closing.load(Ordering::SeqCst)
+            {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Runs the timer loop until shutdown: applies a `Tick` whenever something falls due.
+    pub async fn run_timers(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() || self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let next = self.read(|b| b.next_due());
+            let now = self.now();
+            match next {
+                Some(t) if t <= now => {
+                    if let Err(e) = self.execute(Op::Tick).await {
+                        tracing::warn!("timer tick failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // Wall-clock waits are capped so an injected clock that jumps is noticed promptly.
+            let wait = next
+                .map(|t| Duration::from_millis((t - now).clamp(1, 1000) as u64))
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inner.timer_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Runs periodic snapshots until shutdown (interval 0 = disabled).
+    pub async fn run_snapshots(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let secs = self.inner.config.snapshot_interval_seconds;
+        if secs == 0 || self.inner.config.storage_type == StorageType::InMemory {
+            return;
+        }
+        let mut iv = tokio::time::interval(Duration::from_secs(secs));
+        iv.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = iv.tick() => {
+                    match self.snapshot().await {
+                        Ok(r) if r.messages_written + r.messages_deleted + r.entities_written > 0 => {
+                            tracing::info!(
+                                "snapshot: {} messages written, {} deleted, {} entities, capture {:.1} ms, write {:.1} ms",
+                                r.messages_written, r.messages_deleted, r.entities_written, r.capture_ms, r.write_ms
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("snapshot failed: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what changed since the last snapshot, then truncates the journal.
+    pub async fn snapshot(&self) -> Result<SnapshotReport, StorageError> {
+        self.snapshot_inner(false).await
+    }
+
+    async fn snapshot_inner(&self, full: bool) -> Result<SnapshotReport, StorageError> {
+        if self.inner.config.storage_type == StorageType::InMemory
+            || self.status().degraded.is_some()
+        {
+            return Ok(SnapshotReport::default());
+        }
+        let _guard = self.inner.snapshot_lock.lock().await;
+        let t0 = Instant::now();
+        let journal = self.journal();
+        let now = self.now();
+        let delta = {
+            let mut b = self.lock_broker();
+            if !full && !b.has_changes() {
+                return Ok(SnapshotReport::default());
+            }
+            let lsn = match &journal {
+                Some(j) => j.last_lsn(),
+                None => self.inner.op_counter.load(Ordering::SeqCst),
+            };
+            b.take_delta(full, lsn, now).map_err(StorageError::Other)?
+        };
+        let capture_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let mut report = SnapshotReport {
+            entities_written: delta.entity_upserts.len(),
+            entities_deleted: delta.entity_deletes.len(),
+            messages_written: delta.message_upserts.len(),
+            messages_deleted: delta.message_deletes.len(),
+            full: delta.full,
+            lsn: delta.lsn,
+            capture_ms,
+            write_ms: 0.0,
+        };
+        let inner = self.inner.clone();
+        let t1 = Instant::now();
+        let lsn = delta.lsn;
+        let res = tokio::task::spawn_blocking(move || {
+            let mut be = inner.backend.lock().unwrap_or_else(|e| e.into_inner());
+            be.apply(&delta)
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))?;
+        if let Err(e) = res {
+            self.lock_broker().require_full_snapshot();
+            return Err(e);
+        }
+        report.write_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        self.inner.last_snapshot.store(now, Ordering::SeqCst);
+        if let Some(j) = journal {
+            let j2 = j.clone();
+            tokio::task::spawn_blocking(move || j2.truncate_through(lsn))
+                .await
+                .map_err(|e| StorageError::Other(e.to_string()))??;
+        }
+        Ok(report)
+    }
+
+    /// Reclaims storage space (SQLite VACUUM, JSON orphan cleanup).
+    pub async fn compact(&self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .backend
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .compact()
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))?
+    }
+
+    /// Deletes every entity and message, durably.
+    pub async fn purge(&self) -> Result<(), ServiceError> {
+        self.execute(Op::PurgeAll).await?;
+        self.snapshot_inner(true).await?;
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        match self.inner.config.storage_type {
+            StorageType::Sqlite => self.inner.config.sqlite_path.display().to_string(),
+            StorageType::Json => self.inner.config.json_path.display().to_string(),
+            StorageType::Redis => format!(
+                "{}:{}",
+                self.inner.config.redis_host, self.inner.config.redis_port
+            ),
+            StorageType::InMemory => "memory".to_string(),
+        }
+    }
+
+    /// Storage statistics for `storage stats` and the admin API.
+    pub fn stats(&self) -> StorageStats {
+        let backend = self
+            .inner
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats();
+        let journal_size = self.journal().map(|j| j.size_bytes()).unwrap_or(0);
+        let last = self.inner.last_snapshot.load(Ordering::SeqCst);
+        StorageStats {
+            backend,
+            totals: self.read(|b| b.totals()),
+            wal_size_bytes: journal_size,
+            last_snapshot: if last > 0 { Some(last) } else { None },
+            status: self.status(),
+        }
+    }
+
+    /// Is the journal currently failing to write?
+    pub fn journal_healthy(&self) -> Result<(), String> {
+        match self.journal() {
+            Some(j) => j.health(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Storage statistics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StorageStats {
+    pub backend: BackendStats,
+    pub totals: Totals,
+    pub wal_size_bytes: u64,
+    pub last_snapshot: Option<Millis>,
+    pub status: PersistenceStatus,
+}
+
+fn cfg_wal(c: &StorageConfig) -> bool {
+    c.wal_enabled
+}
+
+/// Opens the backend the configuration names.
+pub fn open_backend(cfg: &StorageConfig) -> Result<Box<dyn Backend>, StorageError> {
+    match cfg.storage_type {
+        StorageType::InMemory => Ok(Box::new(MemoryBackend)),
+        StorageType::Sqlite => Ok(Box::new(SqliteBackend::open(
+            &cfg.sqlite_path,
+            cfg.wal_enabled,
+        )?)),
+        StorageType::Json => Ok(Box::new(JsonBackend::open(
+            &cfg.json_path,
+            cfg.json_pretty_print,
+        )?)),
+        StorageType::Redis => Err(StorageError::Unavailable("redis".to_string())),
+    }
+}
