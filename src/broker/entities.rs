@@ -46,7 +46,7 @@ fn validate_props(props: &EntityProps) -> Result<(), BrokerError> {
         ));
     }
     let w = props.duplicate_detection_history_time_window.as_millis();
-    if w < 20_000 || w > 7 * 86_400_000 {
+    if !(20_000..=7 * 86_400_000).contains(&w) {
         return Err(bad(
             "DuplicateDetectionHistoryTimeWindow must be between 20 seconds and 7 days."
                 .to_string(),

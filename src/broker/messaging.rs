@@ -315,6 +315,8 @@ impl Broker {
             s.times.accessed_at = now;
             s.q.main.insert(msg);
             let sname = s.name.clone();
+            self.dirty_entities
+                .insert(super::entities::sub_key(&tname, &sname));
             if visible {
                 self.wakeups.insert(wake_key(&tname, Some(&sname), false));
             }

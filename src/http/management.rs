@@ -11,29 +11,21 @@ use http::{Method, StatusCode};
 const ATOM_CT: &str = "application/atom+xml;type=entry;charset=utf-8";
 const FEED_CT: &str = "application/atom+xml;type=feed;charset=utf-8";
 
-fn body_text(req: &Request) -> Result<&str, Reply> {
-    std::str::from_utf8(&req.body).map_err(|_| {
-        error_body(
-            StatusCode::BAD_REQUEST,
-            "The request body is not valid UTF-8.",
-        )
-    })
+fn body_text(req: &Request) -> Result<&str, String> {
+    std::str::from_utf8(&req.body).map_err(|_| "The request body is not valid UTF-8.".to_string())
 }
 
 fn is_update(req: &Request) -> bool {
     req.headers.contains_key(http::header::IF_MATCH)
 }
 
-fn paging(req: &Request) -> Result<(usize, usize), Reply> {
-    let parse = |k: &str, d: usize| -> Result<usize, Reply> {
+fn paging(req: &Request) -> Result<(usize, usize), String> {
+    let parse = |k: &str, d: usize| -> Result<usize, String> {
         match req.query.get(k) {
             None => Ok(d),
-            Some(v) => v.parse().map_err(|_| {
-                error_body(
-                    StatusCode::BAD_REQUEST,
-                    &format!("The value '{v}' of {k} is not a non-negative integer."),
-                )
-            }),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("The value '{v}' of {k} is not a non-negative integer.")),
         }
     };
     Ok((parse("$skip", 0)?, parse("$top", DEFAULT_LIST_TOP)?))
@@ -60,7 +52,7 @@ pub fn namespace_info(state: &HttpState, _req: &Request) -> Reply {
 pub fn list_entities(state: &HttpState, req: &Request, kind: &str) -> Reply {
     let (skip, top) = match paging(req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
     };
     let (title, infos) = if kind.eq_ignore_ascii_case("queues") {
         ("Queues", state.backend.read(|b| b.list_queues()))
@@ -116,7 +108,7 @@ pub async fn entity(state: &HttpState, req: &Request, name: &str) -> Reply {
         Method::PUT => {
             let text = match body_text(req) {
                 Ok(t) => t,
-                Err(r) => return r,
+                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
             };
             let kind = match atom::description_kind(text) {
                 Some(k @ (EntityKind::Queue | EntityKind::Topic)) => k,
@@ -183,7 +175,7 @@ pub fn list_subscriptions(state: &HttpState, req: &Request, topic: &str) -> Repl
     }
     let (skip, top) = match paging(req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
     };
     match state.backend.read(|b| b.list_subscriptions(topic)) {
         Ok(infos) => {
@@ -229,7 +221,7 @@ pub async fn subscription(state: &HttpState, req: &Request, topic: &str, sub: &s
         Method::PUT => {
             let text = match body_text(req) {
                 Ok(t) => t,
-                Err(r) => return r,
+                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
             };
             let parsed = match atom::parse_entity(text, EntityKind::Subscription) {
                 Ok(p) => p,
@@ -277,7 +269,7 @@ pub fn list_rules(state: &HttpState, req: &Request, topic: &str, sub: &str) -> R
     }
     let (skip, top) = match paging(req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
     };
     match state.backend.read(|b| b.rules(topic, sub)) {
         Ok(rules) => {
@@ -332,7 +324,7 @@ pub async fn rule(state: &HttpState, req: &Request, topic: &str, sub: &str, name
         Method::PUT => {
             let text = match body_text(req) {
                 Ok(t) => t,
-                Err(r) => return r,
+                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
             };
             let rule = match atom::parse_rule(text, name, state.backend.now()) {
                 Ok(r) => r,

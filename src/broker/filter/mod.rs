@@ -22,7 +22,7 @@ pub struct CompiledRule {
 enum CompiledFilter {
     True,
     False,
-    Correlation(CorrelationFilter),
+    Correlation(Box<CorrelationFilter>),
     Sql(sql::SqlExpr),
 }
 
@@ -32,7 +32,7 @@ impl CompiledRule {
         let filter = match &rule.filter {
             Filter::True => CompiledFilter::True,
             Filter::False => CompiledFilter::False,
-            Filter::Correlation(c) => CompiledFilter::Correlation(c.clone()),
+            Filter::Correlation(c) => CompiledFilter::Correlation(Box::new(c.clone())),
             Filter::Sql(def) => CompiledFilter::Sql(
                 sql::SqlExpr::compile(&def.expression, &def.parameters)
                     .map_err(|e| BrokerError::FilterSyntax(e.to_string()))?,
