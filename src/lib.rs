@@ -13,5 +13,6 @@
 
 pub mod broker;
 pub mod constants;
+pub mod http;
 pub mod storage;
 pub mod time;
