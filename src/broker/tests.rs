@@ -661,13 +661,13 @@ fn make_op(b: &Broker, kind: u8, target: u8, n: u8, seq_tokens: &mut Vec<(QueueP
     match kind {
         0..=3 => {
             let mut m = msg(&format!("m{n}"));
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 m.time_to_live = Some(TimeSpan::from_secs(5));
             }
             if n % 4 == 1 {
                 m.scheduled_enqueue_time = Some(T0 + 7_000);
             }
-            m.label = Some(if n % 2 == 0 { "even" } else { "odd" }.into());
+            m.label = Some(if n.is_multiple_of(2) { "even" } else { "odd" }.into());
             Op::Send {
                 entity: if target < 2 {
                     p.entity.clone()
