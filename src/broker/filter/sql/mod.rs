@@ -19,8 +19,13 @@
 //! - Functions: `newid()` (a random GUID string), `property(name)` / `p(name)` (a property
 //!   by computed name; a `sys.` or `user.` prefix in the name selects the scope).
 //! - Properties: `sys.Name` (system), `user.name` or bare `name` (application properties).
-//!   Names are regular identifiers (a letter, then letters, digits, `_`), `[delimited]`
+//!   Names are regular identifiers (a letter or `_`, then letters, digits, `_`), `[delimited]`
 //!   (`]]` escapes `]`) or `"quoted"` (`""` escapes `"`). Keywords are case-insensitive.
+//!
+//! The grammar is a little more permissive than the documented one: `IS [NOT] NULL` accepts
+//! any expression, a boolean property or parameter can stand alone as a predicate
+//! (`active AND x = 1`), and a parenthesised predicate can be compared (`(a = 1) = FALSE`).
+//! After a `sys.`/`user.` scope a keyword is taken as a name (`user.in`).
 //!
 //! Actions: statements `SET prop = expression` and `REMOVE prop`, separated by optional
 //! `;`. They run in order (each sees the previous one's effect) and atomically: if one fails
@@ -33,8 +38,8 @@
 //! EnqueuedTimeUtc, EnqueuedSequenceNumber, ScheduledEnqueueTimeUtc, TimeToLive, ExpiresAtUtc,
 //! DeliveryCount, Size, DeadLetterSource. Unset optional headers are NULL. Times are
 //! date-time values; `TimeToLive` is an integer number of milliseconds (there is no TimeSpan
-//! value type). An unknown `sys.` name is a compile error (the service reports it as a
-//! filter error too). Actions may `SET` the string headers (MessageId, CorrelationId,
+//! value type). An unknown `sys.` name is a compile error (the service throws a
+//! FilterException for it). Actions may `SET` the string headers (MessageId, CorrelationId,
 //! Label/Subject, To, ReplyTo, ReplyToSessionId, SessionId, ContentType, PartitionKey) to a
 //! string or NULL, and `REMOVE` all of them but MessageId; changing any other system
 //! property is a compile error.
@@ -61,9 +66,17 @@
 //!   `TRUE + 1`), integer overflow/division by zero, a LIKE pattern/escape that is not a
 //!   string or not a single character, a non-boolean value used as a predicate,
 //!   `property()` with a non-string name or an unknown `sys.` name.
-//! - Nesting deeper than [`MAX_DEPTH`] (parentheses, operators) is a compile error, so no
-//!   input can overflow the stack; long `AND`/`OR` chains are flattened and don't count.
-//!   Integer constants outside the 64-bit range and non-finite doubles are compile errors.
+//! - Compile-time checks beyond syntax: unknown `sys.` names, undefined parameters, a
+//!   constant non-boolean where a predicate is required (`1`, `1 = 1 AND 'x'`), a constant
+//!   LIKE pattern/escape that is malformed, a SET/REMOVE of a read-only system property.
+//! - An expression tree deeper than [`MAX_DEPTH`] (parentheses, `NOT`, unary and binary
+//!   operators, function calls) is a compile error, so no input can overflow the stack while
+//!   parsing or evaluating; `AND`/`OR` chains are flattened and don't add depth (a chain of
+//!   128 `+` does). Integer constants outside the 64-bit range and non-finite doubles are
+//!   compile errors. The service caps filter text at 1024 characters; that limit is left to
+//!   the management layer.
+//! - `newid()` is not deterministic: a filter or action using it evaluates differently each
+//!   time (as on the service).
 
 mod action;
 mod ast;
@@ -78,7 +91,8 @@ use crate::broker::value::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Maximum nesting depth of an expression tree (and of the parser's recursion).
+/// Maximum depth of an expression tree; the parser's recursion is bounded by twice this.
+/// Chosen so that even unoptimised builds stay well within a 1 MiB stack.
 pub const MAX_DEPTH: usize = 128;
 
 /// A syntax or evaluation error with the position (0-based character offset) and token.

@@ -283,15 +283,19 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_expr_loop(&mut self, min: u8) -> Result<P, SqlError> {
-        let mut lhs = self.parse_prefix()?;
         // Precedence of the operator that built `lhs` (primaries bind tightest).
-        let mut lhs_prec = u8::MAX;
+        let mut lhs_prec = if self.at_kw(Kw::Not) {
+            PREC_NOT
+        } else {
+            u8::MAX
+        };
+        let mut lhs = self.parse_prefix()?;
         while let Some(op) = self.infix_op() {
             let prec = op.prec();
             if prec < min {
                 break;
             }
-            // Predicates don't chain: `a = b = c` and `(a = 1 AND b) = c` are errors.
+            // Predicates don't chain: `a = b = c` and `NOT a = b = c` are errors (parenthesise).
             if prec == PREC_PRED && lhs_prec <= PREC_PRED {
                 break;
             }

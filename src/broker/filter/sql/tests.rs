@@ -309,6 +309,12 @@ const TABLE: &[(&str, X)] = &[
     ("color = 'red' AND (quantity = 1 OR price = 2.5)", T),
     ("color = 'red' AND quantity = 1 OR price = 2.5", T),
     ("NOT color = 'red' OR TRUE", T),
+    ("(color = 'blue') = FALSE", T),
+    ("(color = 'blue') = (quantity = 1)", T),
+    ("color IS NULL IS NULL", CompileErr),
+    ("a = 1 AND b = 2 = 3", CompileErr),
+    ("NOT a = 1 = 2", CompileErr),
+    ("active = NOT FALSE", T),
     // syntax errors
     ("", CompileErr),
     ("   ", CompileErr),
