@@ -15,6 +15,7 @@ use crate::broker::message::Message;
 use crate::broker::op::{Op, OpRecord, QueuePath, ReceiveMode, SessionRef};
 use crate::broker::{Broker, Outcome, Totals};
 use crate::config::{StorageConfig, StorageType};
+use crate::storage::export::ExportDocument;
 use crate::storage::journal::Journal;
 use crate::storage::json::JsonBackend;
 use crate::storage::memory::MemoryBackend;
@@ -522,6 +523,62 @@ impl ServiceBusBackend {
                 .map_err(|e| StorageError::Other(e.to_string()))??;
         }
         Ok(report)
+    }
+
+    /// The whole state as a portable export document.
+    pub fn export(&self) -> Result<ExportDocument, StorageError> {
+        let now = self.now();
+        let snap = self
+            .read(|b| b.full_snapshot(0, now))
+            .map_err(StorageError::Other)?;
+        Ok(ExportDocument::from_snapshot(snap, now))
+    }
+
+    /// Replaces the whole state with an export document, atomically: the document is
+    /// validated completely first, and the live state is swapped only after the new state is
+    /// stored, so a failed import leaves the old state intact.
+    pub async fn import(&self, doc: ExportDocument) -> Result<Totals, ServiceError> {
+        let now = self.now();
+        let snap = doc.into_snapshot();
+        let mut fresh = Broker::restore(&snap, now).map_err(BrokerError::BadRequest)?;
+        let totals = fresh.totals();
+        let _guard = self.inner.snapshot_lock.lock().await;
+        let inner = self.inner.clone();
+        let persistent = self.inner.config.storage_type != StorageType::InMemory
+            && self.status().degraded.is_none();
+        let journal = self.journal();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut live = inner.broker.lock().unwrap_or_else(|e| e.into_inner());
+            if persistent {
+                let lsn = match &journal {
+                    Some(j) => j.last_lsn(),
+                    None => inner.op_counter.load(Ordering::SeqCst),
+                };
+                fresh.mark_full();
+                let delta = fresh.take_delta(true, lsn, now).map_err(StorageError::Other)?;
+                inner
+                    .backend
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&delta)?;
+                if let Some(j) = &journal {
+                    j.truncate_through(lsn)?;
+                }
+                inner.last_snapshot.store(now, Ordering::SeqCst);
+            }
+            *live = fresh;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))??;
+        // Every waiter re-checks its entity.
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for n in waiters.values() {
+            n.notify_waiters();
+        }
+        drop(waiters);
+        self.inner.timer_wake.notify_one();
+        Ok(totals)
     }
 
     /// Reclaims storage space (SQLite VACUUM, JSON orphan cleanup).

@@ -58,35 +58,31 @@ fn raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, String> {
     to_raw_value(v).map_err(|e| e.to_string())
 }
 
+/// Deserialises a record, naming the JSON path of the first bad field on error.
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    // Fast path; the path-tracking parse only runs to explain a failure.
+    if let Ok(v) = serde_json::from_str(text) {
+        return Ok(v);
+    }
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        format!("at '{path}': {}", e.inner())
+    })
+}
+
 impl Broker {
-    /// Collects what changed since the last delta (or everything, when `full` or needed) and
-    /// clears the change tracking. Runs under the state lock; its cost is proportional to the
-    /// change, not the state, except for a full snapshot.
-    pub fn take_delta(&mut self, full: bool, lsn: u64, taken_at: Millis) -> Result<Delta, String> {
-        let full = full || self.full_needed;
-        let mut d = Delta {
-            full,
-            lsn,
-            taken_at,
-            state: Some(raw(&BrokerState {
-                created_at: self.created_at,
-            })?),
-            ..Delta::default()
-        };
-        if !full {
-            d.entity_deletes = std::mem::take(&mut self.deleted_entities)
-                .into_iter()
-                .collect();
-        } else {
-            self.deleted_entities.clear();
-        }
-        let dirty = std::mem::take(&mut self.dirty_entities);
-        let want = |k: &EntityKey| full || dirty.contains(k);
-        for q in self.queues.values_mut() {
+    /// The entity records wanted by `want`, serialised.
+    fn entity_records(
+        &self,
+        want: impl Fn(&EntityKey) -> bool,
+    ) -> Result<Vec<EntityRecord>, String> {
+        let mut out = Vec::new();
+        for q in self.queues.values() {
             let key = queue_key(&q.name);
             if want(&key) {
-                d.entity_upserts.push(EntityRecord {
-                    key: key.clone(),
+                out.push(EntityRecord {
+                    key,
                     data: raw(&QueueRecord {
                         name: q.name.clone(),
                         props: q.props.clone(),
@@ -97,12 +93,11 @@ impl Broker {
                     })?,
                 });
             }
-            collect_messages(&key, &mut q.q, full, &mut d)?;
         }
-        for t in self.topics.values_mut() {
+        for t in self.topics.values() {
             let key = topic_key(&t.name);
             if want(&key) {
-                d.entity_upserts.push(EntityRecord {
+                out.push(EntityRecord {
                     key,
                     data: raw(&TopicRecord {
                         name: t.name.clone(),
@@ -113,11 +108,11 @@ impl Broker {
                     })?,
                 });
             }
-            for s in t.subs.values_mut() {
+            for s in t.subs.values() {
                 let key = sub_key(&t.name, &s.name);
                 if want(&key) {
-                    d.entity_upserts.push(EntityRecord {
-                        key: key.clone(),
+                    out.push(EntityRecord {
+                        key,
                         data: raw(&SubscriptionRecord {
                             topic: t.name.clone(),
                             name: s.name.clone(),
@@ -128,11 +123,133 @@ impl Broker {
                         })?,
                     });
                 }
-                collect_messages(&key, &mut s.q, full, &mut d)?;
             }
         }
-        self.full_needed = false;
+        Ok(out)
+    }
+
+    fn receivables_mut(&mut self) -> Vec<(EntityKey, &mut Receivable)> {
+        let mut out = Vec::new();
+        for q in self.queues.values_mut() {
+            out.push((queue_key(&q.name), &mut q.q));
+        }
+        for t in self.topics.values_mut() {
+            for s in t.subs.values_mut() {
+                out.push((sub_key(&t.name, &s.name), &mut s.q));
+            }
+        }
+        out
+    }
+
+    fn receivables(&self) -> Vec<(EntityKey, &Receivable)> {
+        let mut out = Vec::new();
+        for q in self.queues.values() {
+            out.push((queue_key(&q.name), &q.q));
+        }
+        for t in self.topics.values() {
+            for s in t.subs.values() {
+                out.push((sub_key(&t.name, &s.name), &s.q));
+            }
+        }
+        out
+    }
+
+    fn state_record(&self) -> Result<Box<RawValue>, String> {
+        raw(&BrokerState {
+            created_at: self.created_at,
+        })
+    }
+
+    /// Collects what changed since the last delta (or everything, when `full` or needed) and
+    /// clears the change tracking. Runs under the state lock; its cost is proportional to the
+    /// change, not the state, except for a full snapshot.
+    pub fn take_delta(&mut self, full: bool, lsn: u64, taken_at: Millis) -> Result<Delta, String> {
+        let full = full || self.full_needed;
+        if full {
+            let mut d = self.full_snapshot(lsn, taken_at)?;
+            self.clear_changes();
+            d.lsn = lsn;
+            return Ok(Delta {
+                full: true,
+                entity_upserts: std::mem::take(&mut d.entities),
+                message_upserts: std::mem::take(&mut d.messages),
+                state: d.state,
+                lsn,
+                taken_at,
+                ..Delta::default()
+            });
+        }
+        let dirty = std::mem::take(&mut self.dirty_entities);
+        let mut d = Delta {
+            full: false,
+            lsn,
+            taken_at,
+            state: Some(self.state_record()?),
+            entity_deletes: std::mem::take(&mut self.deleted_entities).into_iter().collect(),
+            entity_upserts: self.entity_records(|k| dirty.contains(k))?,
+            ..Delta::default()
+        };
+        for (key, rcv) in self.receivables_mut() {
+            for (dead_letter, store) in [(false, &mut rcv.main), (true, &mut rcv.dlq)] {
+                for seq in store.take_dirty() {
+                    let mk = MessageKey {
+                        entity: key.clone(),
+                        dead_letter,
+                        sequence_number: seq,
+                    };
+                    match store.get(seq) {
+                        Some(m) => d.message_upserts.push(MessageRecord {
+                            key: mk,
+                            data: raw(m)?,
+                        }),
+                        None => d.message_deletes.push(mk),
+                    }
+                }
+            }
+        }
         Ok(d)
+    }
+
+    /// The whole state as a snapshot, without touching change tracking (export).
+    pub fn full_snapshot(&self, lsn: u64, taken_at: Millis) -> Result<Snapshot, String> {
+        let mut messages = Vec::new();
+        for (key, rcv) in self.receivables() {
+            for (dead_letter, store) in [(false, &rcv.main), (true, &rcv.dlq)] {
+                for m in store.iter() {
+                    messages.push(MessageRecord {
+                        key: MessageKey {
+                            entity: key.clone(),
+                            dead_letter,
+                            sequence_number: m.sequence_number,
+                        },
+                        data: raw(m)?,
+                    });
+                }
+            }
+        }
+        Ok(Snapshot {
+            entities: self.entity_records(|_| true)?,
+            messages,
+            state: Some(self.state_record()?),
+            lsn,
+            taken_at,
+        })
+    }
+
+    /// Forgets all change tracking (after a full snapshot was taken).
+    fn clear_changes(&mut self) {
+        self.dirty_entities.clear();
+        self.deleted_entities.clear();
+        self.full_needed = false;
+        for (_, rcv) in self.receivables_mut() {
+            rcv.main.take_dirty();
+            rcv.dlq.take_dirty();
+        }
+    }
+
+    /// Marks everything for a full rewrite at the next snapshot (after an import).
+    pub fn mark_full(&mut self) {
+        self.full_needed = true;
     }
 
     /// After a failed delta write: the next snapshot must rewrite everything.
@@ -162,16 +279,15 @@ impl Broker {
         let mut b = Broker::new(now);
         b.full_needed = false;
         if let Some(state) = &snap.state {
-            let st: BrokerState =
-                serde_json::from_str(state.get()).map_err(|e| format!("state: {e}"))?;
+            let st: BrokerState = parse(state.get()).map_err(|e| format!("state {e}"))?;
             b.created_at = st.created_at;
         }
         for rec in &snap.entities {
             let data = rec.data.get();
             match rec.key.kind {
                 EntityKind::Queue => {
-                    let r: QueueRecord = serde_json::from_str(data)
-                        .map_err(|e| format!("queue '{}': {e}", rec.key.name))?;
+                    let r: QueueRecord =
+                        parse(data).map_err(|e| format!("queue '{}' {e}", rec.key.name))?;
                     let mut q = Receivable::new(r.props.requires_session);
                     q.sessions = r.sessions;
                     b.queues.insert(
@@ -187,8 +303,8 @@ impl Broker {
                     );
                 }
                 EntityKind::Topic => {
-                    let r: TopicRecord = serde_json::from_str(data)
-                        .map_err(|e| format!("topic '{}': {e}", rec.key.name))?;
+                    let r: TopicRecord =
+                        parse(data).map_err(|e| format!("topic '{}' {e}", rec.key.name))?;
                     b.topics.insert(
                         names::key(&r.name),
                         Topic {
@@ -208,8 +324,8 @@ impl Broker {
             if rec.key.kind != EntityKind::Subscription {
                 continue;
             }
-            let r: SubscriptionRecord = serde_json::from_str(rec.data.get())
-                .map_err(|e| format!("subscription '{}': {e}", rec.key.name))?;
+            let r: SubscriptionRecord = parse(rec.data.get())
+                .map_err(|e| format!("subscription '{}' {e}", rec.key.name))?;
             let t = b.topics.get_mut(&names::key(&r.topic)).ok_or_else(|| {
                 format!("subscription '{}' of missing topic '{}'", r.name, r.topic)
             })?;
@@ -232,9 +348,9 @@ impl Broker {
             );
         }
         for rec in &snap.messages {
-            let m: Message = serde_json::from_str(rec.data.get()).map_err(|e| {
+            let m: Message = parse(rec.data.get()).map_err(|e| {
                 format!(
-                    "message {} of '{}': {e}",
+                    "message {} of '{}' {e}",
                     rec.key.sequence_number, rec.key.entity.name
                 )
             })?;
@@ -275,43 +391,4 @@ impl Broker {
             EntityKind::Topic => None,
         }
     }
-}
-
-fn collect_messages(
-    key: &EntityKey,
-    rcv: &mut Receivable,
-    full: bool,
-    d: &mut Delta,
-) -> Result<(), String> {
-    for (dead_letter, store) in [(false, &mut rcv.main), (true, &mut rcv.dlq)] {
-        let dirty = store.take_dirty();
-        if full {
-            for m in store.iter() {
-                d.message_upserts.push(MessageRecord {
-                    key: MessageKey {
-                        entity: key.clone(),
-                        dead_letter,
-                        sequence_number: m.sequence_number,
-                    },
-                    data: raw(m)?,
-                });
-            }
-            continue;
-        }
-        for seq in dirty {
-            let mk = MessageKey {
-                entity: key.clone(),
-                dead_letter,
-                sequence_number: seq,
-            };
-            match store.get(seq) {
-                Some(m) => d.message_upserts.push(MessageRecord {
-                    key: mk,
-                    data: raw(m)?,
-                }),
-                None => d.message_deletes.push(mk),
-            }
-        }
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <token>`.
 
 use super::{empty, error_body, reply, HttpState, Reply, Request};
+use crate::storage::export::ExportDocument;
 use http::{Method, StatusCode};
 
 fn authorized(state: &HttpState, req: &Request) -> bool {
@@ -54,6 +55,26 @@ pub async fn handle(state: &HttpState, req: &Request) -> Reply {
             Ok(()) => json(&serde_json::json!({"purged": true})),
             Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         },
+        // GET /$admin/export — the whole state as a portable JSON document.
+        (&Method::GET, "export") => match state.backend.export() {
+            Ok(doc) => json(&doc),
+            Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        // POST /$admin/import — replace the whole state with an export document.
+        (&Method::POST, "import") => {
+            let text = match std::str::from_utf8(&req.body) {
+                Ok(t) => t,
+                Err(_) => return error_body(StatusCode::BAD_REQUEST, "The document is not UTF-8."),
+            };
+            let doc = match ExportDocument::parse(text) {
+                Ok(d) => d,
+                Err(e) => return error_body(StatusCode::BAD_REQUEST, &format!("malformed import {e}")),
+            };
+            match state.backend.import(doc).await {
+                Ok(totals) => json(&totals),
+                Err(e) => super::error_reply(&e, super::Plane::Management),
+            }
+        }
         // POST /$admin/shutdown — graceful stop (`localzure stop`).
         (&Method::POST, "shutdown") => {
             state.shutdown.cancel();

@@ -16,6 +16,7 @@
 //!   the broker's serde form); backends only know their keys.
 //! - Deleting an entity deletes its messages (and a topic's subscriptions) in the backend.
 
+pub mod export;
 pub mod journal;
 pub mod json;
 pub mod memory;

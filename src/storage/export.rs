@@ -1,0 +1,125 @@
+//! The portable export document of `localzure storage export|import`.
+//!
+//! One JSON document: a format marker and version, the broker-wide state, every entity with
+//! its full description (and rules, sequence counter, duplicate history, session state), and
+//! every message in every state with all its properties and body. It is the same content a
+//! snapshot holds, so export from any backend and import into any other reproduces the state.
+
+use super::{EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The value of the `format` field.
+pub const EXPORT_FORMAT: &str = "localzure-servicebus-export";
+/// The version this binary writes and the newest it reads.
+pub const EXPORT_VERSION: u32 = 1;
+
+/// The export document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportDocument {
+    pub format: String,
+    pub version: u32,
+    pub exported_at: Millis,
+    pub state: Option<Box<RawValue>>,
+    pub entities: Vec<ExportEntity>,
+    pub messages: Vec<ExportMessage>,
+}
+
+/// One entity of the document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportEntity {
+    #[serde(flatten)]
+    pub key: EntityKey,
+    pub description: Box<RawValue>,
+}
+
+/// One message of the document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportMessage {
+    pub entity: EntityKey,
+    pub dead_letter: bool,
+    pub message: Box<RawValue>,
+}
+
+impl ExportDocument {
+    /// Builds the document from a full snapshot.
+    pub fn from_snapshot(s: Snapshot, exported_at: Millis) -> Self {
+        ExportDocument {
+            format: EXPORT_FORMAT.to_string(),
+            version: EXPORT_VERSION,
+            exported_at,
+            state: s.state,
+            entities: s
+                .entities
+                .into_iter()
+                .map(|e| ExportEntity {
+                    key: e.key,
+                    description: e.data,
+                })
+                .collect(),
+            messages: s
+                .messages
+                .into_iter()
+                .map(|m| ExportMessage {
+                    entity: m.key.entity,
+                    dead_letter: m.key.dead_letter,
+                    message: m.data,
+                })
+                .collect(),
+        }
+    }
+
+    /// Parses a document, naming the JSON path of the first bad field on error, and checks
+    /// the format marker and version.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let doc: ExportDocument = serde_path_to_error::deserialize(de)
+            .map_err(|e| format!("at '{}': {}", e.path(), e.inner()))?;
+        if doc.format != EXPORT_FORMAT {
+            return Err(format!(
+                "at 'format': expected \"{EXPORT_FORMAT}\", found \"{}\"",
+                doc.format
+            ));
+        }
+        if doc.version > EXPORT_VERSION {
+            return Err(format!(
+                "at 'version': the document has version {}, newer than this binary supports ({EXPORT_VERSION})",
+                doc.version
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// Converts into a snapshot to restore from.
+    pub fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            state: self.state,
+            entities: self
+                .entities
+                .into_iter()
+                .map(|e| EntityRecord {
+                    key: e.key,
+                    data: e.description,
+                })
+                .collect(),
+            messages: self
+                .messages
+                .into_iter()
+                .map(|m| MessageRecord {
+                    key: MessageKey {
+                        entity: m.entity,
+                        dead_letter: m.dead_letter,
+                        sequence_number: 0,
+                    },
+                    data: m.message,
+                })
+                .collect(),
+            lsn: 0,
+            taken_at: self.exported_at,
+        }
+    }
+}
