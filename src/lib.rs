@@ -2,6 +2,7 @@
 //!
 //! Module map (data flows one way, wire → broker → storage):
 //! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
+//! - [`cli`]: `localzure storage …`, `health`, `stop`: admin-API client or offline storage access.
 //! - [`server`]: binds, serves and shuts down in order.
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
 //!   snapshot backend, runs timers, and gives every request durable acknowledgement.
@@ -13,6 +14,7 @@
 //! - [`constants`]: limits and defaults.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod constants;
 pub mod http;

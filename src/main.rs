@@ -26,17 +26,73 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Storage administration: through the running server, or on the files when none runs.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCmd,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Exit 0 when the local server is healthy (Docker HEALTHCHECK).
+    Health {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Ask the local server to shut down gracefully.
+    Stop {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// YAML configuration file (also LOCALZURE_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Base URL of the server's HTTP port (default: the configured host and port).
+    #[arg(long, global = true)]
+    url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum StorageCmd {
+    /// Print storage statistics.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every entity and message to a portable JSON file.
+    Export { file: PathBuf },
+    /// Replace all state with the contents of an export file.
+    Import { file: PathBuf },
+    /// Reclaim space (SQLite VACUUM, JSON orphan cleanup).
+    Compact,
+    /// Delete every entity and message (asks for confirmation).
+    Purge {
+        /// Do not ask (scripts and CI).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write a snapshot now and truncate the operation log.
+    Snapshot,
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Admin commands log only warnings, so their output stays the command's own.
+    let default_level = match cli.command {
+        Command::Start { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOCALZURE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +105,64 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Start { config } => rt.block_on(start(config)),
+        Command::Storage { command, common } => rt.block_on(storage(command, common)),
+        Command::Health { common } => rt.block_on(async {
+            let Some((_, target)) = load(&common) else {
+                return ExitCode::from(2);
+            };
+            if localzure::cli::health(&target).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Stop { common } => rt.block_on(async {
+            let Some((_, target)) = load(&common) else {
+                return ExitCode::from(2);
+            };
+            match localzure::cli::stop(&target).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn load(common: &Common) -> Option<(Config, localzure::cli::Target)> {
+    match Config::load(common.config.as_deref()) {
+        Ok(c) => {
+            let t = localzure::cli::Target::from_config(&c, common.url.clone());
+            Some((c, t))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+async fn storage(command: StorageCmd, common: Common) -> ExitCode {
+    use localzure::cli::StorageCommand as S;
+    let Some((config, target)) = load(&common) else {
+        return ExitCode::from(2);
+    };
+    let cmd = match command {
+        StorageCmd::Stats { json } => S::Stats { json },
+        StorageCmd::Export { file } => S::Export { file },
+        StorageCmd::Import { file } => S::Import { file },
+        StorageCmd::Compact => S::Compact,
+        StorageCmd::Purge { yes } => S::Purge { yes },
+        StorageCmd::Snapshot => S::Snapshot,
+    };
+    match localzure::cli::storage(&config, &target, cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

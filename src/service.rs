@@ -41,7 +41,7 @@ pub enum ServiceError {
 }
 
 /// How persistence came up, for `/health` and `storage stats`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PersistenceStatus {
     pub storage_type: String,
     /// Set when persistence failed to initialise and the server runs in memory instead.
@@ -643,7 +643,7 @@ impl ServiceBusBackend {
 }
 
 /// Storage statistics.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StorageStats {
     pub backend: BackendStats,
     pub totals: Totals,

@@ -1,0 +1,336 @@
+//! The `localzure storage|health|stop` commands.
+//!
+//! When a server is running, every command is a call to its admin API (`/$admin/…`), so the
+//! live state and the files never disagree. When none answers, the storage commands open the
+//! configured storage directly; the data-directory lock (taken by the server too) guarantees
+//! two writers never open the same files.
+
+pub mod format;
+
+use crate::config::{Config, StorageType};
+use crate::service::{ServiceBusBackend, StorageStats};
+use crate::storage::export::ExportDocument;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// CLI errors: each is printed as one line, with a non-zero exit.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("the server at {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the server answered {status}: {detail}")]
+    Server { status: u16, detail: String },
+    #[error("{path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("malformed import {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The storage subcommands.
+#[derive(Debug, Clone)]
+pub enum StorageCommand {
+    Stats { json: bool },
+    Export { file: PathBuf },
+    Import { file: PathBuf },
+    Compact,
+    Purge { yes: bool },
+    Snapshot,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub base_url: String,
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// The local server as configured (`0.0.0.0`/`::` are reached on loopback).
+    pub fn from_config(cfg: &Config, url: Option<String>) -> Self {
+        let host = match cfg.host.as_str() {
+            "0.0.0.0" | "::" | "[::]" | "" => "127.0.0.1".to_string(),
+            h => h.to_string(),
+        };
+        Target {
+            base_url: url.unwrap_or_else(|| format!("http://{host}:{}", cfg.http_port)),
+            token: cfg.admin_token.clone(),
+        }
+    }
+
+    fn client(&self, timeout: Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default()
+    }
+
+    fn request(&self, c: &reqwest::Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = c.request(method, format!("{}{path}", self.base_url));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// Is a server answering? Connection refused → `Ok(false)`.
+    pub async fn is_up(&self) -> Result<bool, CliError> {
+        let c = self.client(Duration::from_secs(3));
+        match c.get(format!("{}/health", self.base_url)).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_connect() => Ok(false),
+            Err(e) => Err(CliError::Unreachable {
+                url: self.base_url.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, CliError> {
+        let c = self.client(Duration::from_secs(3600));
+        let mut r = self.request(&c, method, path);
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b);
+        }
+        let resp = r.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base_url.clone(),
+            detail: e.to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| CliError::Unreachable {
+            url: self.base_url.clone(),
+            detail: e.to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(CliError::Server {
+                status: status.as_u16(),
+                detail: format::error_detail(&bytes),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// `localzure health`: exit status only (for Docker HEALTHCHECK without curl).
+pub async fn health(target: &Target) -> bool {
+    let c = target.client(Duration::from_secs(3));
+    matches!(
+        c.get(format!("{}/health", target.base_url)).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+/// `localzure stop`: asks the local server to shut down gracefully.
+pub async fn stop(target: &Target) -> Result<(), CliError> {
+    target
+        .call(reqwest::Method::POST, "/$admin/shutdown", None)
+        .await
+        .map(|_| ())
+}
+
+/// Runs a storage command against the running server, or offline against the files.
+pub async fn storage(cfg: &Config, target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
+    if let StorageCommand::Purge { yes } = &cmd {
+        confirm_purge(*yes)?;
+    }
+    if target.is_up().await? {
+        online(target, cmd).await
+    } else {
+        offline(cfg, cmd).await
+    }
+}
+
+fn confirm_purge(yes: bool) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Refused(
+            "refusing to purge without confirmation: no terminal to ask on; pass --yes".into(),
+        ));
+    }
+    print!("Are you sure you want to purge ALL data? Type 'yes' to confirm: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Refused(format!("cannot read the answer: {e}")))?;
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Refused("purge cancelled".into()))
+    }
+}
+
+async fn online(target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
+    use reqwest::Method;
+    match cmd {
+        StorageCommand::Stats { json } => {
+            let body = target.call(Method::GET, "/$admin/stats", None).await?;
+            let stats: StorageStats = serde_json::from_slice(&body)
+                .map_err(|e| CliError::Refused(format!("unexpected stats answer: {e}")))?;
+            print_stats(&stats, json);
+        }
+        StorageCommand::Export { file } => {
+            let bar = spinner("Exporting");
+            let body = target.call(Method::GET, "/$admin/export", None).await?;
+            let doc = ExportDocument::parse(
+                std::str::from_utf8(&body).map_err(|e| CliError::Refused(e.to_string()))?,
+            )
+            .map_err(CliError::Refused)?;
+            write_export(&file, &doc)?;
+            finish(bar);
+            println!(
+                "Exported {} entities and {} messages to {}",
+                doc.entities.len(),
+                doc.messages.len(),
+                file.display()
+            );
+        }
+        StorageCommand::Import { file } => {
+            let doc = read_import(&file)?;
+            let (e, m) = (doc.entities.len(), doc.messages.len());
+            let bar = spinner("Importing");
+            let body = serde_json::to_vec(&doc).map_err(|e| CliError::Refused(e.to_string()))?;
+            target.call(Method::POST, "/$admin/import", Some(body)).await?;
+            finish(bar);
+            println!("Imported {e} entities and {m} messages from {}", file.display());
+        }
+        StorageCommand::Compact => {
+            target.call(Method::POST, "/$admin/compact", None).await?;
+            println!("Storage compacted.");
+        }
+        StorageCommand::Snapshot => {
+            let body = target.call(Method::POST, "/$admin/snapshot", None).await?;
+            println!("Snapshot written. {}", String::from_utf8_lossy(&body));
+        }
+        StorageCommand::Purge { .. } => {
+            println!("Purging all data from storage...");
+            target.call(Method::POST, "/$admin/purge", None).await?;
+            println!("Done. All entities and messages have been deleted.");
+        }
+    }
+    Ok(())
+}
+
+async fn offline(cfg: &Config, cmd: StorageCommand) -> Result<(), CliError> {
+    if cfg.storage.storage_type == StorageType::InMemory {
+        return Err(CliError::Refused(format!(
+            "no server answers and the storage type is in-memory: nothing is stored (start the server, or set LOCALZURE_STORAGE_TYPE)"
+        )));
+    }
+    let mut storage = cfg.storage.clone();
+    // Offline commands never snapshot on their own schedule.
+    storage.snapshot_interval_seconds = 0;
+    let backend = ServiceBusBackend::new(Some(storage));
+    let status = backend.initialize_persistence().await?;
+    if let Some(reason) = status.degraded {
+        return Err(CliError::Refused(format!(
+            "cannot open the storage: {reason}"
+        )));
+    }
+    let result = async {
+        match cmd {
+            StorageCommand::Stats { json } => print_stats(&backend.stats(), json),
+            StorageCommand::Export { file } => {
+                let doc = backend.export()?;
+                write_export(&file, &doc)?;
+                println!(
+                    "Exported {} entities and {} messages to {}",
+                    doc.entities.len(),
+                    doc.messages.len(),
+                    file.display()
+                );
+            }
+            StorageCommand::Import { file } => {
+                let doc = read_import(&file)?;
+                let (e, m) = (doc.entities.len(), doc.messages.len());
+                backend
+                    .import(doc)
+                    .await
+                    .map_err(|e| CliError::Refused(e.to_string()))?;
+                println!("Imported {e} entities and {m} messages from {}", file.display());
+            }
+            StorageCommand::Compact => {
+                backend.compact().await?;
+                println!("Storage compacted.");
+            }
+            StorageCommand::Snapshot => {
+                let r = backend.snapshot().await?;
+                println!(
+                    "Snapshot written ({} messages, {} entities).",
+                    r.messages_written, r.entities_written
+                );
+            }
+            StorageCommand::Purge { .. } => {
+                println!("Purging all data from storage...");
+                backend
+                    .purge()
+                    .await
+                    .map_err(|e| CliError::Refused(e.to_string()))?;
+                println!("Done. All entities and messages have been deleted.");
+            }
+        }
+        Ok::<(), CliError>(())
+    }
+    .await;
+    backend.shutdown_persistence().await?;
+    result
+}
+
+fn print_stats(stats: &StorageStats, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(stats).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    } else {
+        print!("{}", format::stats_block(stats));
+    }
+}
+
+fn read_import(file: &Path) -> Result<ExportDocument, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::File {
+        path: file.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    ExportDocument::parse(&text).map_err(CliError::Malformed)
+}
+
+fn write_export(file: &Path, doc: &ExportDocument) -> Result<(), CliError> {
+    let err = |e: std::io::Error| CliError::File {
+        path: file.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let tmp = file.with_extension("tmp-export");
+    let text = serde_json::to_vec_pretty(doc).map_err(|e| CliError::Refused(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, file).map_err(err)
+}
+
+/// A progress spinner on a terminal; nothing otherwise.
+fn spinner(what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("{what}..."));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    Some(bar)
+}
+
+fn finish(bar: Option<indicatif::ProgressBar>) {
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+}
