@@ -555,7 +555,9 @@ impl ServiceBusBackend {
                     None => inner.op_counter.load(Ordering::SeqCst),
                 };
                 fresh.mark_full();
-                let delta = fresh.take_delta(true, lsn, now).map_err(StorageError::Other)?;
+                let delta = fresh
+                    .take_delta(true, lsn, now)
+                    .map_err(StorageError::Other)?;
                 inner
                     .backend
                     .lock()

@@ -185,7 +185,9 @@ impl Broker {
             lsn,
             taken_at,
             state: Some(self.state_record()?),
-            entity_deletes: std::mem::take(&mut self.deleted_entities).into_iter().collect(),
+            entity_deletes: std::mem::take(&mut self.deleted_entities)
+                .into_iter()
+                .collect(),
             entity_upserts: self.entity_records(|k| dirty.contains(k))?,
             ..Delta::default()
         };

@@ -26,7 +26,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -52,7 +52,10 @@ pub fn stats_block(s: &StorageStats) -> String {
     if let Some(loc) = &s.backend.location {
         out.push_str(&format!("Database:    {loc}\n"));
     }
-    out.push_str(&format!("Size:        {}\n", human_size(s.backend.size_bytes)));
+    out.push_str(&format!(
+        "Size:        {}\n",
+        human_size(s.backend.size_bytes)
+    ));
     out.push_str(&format!(
         "Entities:    {} ({} queues, {} topics, {} subscriptions)\n",
         thousands(entities),

@@ -70,7 +70,12 @@ impl Target {
             .unwrap_or_default()
     }
 
-    fn request(&self, c: &reqwest::Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        c: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         let mut r = c.request(method, format!("{}{path}", self.base_url));
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
@@ -202,9 +207,14 @@ async fn online(target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
             let (e, m) = (doc.entities.len(), doc.messages.len());
             let bar = spinner("Importing");
             let body = serde_json::to_vec(&doc).map_err(|e| CliError::Refused(e.to_string()))?;
-            target.call(Method::POST, "/$admin/import", Some(body)).await?;
+            target
+                .call(Method::POST, "/$admin/import", Some(body))
+                .await?;
             finish(bar);
-            println!("Imported {e} entities and {m} messages from {}", file.display());
+            println!(
+                "Imported {e} entities and {m} messages from {}",
+                file.display()
+            );
         }
         StorageCommand::Compact => {
             target.call(Method::POST, "/$admin/compact", None).await?;
@@ -225,9 +235,9 @@ async fn online(target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
 
 async fn offline(cfg: &Config, cmd: StorageCommand) -> Result<(), CliError> {
     if cfg.storage.storage_type == StorageType::InMemory {
-        return Err(CliError::Refused(format!(
-            "no server answers and the storage type is in-memory: nothing is stored (start the server, or set LOCALZURE_STORAGE_TYPE)"
-        )));
+        return Err(CliError::Refused(
+            "no server answers and the storage type is in-memory: nothing is stored (start the server, or set LOCALZURE_STORAGE_TYPE)".to_string(),
+        ));
     }
     let mut storage = cfg.storage.clone();
     // Offline commands never snapshot on their own schedule.
@@ -259,7 +269,10 @@ async fn offline(cfg: &Config, cmd: StorageCommand) -> Result<(), CliError> {
                     .import(doc)
                     .await
                     .map_err(|e| CliError::Refused(e.to_string()))?;
-                println!("Imported {e} entities and {m} messages from {}", file.display());
+                println!(
+                    "Imported {e} entities and {m} messages from {}",
+                    file.display()
+                );
             }
             StorageCommand::Compact => {
                 backend.compact().await?;
@@ -292,7 +305,8 @@ fn print_stats(stats: &StorageStats, json: bool) {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(stats).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            serde_json::to_string_pretty(stats)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
         );
     } else {
         print!("{}", format::stats_block(stats));

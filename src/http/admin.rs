@@ -68,7 +68,9 @@ pub async fn handle(state: &HttpState, req: &Request) -> Reply {
             };
             let doc = match ExportDocument::parse(text) {
                 Ok(d) => d,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &format!("malformed import {e}")),
+                Err(e) => {
+                    return error_body(StatusCode::BAD_REQUEST, &format!("malformed import {e}"))
+                }
             };
             match state.backend.import(doc).await {
                 Ok(totals) => json(&totals),
