@@ -18,6 +18,7 @@
 
 pub mod journal;
 pub mod json;
+pub mod keys;
 pub mod memory;
 pub mod schema;
 pub mod sqlite;
