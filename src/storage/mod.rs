@@ -22,6 +22,8 @@ pub mod keys;
 pub mod memory;
 pub mod schema;
 pub mod sqlite;
+#[cfg(test)]
+mod testkit;
 
 use crate::broker::entity::EntityKind;
 use crate::time::Millis;
