@@ -90,11 +90,14 @@ impl DurableState {
     }
 }
 
+/// `(lsn, payload)` pairs in LSN order.
+pub type Records = Vec<(u64, Vec<u8>)>;
+
 /// The records found in an existing journal at open.
 #[derive(Debug, Default)]
 pub struct Replay {
     /// `(lsn, payload)` in LSN order.
-    pub records: Vec<(u64, Vec<u8>)>,
+    pub records: Records,
     /// The byte offset at which a torn tail was dropped (the file was truncated there).
     pub torn_tail: Option<u64>,
 }
@@ -258,7 +261,7 @@ fn valid_record_after(buf: &[u8], bad: usize, last_good_lsn: u64) -> Option<(usi
 }
 
 /// Parses a whole journal file: the records, and the offset of a torn tail if any.
-fn parse_file(path: &Path, buf: &[u8]) -> Result<(Vec<(u64, Vec<u8>)>, Option<u64>), StorageError> {
+fn parse_file(path: &Path, buf: &[u8]) -> Result<(Records, Option<u64>), StorageError> {
     let header = header_bytes();
     if buf.len() < HEADER_LEN as usize {
         // A crash while writing the header of a new file leaves a prefix of it.
