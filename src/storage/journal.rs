@@ -442,7 +442,7 @@ impl Journal {
     /// Assigns the next LSN to `payload` and buffers it for the flusher. Never blocks on I/O.
     ///
     /// Payloads must be smaller than 4 GiB (the broker's message-size limits keep them far
-    /// below). After [`Journal::shutdown`] the record is never written and waiting for it fails.
+    /// below). After [`Journal::close`] the record is never written and waiting for it fails.
     pub fn append(&self, payload: Vec<u8>) -> u64 {
         let mut p = lock(&self.shared.pending);
         let lsn = p.next_lsn;
@@ -594,10 +594,10 @@ impl Journal {
         self.shared.wake.notify_one();
     }
 
-    /// Flushes what is buffered and stops the flusher thread. Idempotent. If the final flush
-    /// fails, the unwritten records are reported in the published [`DurableState`] and an
-    /// error log line.
-    pub fn shutdown(&self) {
+    /// Flushes what is buffered, stops the flusher thread and closes the file. Idempotent, and
+    /// done by `Drop` too. If the final flush fails, the unwritten records are reported in the
+    /// published [`DurableState`] and an error log line.
+    pub fn close(&self) {
         lock(&self.shared.pending).shutdown = true;
         self.shared.wake.notify_all();
         if let Some(handle) = lock(&self.flusher).take() {
@@ -607,9 +607,13 @@ impl Journal {
         }
     }
 
-    /// Flushes, stops the flusher and closes the file.
-    pub fn close(self) {
-        self.shutdown();
+    /// `Ok` while the journal can write; the last write error (or "closed") otherwise.
+    pub fn health(&self) -> Result<(), String> {
+        match &*self.shared.durable_tx.borrow() {
+            DurableState::Ok(_) => Ok(()),
+            DurableState::Failed { error, .. } => Err(error.clone()),
+            DurableState::Closed { .. } => Err("the journal is closed".to_string()),
+        }
     }
 
     #[cfg(test)]
@@ -620,7 +624,7 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        self.shutdown();
+        self.close();
     }
 }
 
@@ -1030,6 +1034,7 @@ mod tests {
             .wait_for(|s| matches!(s, DurableState::Failed { durable: 1, .. }))
             .await
             .unwrap();
+        assert!(j.health().unwrap_err().contains("injected"));
         // Records up to the durable LSN still count as durable.
         j.wait_durable(ok).await.unwrap();
         let also = j.append(b"also during failure".to_vec());
@@ -1041,6 +1046,7 @@ mod tests {
             .await
             .unwrap();
         j.wait_durable(also).await.unwrap();
+        assert_eq!(j.health(), Ok(()));
         j.close();
         let (_, replay) = open(&path);
         let payloads: Vec<_> = replay.records.iter().map(|r| r.1.clone()).collect();
@@ -1059,7 +1065,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = open(&dir.path().join("ops.wal"));
         let a = j.append(b"a".to_vec());
-        j.shutdown();
+        j.close();
         j.wait_durable(a).await.unwrap();
         let b = j.append(b"b".to_vec());
         assert!(j.wait_durable(b).await.is_err());
