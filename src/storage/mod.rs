@@ -10,8 +10,13 @@
 //!   the tail is a torn write and is dropped with a warning; a bad record followed by good ones is
 //!   corruption and refuses start-up.
 //! - A snapshot delta is applied atomically by the backend (one SQLite transaction; for JSON,
-//!   each file is written to a temp file and renamed, and `state.json`, which carries the
-//!   snapshot LSN, is renamed last).
+//!   each changed file is written to a temp file and fsynced, then an intent record
+//!   `pending-commit.json` listing the renames is committed, then the files are renamed with
+//!   `state.json`, which carries the snapshot LSN, last; opening the store finishes a commit
+//!   whose intent record exists, and temp files without one are ignored).
+//! - Entity names are case-insensitive: backends key entities by
+//!   [`keys::entity_key_string`] (lowercased, percent-encoded), never by the raw name, so a name
+//!   can neither collide with another nor escape the data directory as a file name.
 //! - Entity records and message records are opaque JSON documents to the backends (they are
 //!   the broker's serde form); backends only know their keys.
 //! - Deleting an entity deletes its messages (and a topic's subscriptions) in the backend.
@@ -19,9 +24,12 @@
 pub mod export;
 pub mod journal;
 pub mod json;
+pub mod keys;
 pub mod memory;
 pub mod schema;
 pub mod sqlite;
+#[cfg(test)]
+mod testkit;
 
 use crate::broker::entity::EntityKind;
 use crate::time::Millis;
@@ -112,9 +120,13 @@ pub struct Delta {
     pub full: bool,
     pub entity_upserts: Vec<EntityRecord>,
     /// Deleting an entity deletes its messages too (and a topic's subscriptions).
+    /// Backends apply deletes before upserts (entities, then messages), so a key present in
+    /// both lists ends up with the upserted record.
     pub entity_deletes: Vec<EntityKey>,
     pub message_upserts: Vec<MessageRecord>,
     pub message_deletes: Vec<MessageKey>,
+    /// The new broker-wide state; `None` leaves the stored state unchanged (after a `full`
+    /// wipe: no state).
     pub state: Option<Box<RawValue>>,
     pub lsn: u64,
     pub taken_at: Millis,
