@@ -65,6 +65,8 @@ struct Inner {
     closing: AtomicBool,
     /// Serialises snapshots (periodic, manual, final).
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// The held data-directory lock (released on drop / shutdown).
+    data_lock: Mutex<Option<std::fs::File>>,
 }
 
 /// The Service Bus backend with optional persistence (the guide's `ServiceBusBackend`).
@@ -121,6 +123,7 @@ impl ServiceBusBackend {
                 op_counter: AtomicU64::new(0),
                 closing: AtomicBool::new(false),
                 snapshot_lock: tokio::sync::Mutex::new(()),
+                data_lock: Mutex::new(None),
             }),
         }
     }
@@ -152,6 +155,17 @@ impl ServiceBusBackend {
         let cfg = self.inner.config.clone();
         if cfg.storage_type == StorageType::InMemory {
             return Ok(self.status());
+        }
+        match lock_data(&cfg) {
+            Ok(lock) => *self.inner.data_lock.lock().unwrap_or_else(|e| e.into_inner()) = lock,
+            Err(e @ StorageError::InUse { .. }) => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
+                );
+                self.set_status(|s| s.degraded = Some(e.to_string()));
+                return Ok(self.status());
+            }
         }
         let opened = tokio::task::spawn_blocking(move || open_backend(&cfg))
             .await
@@ -285,6 +299,11 @@ impl ServiceBusBackend {
         if let Some(j) = journal {
             j.close();
         }
+        self.inner
+            .data_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         Ok(())
     }
 
@@ -656,6 +675,58 @@ pub struct StorageStats {
 
 fn cfg_wal(c: &StorageConfig) -> bool {
     c.wal_enabled
+}
+
+/// The lock file guarding a configured store against a second writer.
+pub fn lock_path(cfg: &StorageConfig) -> Option<std::path::PathBuf> {
+    match cfg.storage_type {
+        StorageType::Sqlite => {
+            let mut p = cfg.sqlite_path.clone().into_os_string();
+            p.push(".lock");
+            Some(p.into())
+        }
+        StorageType::Json => Some(cfg.json_path.join(".lock")),
+        _ => None,
+    }
+}
+
+/// Takes the data-directory lock, refusing when another process holds it.
+fn lock_data(cfg: &StorageConfig) -> Result<Option<std::fs::File>, StorageError> {
+    use std::io::Write;
+    let Some(path) = lock_path(cfg) else {
+        return Ok(None);
+    };
+    let io = |source| StorageError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(StorageError::InUse {
+                path,
+                holder: holder.trim().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    f.set_len(0).map_err(io)?;
+    writeln!(f, "pid {}", std::process::id()).map_err(io)?;
+    Ok(Some(f))
 }
 
 /// Opens the backend the configuration names.

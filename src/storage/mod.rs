@@ -61,6 +61,8 @@ pub enum StorageError {
         found: i64,
         supported: i64,
     },
+    #[error("the data at {path} is in use by another LocalZure process ({holder}); stop it, or use `localzure storage …`, which talks to the running server")]
+    InUse { path: PathBuf, holder: String },
     #[error("the operation log could not be written: {0}")]
     JournalFailed(String),
     #[error("storage type '{0}' is not available yet")]
