@@ -422,6 +422,36 @@ async fn sql_filter_rule_is_implemented_or_refused_never_match_all() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn sql_rule_action_is_implemented_or_refused() {
+    let s = TestServer::start().await;
+    s.create_topic("t", "").await;
+    s.create_subscription("t", "s", "").await;
+    s.delete_rule("t", "s", "$Default").await;
+    let body = "<Filter i:type=\"TrueFilter\"><SqlExpression>1=1</SqlExpression></Filter>\
+                <Action i:type=\"SqlRuleAction\"><SqlExpression>SET stamped = 'yes'</SqlExpression>\
+                <CompatibilityLevel>20</CompatibilityLevel></Action>";
+    let r = s.put_rule("t", "s", "act", body).await;
+    match r.status.as_u16() {
+        201 => {
+            s.send_text("t", "x").await;
+            let m = s.take_one("t/Subscriptions/s").await;
+            assert_eq!(m.header("stamped"), Some("\"yes\""), "the action ran");
+            assert_eq!(m.header("RuleName"), Some("\"act\""));
+        }
+        400 => {
+            assert!(
+                r.body.to_ascii_lowercase().contains("sql"),
+                "the 400 should say SQL is the problem: {}",
+                r.body
+            );
+            assert_eq!(s.get("t/Subscriptions/s/Rules/act").await.status, 404);
+        }
+        other => panic!("SqlRuleAction rule: unexpected {other}: {}", r.body),
+    }
+    s.stop().await;
+}
+
 // ----- lists ---------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -332,6 +332,13 @@ async fn subscription_dead_letter_queue() {
         d.header("DeadLetterReason"),
         Some("\"MaxDeliveryCountExceeded\"")
     );
+    // Abandoning in the dead-letter queue, past MaxDeliveryCount, keeps it there.
+    assert_eq!(s.unlock(d.location()).await, 200);
+    let d = s.lock_one("t/subscriptions/s/$deadletterqueue").await;
+    assert_eq!(d.message_id(), "m");
+    assert_eq!(s.unlock(d.location()).await, 200);
+    assert_eq!(s.counts("t/Subscriptions/s").await.dead_letter, 1);
+    let d = s.lock_one("t/Subscriptions/s/$DeadLetterQueue").await;
     assert_eq!(s.complete(d.location()).await, 200);
     assert_eq!(s.counts("t/Subscriptions/s").await.message_count, 0);
     s.stop().await;
@@ -676,6 +683,25 @@ async fn custom_properties_round_trip() {
     // BrokerProperties is not echoed as a user property and standard request headers
     // are not stored.
     assert!(m.bp.get("color").is_none());
+
+    // Any Authorization is accepted and is not a message property.
+    s.send(
+        "q",
+        "sas",
+        None,
+        &[(
+            "Authorization",
+            "SharedAccessSignature sr=x&sig=y&se=1&skn=RootManageSharedAccessKey",
+        )],
+    )
+    .await;
+    s.send("q", "bearer", None, &[("Authorization", "Bearer abc")])
+        .await;
+    for body in ["sas", "bearer"] {
+        let m = s.take_one("q").await;
+        assert_eq!(m.body, body);
+        assert!(m.header("authorization").is_none());
+    }
     s.stop().await;
 }
 
@@ -1159,6 +1185,29 @@ async fn long_poll_wakes_when_a_scheduled_message_falls_due() {
     let (status, body, _) = waiting.await.expect("receive task");
     assert_eq!(status, 201, "{body}");
     assert_eq!(body, "sched");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn long_poll_wakes_when_a_lock_expires() {
+    let s = TestServer::start().await;
+    s.create_queue("q", "<LockDuration>PT10S</LockDuration>")
+        .await;
+    s.send_id("q", "x", "m").await;
+    let _held = s.lock_one("q").await;
+    let started = Instant::now();
+    let waiting = spawn_peek_lock(&s, "q", 30);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The timer loop notices the jump of the manual clock within about a second.
+    s.advance(11 * SECOND);
+    let (status, body, _) = waiting.await.expect("receive task");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body, "x");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
