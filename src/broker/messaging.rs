@@ -195,7 +195,7 @@ impl Broker {
         self.touched = true;
         self.dirty_entities.insert(key);
         if let Some(target) = self.forward_target(k, hops) {
-            self.forward(&target, m, now, hops + 1, &qname);
+            self.forward(&target, m, now, hops + 1, source);
             return Some(seq);
         }
         let q = self.queues.get_mut(k)?;
@@ -224,16 +224,20 @@ impl Broker {
         }
     }
 
+    /// Moves a message on to `target_key`. `dead_letter_source` is set only when a
+    /// dead-lettered message is forwarded (ForwardDeadLetteredMessagesTo): it names the entity
+    /// whose dead-letter queue it left, and becomes the message's DeadLetterSource. Plain
+    /// ForwardTo passes it through unchanged.
     fn forward(
         &mut self,
         target_key: &str,
         m: &NewMessage,
         now: Millis,
         hops: usize,
-        source: &str,
+        dead_letter_source: Option<&str>,
     ) {
         if self.queues.contains_key(target_key) {
-            self.enqueue_queue(target_key, m, now, hops, Some(source));
+            self.enqueue_queue(target_key, m, now, hops, dead_letter_source);
         } else if self.topics.contains_key(target_key) {
             self.enqueue_topic(target_key, m, now, hops);
         }
@@ -300,8 +304,7 @@ impl Broker {
                 })
             };
             if let Some(target) = forward {
-                let src = format!("{tname}/Subscriptions/{sk}");
-                self.forward(&target, &msg.content, now, hops + 1, &src);
+                self.forward(&target, &msg.content, now, hops + 1, None);
                 continue;
             }
             let Some(s) = self.topics.get_mut(k).and_then(|t| t.subs.get_mut(&sk)) else {
@@ -373,7 +376,7 @@ impl Broker {
             .filter(|tk| self.queues.contains_key(tk) || self.topics.contains_key(tk));
         if let Some(target) = fwd {
             let src = path.display();
-            self.forward(&target, &msg.content, now, 1, &src);
+            self.forward(&target, &msg.content, now, 1, Some(&src));
             return;
         }
         let dl = path.clone().dlq();
