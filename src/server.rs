@@ -35,6 +35,18 @@ pub async fn run(
         admin_token: config.admin_token.clone(),
         shutdown: shutdown.clone(),
     };
+    {
+        // Shutdown begins: parked long-polls answer at once so the drain is quick.
+        let b = backend.clone();
+        let s = shutdown.clone();
+        let c = background.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => b.begin_drain(),
+                _ = c.cancelled() => {}
+            }
+        });
+    }
     let stop = shutdown.clone();
     warp::serve(routes(state))
         .incoming(listener)

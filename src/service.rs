@@ -63,6 +63,9 @@ struct Inner {
     /// Used as the snapshot LSN when no journal runs (wal disabled).
     op_counter: AtomicU64,
     closing: AtomicBool,
+    /// Cancelled when shutdown begins: parked long-poll receives return empty at once, so
+    /// draining in-flight requests does not wait out their timeouts.
+    draining: tokio_util::sync::CancellationToken,
     /// Serialises snapshots (periodic, manual, final).
     snapshot_lock: tokio::sync::Mutex<()>,
     /// The held data-directory lock (released on drop / shutdown).
@@ -122,6 +125,7 @@ impl ServiceBusBackend {
                 last_snapshot: AtomicI64::new(0),
                 op_counter: AtomicU64::new(0),
                 closing: AtomicBool::new(false),
+                draining: tokio_util::sync::CancellationToken::new(),
                 snapshot_lock: tokio::sync::Mutex::new(()),
                 data_lock: Mutex::new(None),
             }),
@@ -157,7 +161,13 @@ impl ServiceBusBackend {
             return Ok(self.status());
         }
         match lock_data(&cfg) {
-            Ok(lock) => *self.inner.data_lock.lock().unwrap_or_else(|e| e.into_inner()) = lock,
+            Ok(lock) => {
+                *self
+                    .inner
+                    .data_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = lock
+            }
             Err(e @ StorageError::InUse { .. }) => return Err(e),
             Err(e) => {
                 tracing::error!(
@@ -384,6 +394,11 @@ impl ServiceBusBackend {
             .clone()
     }
 
+    /// Starts shutdown for waiting receivers: parked long-polls answer "no message" now.
+    pub fn begin_drain(&self) {
+        self.inner.draining.cancel();
+    }
+
     /// Receives up to `max` messages, waiting up to `timeout` for one to arrive (woken by
     /// arrival, not by polling).
     pub async fn receive_wait(
@@ -415,13 +430,13 @@ impl ServiceBusBackend {
                     return Ok(msgs);
                 }
             }
-            if tokio::time::Instant::now() >= deadline || self.inner.closing.load(Ordering::SeqCst)
-            {
+            if tokio::time::Instant::now() >= deadline || self.inner.draining.is_cancelled() {
                 return Ok(Vec::new());
             }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.inner.draining.cancelled() => {}
             }
         }
     }

@@ -1409,9 +1409,6 @@ async fn bad_receive_timeout_is_400() {
 }
 
 #[tokio::test]
-#[ignore = "bug: graceful shutdown waits for every parked long-poll receive to reach its timeout \
-            (up to 60 s by default): receive_wait only checks `closing`, which is set after warp \
-            has drained, so the shutdown token does not end the wait"]
 async fn server_stops_cleanly_with_a_receive_waiting() {
     let s = TestServer::start().await;
     s.create_queue("q", "").await;
