@@ -110,6 +110,8 @@ pub struct Config {
     pub max_message_size_kb: usize,
     /// Token required by `/$admin` from non-loopback callers.
     pub admin_token: Option<String>,
+    /// The official emulator's entity file (`Config.json`) to create entities from at start.
+    pub entities_config: Option<String>,
     pub storage: StorageConfig,
 }
 
@@ -121,6 +123,7 @@ impl Default for Config {
             amqp_port: DEFAULT_AMQP_PORT,
             max_message_size_kb: DEFAULT_MAX_MESSAGE_SIZE_KB,
             admin_token: None,
+            entities_config: None,
             storage: StorageConfig::default(),
         }
     }
@@ -143,6 +146,7 @@ struct YamlServer {
     amqp_port: Option<u16>,
     max_message_size_kb: Option<usize>,
     admin_token: Option<String>,
+    entities_config: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +195,7 @@ struct EnvVars {
     amqp_port: Option<String>,
     max_message_size_kb: Option<String>,
     admin_token: Option<String>,
+    entities_config: Option<String>,
     storage_type: Option<String>,
     sqlite_path: Option<String>,
     json_path: Option<String>,
@@ -288,6 +293,9 @@ impl Config {
             if s.admin_token.is_some() {
                 self.admin_token = s.admin_token;
             }
+            if s.entities_config.is_some() {
+                self.entities_config = s.entities_config;
+            }
         }
         if let Some(s) = y.storage {
             let st = &mut self.storage;
@@ -349,6 +357,9 @@ impl Config {
         }
         if let Some(v) = &e.admin_token {
             self.admin_token = Some(v.clone());
+        }
+        if let Some(v) = &e.entities_config {
+            self.entities_config = Some(v.clone());
         }
         let st = &mut self.storage;
         if let Some(v) = &e.storage_type {

@@ -9,6 +9,7 @@
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
 //! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON).
 //! - [`config`]: the one typed configuration struct (envy + optional YAML).
+//! - [`entities_config`]: the official emulator's `Config.json` entity file, loaded at start.
 //! - [`names`]: entity-name rules, validated in one place.
 //! - [`time`]: the injected clock, dates and xsd:duration.
 //! - [`constants`]: limits and defaults.
@@ -17,6 +18,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod constants;
+pub mod entities_config;
 pub mod http;
 pub mod names;
 pub mod server;

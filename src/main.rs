@@ -180,6 +180,17 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         tracing::error!("cannot start: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(path) =
+        localzure::entities_config::configured_path(config.entities_config.as_deref())
+    {
+        match localzure::entities_config::apply(&backend, &path).await {
+            Ok(n) => tracing::info!("created {n} entities from {}", path.display()),
+            Err(e) => {
+                tracing::error!("cannot load the entity file: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let addr = format!("{}:{}", config.host, config.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -195,6 +206,8 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
     tracing::info!(
         "connection string: Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
     );
+    // The official emulator's readiness line, which test harnesses wait for.
+    tracing::info!("Emulator Service is Successfully Up!");
     let shutdown = CancellationToken::new();
     let signals = spawn_signal_handler(shutdown.clone());
     let result = localzure::server::run(listener, backend, &config, shutdown).await;
