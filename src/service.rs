@@ -192,10 +192,10 @@ impl ServiceBusBackend {
             }
         };
         let started = Instant::now();
-        let (backend, snap) = tokio::task::spawn_blocking(move || {
+        let (backend, snap, read_ms) = tokio::task::spawn_blocking(move || {
             let mut backend = backend;
             let snap = backend.load();
-            (backend, snap)
+            (backend, snap, started.elapsed().as_secs_f64() * 1000.0)
         })
         .await
         .map_err(|e| StorageError::Other(e.to_string()))?;
@@ -213,19 +213,20 @@ impl ServiceBusBackend {
             }
         };
         let now = self.now();
-        let (broker, snap_lsn) = match &snap {
-            Some(s) => (
-                Broker::restore(s, now).map_err(|detail| StorageError::Corrupt {
-                    path: self.location().into(),
-                    detail,
-                })?,
-                s.lsn,
-            ),
-            None => (Broker::new(now), 0),
-        };
         if let Some(s) = &snap {
             self.inner.last_snapshot.store(s.taken_at, Ordering::SeqCst);
         }
+        let snap_lsn = snap.as_ref().map(|s| s.lsn).unwrap_or(0);
+        let location = self.location();
+        let broker = tokio::task::spawn_blocking(move || match &snap {
+            Some(s) => Broker::restore(s, now).map_err(|detail| StorageError::Corrupt {
+                path: location.into(),
+                detail,
+            }),
+            None => Ok(Broker::new(now)),
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))??;
         let load_ms = started.elapsed().as_secs_f64() * 1000.0;
         *self.lock_broker() = broker;
         let mut replayed = 0u64;
@@ -265,7 +266,7 @@ impl ServiceBusBackend {
             }
         }
         tracing::info!(
-            "Persistence initialized (storage_type={}, wal_enabled={}, load_ms={load_ms:.1})",
+            "Persistence initialized (storage_type={}, wal_enabled={}, read_ms={read_ms:.1}, load_ms={load_ms:.1})",
             self.inner.config.storage_type.as_str(),
             self.inner.config.wal_enabled
         );

@@ -13,16 +13,27 @@ pub struct NewMessage {
     pub message_id: String,
     #[serde(with = "body_b64")]
     pub body: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_live: Option<TimeSpan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_enqueue_time: Option<Millis>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, Value>,
 }
 
@@ -64,8 +75,10 @@ pub struct Message {
     pub ttl: TimeSpan,
     pub delivery_count: u32,
     pub state: MessageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Lock>,
-    /// Set when the message was dead-lettered or forwarded: where it came from.
+    /// Set when a dead-lettered message was forwarded: where it was dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_source: Option<String>,
     /// The sequence number the message had in the entity it was first sent to.
     pub enqueued_sequence_number: u64,

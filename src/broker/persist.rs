@@ -349,13 +349,9 @@ impl Broker {
                 },
             );
         }
-        for rec in &snap.messages {
-            let m: Message = parse(rec.data.get()).map_err(|e| {
-                format!(
-                    "message {} of '{}' {e}",
-                    rec.key.sequence_number, rec.key.entity.name
-                )
-            })?;
+        // Parsing is the bulk of recovery: spread it over the cores, insert in order after.
+        let parsed = parse_messages(&snap.messages)?;
+        for (rec, m) in snap.messages.iter().zip(parsed) {
             let rcv = b
                 .receivable_for_key(&rec.key.entity)
                 .ok_or_else(|| format!("message of missing entity '{}'", rec.key.entity.name))?;
@@ -393,4 +389,43 @@ impl Broker {
             EntityKind::Topic => None,
         }
     }
+}
+
+/// Parses message records on every core (recovery of a million messages is mostly JSON).
+fn parse_messages(records: &[MessageRecord]) -> Result<Vec<Message>, String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    if records.len() < 10_000 || threads == 1 {
+        return records.iter().map(parse_message).collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    let results: Vec<Result<Vec<Message>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(parse_message).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a parser thread panicked".to_string()))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(records.len());
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+fn parse_message(rec: &MessageRecord) -> Result<Message, String> {
+    parse(rec.data.get()).map_err(|e| {
+        format!(
+            "message {} of '{}' {e}",
+            rec.key.sequence_number, rec.key.entity.name
+        )
+    })
 }
