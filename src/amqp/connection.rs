@@ -657,11 +657,9 @@ impl Conn {
             Node::Cbs => InTarget::Cbs,
             Node::Management(p) => InTarget::Management(p),
             Node::Entity(p) => {
-                let exists = self.backend.read(|b| {
-                    !p.contains('/') && (b.queue_info(&p).is_some() || b.topic_info(&p).is_some())
-                        || (p.contains('/')
-                            && (b.queue_info(&p).is_some() || b.topic_info(&p).is_some()))
-                });
+                let exists = self
+                    .backend
+                    .read(|b| b.queue_info(&p).is_some() || b.topic_info(&p).is_some());
                 if !exists {
                     let msg = format!("The messaging entity '{p}' could not be found.");
                     self.refuse_attach(ch, reply, error("amqp:not-found", msg), link_id);
@@ -1240,6 +1238,11 @@ impl Conn {
         let Kind::Out(o) = link.kind else {
             return;
         };
+        // Deliveries of a gone link can only be settled through `$management` (by lock token,
+        // which the SDKs fall back to), so stop tracking them here.
+        for s in self.sessions.values_mut() {
+            s.unsettled.retain(|_, u| u.link_id != link.id);
+        }
         if let Some(c) = &o.fetch {
             c.cancel();
         }

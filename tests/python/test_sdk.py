@@ -207,6 +207,27 @@ def test_sessions_with_state(server, client):
         assert r.session.get_state() == b"checkpoint-3"
 
 
+def test_list_sessions_and_next_available_timeout(server, client):
+    from azure.servicebus.exceptions import OperationTimeoutError
+
+    q = server.create_queue(RequiresSession="true")
+    if hasattr(client, "list_queue_sessions"):
+        assert list(client.list_queue_sessions(q)) == []
+    with client.get_queue_sender(q) as s:
+        s.send_messages([ServiceBusMessage("x", session_id=sid) for sid in ("s1", "s2")])
+    if hasattr(client, "list_queue_sessions"):
+        assert sorted(client.list_queue_sessions(q)) == ["s1", "s2"]
+    for _ in range(2):
+        with client.get_queue_receiver(q, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5) as r:
+            for m in receive_n(r, 1):
+                r.complete_message(m)
+    started = time.time()
+    with pytest.raises((OperationTimeoutError, ServiceBusError)):
+        with client.get_queue_receiver(q, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=2) as r:
+            r.receive_messages(max_wait_time=1)
+    assert time.time() - started < 20
+
+
 def test_topic_fanout_with_correlation_filters(server, client):
     t = server.create_topic()
     server.create_subscription(t, "all")
