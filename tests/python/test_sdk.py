@@ -318,3 +318,27 @@ def test_persistence_across_restart():
                     r.complete_message(m)
     finally:
         second.stop()
+
+
+def test_async_client_round_trip(server):
+    """The asyncio flavour of the SDK (azure.servicebus.aio) over the same endpoint."""
+    import asyncio
+
+    from azure.servicebus.aio import ServiceBusClient as AsyncClient
+
+    q = server.create_queue()
+
+    async def main():
+        async with AsyncClient.from_connection_string(server.conn_str) as c:
+            async with c.get_queue_sender(q) as s:
+                await s.send_messages([ServiceBusMessage(f"a{i}") for i in range(3)])
+            async with c.get_queue_receiver(q, max_wait_time=5) as r:
+                got = []
+                end = time.time() + 30
+                while len(got) < 3 and time.time() < end:
+                    for m in await r.receive_messages(max_message_count=3, max_wait_time=5):
+                        got.append(body(m))
+                        await r.complete_message(m)
+                return got
+
+    assert asyncio.run(main()) == ["a0", "a1", "a2"]
