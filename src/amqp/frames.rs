@@ -9,8 +9,6 @@
 
 use bytes::Bytes;
 use fe2o3_amqp_types::performatives::Performative;
-use serde_amqp::lazy::LazyValue;
-use serde_amqp::read::SliceReader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The protocol header a client sends to start SASL.
@@ -104,19 +102,126 @@ fn parse_frame_after_size(size: u32, rest: Vec<u8>) -> Result<Option<RawFrame>, 
     }))
 }
 
-/// Splits the first AMQP-encoded value off `buf`: `(value bytes, rest)`.
+/// Deepest nesting of compound values (described, list, map, array) a peer may send. The
+/// codec decodes recursively, so an unbounded depth would let one frame overflow the stack.
+pub const MAX_NESTING: usize = 32;
+
+/// Checks the encoding of the first value in `buf` without decoding it: every size and count
+/// fits the buffer and nesting stays within [`MAX_NESTING`]. Returns the value's length.
+pub fn check_value(buf: &[u8]) -> Result<usize, FrameError> {
+    scan(buf, 0, 0)
+}
+
+fn bad(msg: &str) -> FrameError {
+    FrameError::Malformed(msg.to_string())
+}
+
+fn read_be(buf: &[u8], pos: usize, width: usize) -> Result<usize, FrameError> {
+    let bytes = buf
+        .get(pos..pos + width)
+        .ok_or_else(|| bad("truncated size"))?;
+    Ok(bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize))
+}
+
+/// The width of a fixed-width constructor's data, or `None` for variable/compound ones.
+fn fixed_width(code: u8) -> Option<usize> {
+    match code {
+        0x40..=0x45 => Some(0),
+        0x50..=0x56 => Some(1),
+        0x60 | 0x61 => Some(2),
+        0x70..=0x74 => Some(4),
+        0x80..=0x84 => Some(8),
+        0x94 | 0x98 => Some(16),
+        _ => None,
+    }
+}
+
+/// Scans one value at `pos` (its constructor included); returns the position after it.
+fn scan(buf: &[u8], pos: usize, depth: usize) -> Result<usize, FrameError> {
+    let code = *buf.get(pos).ok_or_else(|| bad("truncated value"))?;
+    if code == 0x00 {
+        if depth >= MAX_NESTING {
+            return Err(bad("values nested too deeply"));
+        }
+        let after_descriptor = scan(buf, pos + 1, depth + 1)?;
+        return scan(buf, after_descriptor, depth + 1);
+    }
+    scan_data(buf, code, pos + 1, depth)
+}
+
+/// Scans the data of a value whose constructor `code` was already read; `pos` is after it.
+fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, FrameError> {
+    if let Some(w) = fixed_width(code) {
+        return if pos + w <= buf.len() {
+            Ok(pos + w)
+        } else {
+            Err(bad("truncated value"))
+        };
+    }
+    let (width, compound) = match code {
+        0xa0 | 0xa1 | 0xa3 => (1, false),
+        0xb0 | 0xb1 | 0xb3 => (4, false),
+        0xc0 | 0xc1 | 0xe0 => (1, true),
+        0xd0 | 0xd1 | 0xf0 => (4, true),
+        other => {
+            return Err(FrameError::Malformed(format!(
+                "unknown constructor {other:#04x}"
+            )))
+        }
+    };
+    let size = read_be(buf, pos, width)?;
+    let start = pos + width;
+    let end = start
+        .checked_add(size)
+        .filter(|e| *e <= buf.len())
+        .ok_or_else(|| bad("size exceeds the frame"))?;
+    if !compound {
+        return Ok(end);
+    }
+    if depth >= MAX_NESTING {
+        return Err(bad("values nested too deeply"));
+    }
+    if size < width {
+        return Err(bad("compound size smaller than its count"));
+    }
+    let count = read_be(buf, start, width)?;
+    if count > size {
+        return Err(bad("element count exceeds the size"));
+    }
+    let inner = &buf[..end];
+    let mut p = start + width;
+    if code == 0xe0 || code == 0xf0 {
+        if count == 0 {
+            return Ok(end);
+        }
+        // One constructor for all elements (possibly described).
+        let mut elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
+        p += 1;
+        if elem == 0x00 {
+            p = scan(inner, p, depth + 1)?;
+            elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
+            p += 1;
+        }
+        for _ in 0..count {
+            p = scan_data(inner, elem, p, depth + 1)?;
+        }
+    } else {
+        for _ in 0..count {
+            p = scan(inner, p, depth + 1)?;
+        }
+    }
+    Ok(end)
+}
+
+/// Splits the first AMQP-encoded value off `buf`: `(value bytes, rest)`. The value is
+/// checked by [`check_value`] first, so what the codec then decodes is well-formed and shallow.
 pub fn split_value(buf: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
     if buf.is_empty() {
         return Err(FrameError::Malformed(
             "expected a value, found nothing".into(),
         ));
     }
-    let mut reader = SliceReader::new(buf);
-    let lazy = LazyValue::from_reader(&mut reader)?;
-    let n = lazy.as_slice().len();
-    if n == 0 || n > buf.len() {
-        return Err(FrameError::Malformed("value length out of range".into()));
-    }
+    let n = check_value(buf)?;
     Ok(buf.split_at(n))
 }
 
@@ -207,6 +312,22 @@ mod tests {
         let close = Performative::Close(Close { error: None });
         let bytes = serde_amqp::to_vec(&close).unwrap();
         assert_eq!(descriptor_code(&bytes), Some(0x18));
+    }
+
+    #[test]
+    fn deep_nesting_and_bogus_sizes_are_refused() {
+        let mut deep = Vec::new();
+        for _ in 0..10_000 {
+            deep.extend_from_slice(&[0xc0, 0xff, 0x01]);
+        }
+        assert!(split_value(&deep).is_err());
+        // list32 claiming four billion elements in a few bytes
+        assert!(split_value(&[0xd0, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0x40]).is_err());
+        // array8 of two ubytes
+        assert_eq!(check_value(&[0xe0, 4, 2, 0x50, 1, 2]).unwrap(), 6);
+        assert!(check_value(&[0xe0, 4, 9, 0x50, 1, 2]).is_err());
+        let v = serde_amqp::to_vec(&Performative::Close(Close { error: None })).unwrap();
+        assert_eq!(check_value(&v).unwrap(), v.len());
     }
 
     #[tokio::test]
