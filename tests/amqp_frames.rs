@@ -655,6 +655,20 @@ async fn malformed_frame_closes_only_that_connection() {
         Performative::Close(cl) => assert_eq!(condition(&cl.error), "amqp:decode-error"),
         other => panic!("expected close, got {other:?}"),
     }
+    // Values nested deeper than the codec may recurse close the connection too.
+    let mut deep = Client::connect(s.addr).await;
+    let mut body = Vec::new();
+    for _ in 0..5_000 {
+        body.extend_from_slice(&[0xc0, 0xff, 0x01]);
+    }
+    deep.stream
+        .write_all(&encode_frame(FRAME_TYPE_AMQP, 0, &body))
+        .await
+        .unwrap();
+    match deep.recv().await.0 {
+        Performative::Close(cl) => assert_eq!(condition(&cl.error), "amqp:decode-error"),
+        other => panic!("expected close, got {other:?}"),
+    }
     // A bad protocol header is answered with ours and a hang-up.
     let mut raw = TcpStream::connect(s.addr).await.unwrap();
     raw.write_all(b"HTTP/1.1").await.unwrap();
