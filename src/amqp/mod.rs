@@ -6,6 +6,8 @@
 //!   disposition/detach/end/close, credit, drain, settlement, heartbeats. The state machine is
 //!   ours because fe2o3-amqp's acceptor side breaks PEEK_LOCK with these SDKs (4-byte delivery
 //!   tags, no settled echo for single deliveries, echoing the client's rejected error).
+//! - [`link`]: the broker side of links: outcomes → settlements, the cancellable receive
+//!   behind credit, session acceptance, releasing undelivered messages.
 //! - [`address`]: link addresses → entities (`queue`, `topic`, `topic/Subscriptions/sub`,
 //!   `…/$DeadLetterQueue`, `$cbs`, `…/$management`).
 //! - [`cbs`]: the `$cbs` put-token node (any token is accepted).
@@ -20,6 +22,7 @@ pub mod cbs;
 pub mod connection;
 pub mod convert;
 pub mod frames;
+pub mod link;
 pub mod management;
 
 use crate::broker::error::BrokerError;
