@@ -342,3 +342,15 @@ def test_async_client_round_trip(server):
                 return got
 
     assert asyncio.run(main()) == ["a0", "a1", "a2"]
+
+
+def test_large_message_spans_frames(server, client):
+    """A 200 KB message crosses the 64 KB frame size both ways (multi-frame transfers)."""
+    q = server.create_queue()
+    payload = ("x" * 1000 + "\n") * 200
+    with client.get_queue_sender(q) as s:
+        s.send_messages(ServiceBusMessage(payload))
+    with client.get_queue_receiver(q, max_wait_time=5) as r:
+        m = receive_n(r, 1)[0]
+        assert body(m) == payload
+        r.complete_message(m)
