@@ -1,6 +1,7 @@
 //! LocalZure Service Bus: an emulator of Azure Service Bus.
 //!
 //! Module map (data flows one way, wire → broker → storage):
+//! - [`amqp`]: the AMQP 1.0 endpoint the Azure SDKs use (SASL, CBS, links, `$management`).
 //! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
 //! - [`cli`]: `localzure storage …`, `health`, `stop`: admin-API client or offline storage access.
 //! - [`server`]: binds, serves and shuts down in order.
@@ -14,6 +15,7 @@
 //! - [`time`]: the injected clock, dates and xsd:duration.
 //! - [`constants`]: limits and defaults.
 
+pub mod amqp;
 pub mod broker;
 pub mod cli;
 pub mod config;

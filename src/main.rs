@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the emulator (HTTP on LOCALZURE_HTTP_PORT, default 5300).
+    /// Start the emulator (HTTP on LOCALZURE_HTTP_PORT, default 5300; AMQP on
+    /// LOCALZURE_AMQP_PORT, default 5672).
     Start {
         /// YAML configuration file (also LOCALZURE_CONFIG); environment variables win.
         #[arg(long)]
@@ -203,6 +204,20 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         Ok(a) => tracing::info!("listening on http://{a}"),
         Err(e) => tracing::warn!("bound, but the local address is unknown: {e}"),
     }
+    // --- AMQP endpoint: LOCALZURE_HOST:LOCALZURE_AMQP_PORT (0 = ephemeral) ---
+    let amqp_addr = format!("{}:{}", config.host, config.amqp_port);
+    let amqp_listener = match tokio::net::TcpListener::bind(&amqp_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot bind {amqp_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match amqp_listener.local_addr() {
+        Ok(a) => tracing::info!("AMQP listening on amqp://{a}"),
+        Err(e) => tracing::warn!("AMQP bound, but the local address is unknown: {e}"),
+    }
+    // --- end AMQP ---
     tracing::info!(
         "connection string: Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
     );
@@ -210,7 +225,9 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
     tracing::info!("Emulator Service is Successfully Up!");
     let shutdown = CancellationToken::new();
     let signals = spawn_signal_handler(shutdown.clone());
-    let result = localzure::server::run(listener, backend, &config, shutdown).await;
+    let result =
+        localzure::server::run_with_amqp(listener, Some(amqp_listener), backend, &config, shutdown)
+            .await;
     if let Some(h) = signals {
         h.abort();
     }

@@ -19,6 +19,32 @@ pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<(), crate::storage::StorageError> {
+    run_with_amqp(listener, None, backend, config, shutdown).await
+}
+
+/// Serves HTTP on `listener` and, when given, AMQP on `amqp` (same backend, same shutdown
+/// token). Both planes stop accepting and drain before timers stop and the final snapshot.
+pub async fn run_with_amqp(
+    listener: TcpListener,
+    amqp: Option<TcpListener>,
+    backend: ServiceBusBackend,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(), crate::storage::StorageError> {
+    // --- AMQP endpoint (src/amqp) ---
+    let amqp_task = amqp.map(|l| {
+        let options = crate::amqp::AmqpOptions {
+            max_message_size: (config.max_message_size_kb as u64).saturating_mul(1024),
+            ..Default::default()
+        };
+        tokio::spawn(crate::amqp::run(
+            l,
+            backend.clone(),
+            options,
+            shutdown.clone(),
+        ))
+    });
+    // --- end AMQP ---
     let tracker = TaskTracker::new();
     let background = CancellationToken::new();
     {
@@ -55,6 +81,11 @@ pub async fn run(
         .await;
     let t = Instant::now();
     tracing::info!("HTTP server stopped; in-flight requests drained");
+    if let Some(task) = amqp_task {
+        if let Err(e) = task.await {
+            tracing::error!("AMQP endpoint task failed: {e}");
+        }
+    }
     background.cancel();
     tracker.close();
     tracker.wait().await;

@@ -400,6 +400,14 @@ impl ServiceBusBackend {
         self.inner.draining.cancel();
     }
 
+    /// The notification fired when `path` gains available messages. Wire layers that must stay
+    /// cancellable while waiting (an AMQP receiver link that can be drained at any moment) wait
+    /// on this and then take messages with a zero-timeout [`Self::receive_wait`], so a cancel
+    /// never lands between "messages locked" and "messages handed over".
+    pub fn notifier(&self, path: &QueuePath) -> Arc<Notify> {
+        self.waiter(path)
+    }
+
     /// Receives up to `max` messages, waiting up to `timeout` for one to arrive (woken by
     /// arrival, not by polling).
     pub async fn receive_wait(

@@ -707,6 +707,13 @@ impl Broker {
                     dead = Some((m, reason.clone(), description.clone()));
                 }
             }
+            Settlement::Release => {
+                store.modify(seq, |m| {
+                    m.lock = None;
+                    m.delivery_count = m.delivery_count.saturating_sub(1);
+                });
+                woke = true;
+            }
             Settlement::Defer { properties } => {
                 store.modify(seq, |m| {
                     m.lock = None;

@@ -84,6 +84,10 @@ pub enum Settlement {
     Defer {
         properties: BTreeMap<String, Value>,
     },
+    /// Give the message back as if it had not been delivered (AMQP `released`): the lock is
+    /// dropped and the delivery count is not charged, because the client never processed it
+    /// (a receiver releases what arrived outside a receive call, or what it prefetched).
+    Release,
 }
 
 /// Which session a session receiver asks for.

@@ -1,0 +1,350 @@
+//! AMQP 1.0 framing: protocol headers, the 8-byte frame header, and the split between a
+//! performative and its payload.
+//!
+//! The codec (every performative and section type) is `fe2o3-amqp-types` / `serde_amqp`; this
+//! module only knows the transport frame layout (AMQP 1.0 part 2.3): `size u32 | doff u8 |
+//! type u8 | channel u16 | extended header | body`. A transfer's body is its performative
+//! followed by the message bytes; the boundary is found by measuring the first encoded value
+//! (`LazyValue`), so the payload is never re-encoded.
+
+use bytes::Bytes;
+use fe2o3_amqp_types::performatives::Performative;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The protocol header a client sends to start SASL.
+pub const SASL_HEADER: [u8; 8] = [b'A', b'M', b'Q', b'P', 3, 1, 0, 0];
+/// The protocol header of plain AMQP 1.0.
+pub const AMQP_HEADER: [u8; 8] = [b'A', b'M', b'Q', b'P', 0, 1, 0, 0];
+/// Frame type of AMQP frames.
+pub const FRAME_TYPE_AMQP: u8 = 0;
+/// Frame type of SASL frames.
+pub const FRAME_TYPE_SASL: u8 = 1;
+/// The smallest max-frame-size the spec allows a peer to announce.
+pub const MIN_MAX_FRAME_SIZE: u32 = 512;
+/// An empty AMQP frame on channel 0: the idle-timeout heartbeat.
+pub const HEARTBEAT: [u8; 8] = [0, 0, 0, 8, 2, 0, 0, 0];
+
+/// Why a frame could not be read or decoded. Any of these closes the connection (with an
+/// AMQP error where the connection is still open), never the server.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("frame of {size} bytes exceeds the negotiated maximum of {max}")]
+    TooLarge { size: u32, max: u32 },
+    #[error("codec error: {0}")]
+    Codec(String),
+}
+
+impl From<serde_amqp::Error> for FrameError {
+    fn from(e: serde_amqp::Error) -> Self {
+        FrameError::Codec(e.to_string())
+    }
+}
+
+/// A frame as read off the wire, before its body is decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawFrame {
+    pub frame_type: u8,
+    pub channel: u16,
+    /// The frame body (after the extended header); empty for a heartbeat.
+    pub body: Bytes,
+}
+
+/// Reads an 8-byte protocol header.
+pub async fn read_protocol_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<[u8; 8], FrameError> {
+    let mut h = [0u8; 8];
+    r.read_exact(&mut h).await?;
+    Ok(h)
+}
+
+/// Reads one frame. `Ok(None)` is a clean end of stream at a frame boundary.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame_size: u32,
+) -> Result<Option<RawFrame>, FrameError> {
+    let mut size_buf = [0u8; 4];
+    match r.read_exact(&mut size_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = u32::from_be_bytes(size_buf);
+    if size < 8 {
+        return Err(FrameError::Malformed(format!("frame size {size} < 8")));
+    }
+    if size > max_frame_size {
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_frame_size,
+        });
+    }
+    let mut rest = vec![0u8; size as usize - 4];
+    r.read_exact(&mut rest).await?;
+    parse_frame_after_size(size, rest)
+}
+
+/// Parses the part of a frame after its size field.
+fn parse_frame_after_size(size: u32, rest: Vec<u8>) -> Result<Option<RawFrame>, FrameError> {
+    let doff = rest[0] as usize;
+    if doff < 2 || doff * 4 > size as usize {
+        return Err(FrameError::Malformed(format!("data offset {doff} invalid")));
+    }
+    let frame_type = rest[1];
+    let channel = u16::from_be_bytes([rest[2], rest[3]]);
+    let body = Bytes::from(rest).slice(doff * 4 - 4..);
+    Ok(Some(RawFrame {
+        frame_type,
+        channel,
+        body,
+    }))
+}
+
+/// Deepest nesting of compound values (described, list, map, array) a peer may send. The
+/// codec decodes recursively, so an unbounded depth would let one frame overflow the stack.
+pub const MAX_NESTING: usize = 32;
+
+/// Checks the encoding of the first value in `buf` without decoding it: every size and count
+/// fits the buffer and nesting stays within [`MAX_NESTING`]. Returns the value's length.
+pub fn check_value(buf: &[u8]) -> Result<usize, FrameError> {
+    scan(buf, 0, 0)
+}
+
+fn bad(msg: &str) -> FrameError {
+    FrameError::Malformed(msg.to_string())
+}
+
+fn read_be(buf: &[u8], pos: usize, width: usize) -> Result<usize, FrameError> {
+    let bytes = buf
+        .get(pos..pos + width)
+        .ok_or_else(|| bad("truncated size"))?;
+    Ok(bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize))
+}
+
+/// The width of a fixed-width constructor's data, or `None` for variable/compound ones.
+fn fixed_width(code: u8) -> Option<usize> {
+    match code {
+        0x40..=0x45 => Some(0),
+        0x50..=0x56 => Some(1),
+        0x60 | 0x61 => Some(2),
+        0x70..=0x74 => Some(4),
+        0x80..=0x84 => Some(8),
+        0x94 | 0x98 => Some(16),
+        _ => None,
+    }
+}
+
+/// Scans one value at `pos` (its constructor included); returns the position after it.
+fn scan(buf: &[u8], pos: usize, depth: usize) -> Result<usize, FrameError> {
+    let code = *buf.get(pos).ok_or_else(|| bad("truncated value"))?;
+    if code == 0x00 {
+        if depth >= MAX_NESTING {
+            return Err(bad("values nested too deeply"));
+        }
+        let after_descriptor = scan(buf, pos + 1, depth + 1)?;
+        return scan(buf, after_descriptor, depth + 1);
+    }
+    scan_data(buf, code, pos + 1, depth)
+}
+
+/// Scans the data of a value whose constructor `code` was already read; `pos` is after it.
+fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, FrameError> {
+    if let Some(w) = fixed_width(code) {
+        return if pos + w <= buf.len() {
+            Ok(pos + w)
+        } else {
+            Err(bad("truncated value"))
+        };
+    }
+    let (width, compound) = match code {
+        0xa0 | 0xa1 | 0xa3 => (1, false),
+        0xb0 | 0xb1 | 0xb3 => (4, false),
+        0xc0 | 0xc1 | 0xe0 => (1, true),
+        0xd0 | 0xd1 | 0xf0 => (4, true),
+        other => {
+            return Err(FrameError::Malformed(format!(
+                "unknown constructor {other:#04x}"
+            )))
+        }
+    };
+    let size = read_be(buf, pos, width)?;
+    let start = pos + width;
+    let end = start
+        .checked_add(size)
+        .filter(|e| *e <= buf.len())
+        .ok_or_else(|| bad("size exceeds the frame"))?;
+    if !compound {
+        return Ok(end);
+    }
+    if depth >= MAX_NESTING {
+        return Err(bad("values nested too deeply"));
+    }
+    if size < width {
+        return Err(bad("compound size smaller than its count"));
+    }
+    let count = read_be(buf, start, width)?;
+    if count > size {
+        return Err(bad("element count exceeds the size"));
+    }
+    let inner = &buf[..end];
+    let mut p = start + width;
+    if code == 0xe0 || code == 0xf0 {
+        if count == 0 {
+            return Ok(end);
+        }
+        // One constructor for all elements (possibly described).
+        let mut elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
+        p += 1;
+        if elem == 0x00 {
+            p = scan(inner, p, depth + 1)?;
+            elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
+            p += 1;
+        }
+        for _ in 0..count {
+            p = scan_data(inner, elem, p, depth + 1)?;
+        }
+    } else {
+        for _ in 0..count {
+            p = scan(inner, p, depth + 1)?;
+        }
+    }
+    Ok(end)
+}
+
+/// Splits the first AMQP-encoded value off `buf`: `(value bytes, rest)`. The value is
+/// checked by [`check_value`] first, so what the codec then decodes is well-formed and shallow.
+pub fn split_value(buf: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
+    if buf.is_empty() {
+        return Err(FrameError::Malformed(
+            "expected a value, found nothing".into(),
+        ));
+    }
+    let n = check_value(buf)?;
+    Ok(buf.split_at(n))
+}
+
+/// Decodes the body of an AMQP frame: `None` for a heartbeat, else the performative and the
+/// payload that follows it (a transfer's message bytes; empty for other performatives).
+pub fn decode_amqp_body(body: &Bytes) -> Result<Option<(Performative, Bytes)>, FrameError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let (perf_bytes, rest) = split_value(body)?;
+    let performative: Performative = serde_amqp::from_slice(perf_bytes)?;
+    let payload = body.slice(body.len() - rest.len()..);
+    Ok(Some((performative, payload)))
+}
+
+/// Encodes a frame with the given type, channel and body (no extended header).
+pub fn encode_frame(frame_type: u8, channel: u16, body: &[u8]) -> Vec<u8> {
+    let size = (body.len() + 8) as u32;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.push(2);
+    out.push(frame_type);
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encodes an AMQP frame carrying a performative and an optional payload.
+pub fn encode_performative(
+    channel: u16,
+    performative: &Performative,
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    let mut body = serde_amqp::to_vec(performative)?;
+    body.extend_from_slice(payload);
+    Ok(encode_frame(FRAME_TYPE_AMQP, channel, &body))
+}
+
+/// Encodes a SASL frame carrying any serialisable SASL body (mechanisms, outcome, ...).
+pub fn encode_sasl<T: serde::Serialize>(body: &T) -> Result<Vec<u8>, FrameError> {
+    let bytes = serde_amqp::to_vec(body)?;
+    Ok(encode_frame(FRAME_TYPE_SASL, 0, &bytes))
+}
+
+/// The descriptor code of a described value (`0x00` constructor), if `bytes` starts with one
+/// whose descriptor is a numeric code.
+pub fn descriptor_code(bytes: &[u8]) -> Option<u64> {
+    if bytes.first() != Some(&0x00) {
+        return None;
+    }
+    match bytes.get(1)? {
+        0x53 => bytes.get(2).map(|b| *b as u64),
+        0x80 => {
+            let raw: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            Some(u64::from_be_bytes(raw))
+        }
+        0x44 => Some(0),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fe2o3_amqp_types::performatives::{Close, End};
+
+    #[test]
+    fn performative_round_trips_with_payload() {
+        let perf = Performative::End(End { error: None });
+        let bytes = encode_performative(3, &perf, b"tail").unwrap();
+        let size = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
+        assert_eq!(size as usize, bytes.len());
+        let raw = parse_frame_after_size(size, bytes[4..].to_vec())
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.channel, 3);
+        let (p, payload) = decode_amqp_body(&raw.body).unwrap().unwrap();
+        assert_eq!(p, perf);
+        assert_eq!(&payload[..], b"tail");
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        assert!(parse_frame_after_size(8, vec![1, 0, 0, 0]).is_err());
+        assert!(decode_amqp_body(&Bytes::from_static(&[0x00, 0x53])).is_err());
+        assert!(decode_amqp_body(&Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
+        assert!(split_value(&[]).is_err());
+        let close = Performative::Close(Close { error: None });
+        let bytes = serde_amqp::to_vec(&close).unwrap();
+        assert_eq!(descriptor_code(&bytes), Some(0x18));
+    }
+
+    #[test]
+    fn deep_nesting_and_bogus_sizes_are_refused() {
+        let mut deep = Vec::new();
+        for _ in 0..10_000 {
+            deep.extend_from_slice(&[0xc0, 0xff, 0x01]);
+        }
+        assert!(split_value(&deep).is_err());
+        // list32 claiming four billion elements in a few bytes
+        assert!(split_value(&[0xd0, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0x40]).is_err());
+        // array8 of two ubytes
+        assert_eq!(check_value(&[0xe0, 4, 2, 0x50, 1, 2]).unwrap(), 6);
+        assert!(check_value(&[0xe0, 4, 9, 0x50, 1, 2]).is_err());
+        let v = serde_amqp::to_vec(&Performative::Close(Close { error: None })).unwrap();
+        assert_eq!(check_value(&v).unwrap(), v.len());
+    }
+
+    #[tokio::test]
+    async fn reads_frames_and_eof() {
+        let mut data = encode_frame(FRAME_TYPE_AMQP, 0, &[]);
+        data.extend(encode_frame(FRAME_TYPE_SASL, 0, &[0x40]));
+        let mut r = &data[..];
+        let f = read_frame(&mut r, 1024).await.unwrap().unwrap();
+        assert!(f.body.is_empty());
+        let f = read_frame(&mut r, 1024).await.unwrap().unwrap();
+        assert_eq!(f.frame_type, FRAME_TYPE_SASL);
+        assert!(read_frame(&mut r, 1024).await.unwrap().is_none());
+        let big = encode_frame(FRAME_TYPE_AMQP, 0, &[0u8; 100]);
+        let mut r = &big[..];
+        assert!(matches!(
+            read_frame(&mut r, 50).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,179 @@
+//! The broker side of links: what a delivery outcome means to the broker, the cancellable
+//! receive behind a receiver link's credit, session acceptance, and giving messages back.
+//!
+//! Kept apart from the frame state machine in [`super::connection`] because these are the
+//! only places a link waits on the broker, and the rules for waiting safely live here: a
+//! cancel may interrupt a *wait*, never a *take*, so locked or deleted messages are always
+//! handed to the connection (which delivers or releases them).
+
+use super::convert;
+use super::{wire_error, WireError};
+use crate::broker::message::Message;
+use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
+use crate::broker::Outcome;
+use crate::service::ServiceBusBackend;
+use crate::time::Millis;
+use fe2o3_amqp_types::messaging::{DeliveryState, Modified, Rejected};
+use serde_amqp::Value as AV;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Safety re-check interval of an idle long-poll (the broker's wake-ups make it rarely needed).
+const FETCH_RECHECK: Duration = Duration::from_secs(5);
+
+/// The broker settlement a delivery state asks for.
+pub fn settlement_of(state: &DeliveryState) -> Option<Settlement> {
+    match state {
+        DeliveryState::Accepted(_) => Some(Settlement::Complete),
+        DeliveryState::Released(_) => Some(Settlement::Release),
+        DeliveryState::Modified(Modified {
+            undeliverable_here,
+            message_annotations,
+            ..
+        }) => {
+            let properties = message_annotations
+                .as_ref()
+                .map(|f| {
+                    let entries: Vec<(AV, AV)> = f
+                        .iter()
+                        .map(|(k, v)| (AV::Symbol(k.clone()), v.clone()))
+                        .collect();
+                    convert::properties_from_entries(&entries)
+                })
+                .unwrap_or_default();
+            if *undeliverable_here == Some(true) {
+                Some(Settlement::Defer { properties })
+            } else {
+                Some(Settlement::Abandon { properties })
+            }
+        }
+        DeliveryState::Rejected(Rejected { error }) => {
+            let (mut reason, mut description) = (None, None);
+            if let Some(e) = error {
+                description = e.description.clone();
+                if let Some(info) = &e.info {
+                    for (k, v) in info.iter() {
+                        match k.0.as_str() {
+                            "DeadLetterReason" => reason = convert::text_of(v),
+                            "DeadLetterErrorDescription" => description = convert::text_of(v),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Some(Settlement::DeadLetter {
+                reason,
+                description,
+                properties: Default::default(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Takes up to `max` messages for a receiver link. Waits (cancellably) for messages unless
+/// `immediate`; the take itself is never interrupted, so a cancel cannot lose locked or
+/// deleted messages.
+pub async fn fetch(
+    backend: ServiceBusBackend,
+    path: QueuePath,
+    mode: ReceiveMode,
+    session: Option<SessionRef>,
+    max: u32,
+    immediate: bool,
+    cancel: CancellationToken,
+) -> Result<Vec<Message>, WireError> {
+    let notify = backend.notifier(&path);
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let msgs = backend
+            .receive_wait(path.clone(), mode, max, session.clone(), Duration::ZERO)
+            .await
+            .map_err(|e| wire_error(&e))?;
+        if !msgs.is_empty() || immediate || cancel.is_cancelled() {
+            return Ok(msgs);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Vec::new()),
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(FETCH_RECHECK) => {}
+        }
+    }
+}
+
+/// Locks a session for a session receiver: the one named, or the next with messages (waiting
+/// up to `wait` for one, as the service does before answering `com.microsoft:timeout`).
+pub async fn accept_session(
+    backend: ServiceBusBackend,
+    path: QueuePath,
+    select: SessionSelect,
+    wait: Duration,
+    cancel: CancellationToken,
+) -> Result<(String, uuid::Uuid, Millis), WireError> {
+    let deadline = Instant::now() + wait;
+    let notify = backend.notifier(&path);
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let token = uuid::Uuid::new_v4();
+        let out = backend
+            .execute(Op::AcceptSession {
+                from: path.clone(),
+                select: select.clone(),
+                token,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        if let Outcome::SessionAccepted {
+            session_id,
+            locked_until,
+        } = out
+        {
+            return Ok((session_id, token, locked_until));
+        }
+        let now = Instant::now();
+        if now >= deadline || cancel.is_cancelled() {
+            return Err(WireError::new(
+                "com.microsoft:timeout",
+                "No session is available to accept within the operation timeout.",
+                408,
+            ));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = &mut notified => {}
+            _ = tokio::time::sleep((deadline - now).min(Duration::from_secs(1))) => {}
+        }
+    }
+}
+
+/// Gives back messages a link fetched but never delivered.
+pub async fn release(
+    backend: &ServiceBusBackend,
+    path: &QueuePath,
+    mode: ReceiveMode,
+    msgs: Vec<Message>,
+) {
+    if mode == ReceiveMode::ReceiveAndDelete && !msgs.is_empty() {
+        tracing::warn!(
+            "{} received-and-deleted message(s) could not be delivered before the link closed",
+            msgs.len()
+        );
+        return;
+    }
+    for m in msgs {
+        if let Some(lock) = m.lock {
+            let _ = backend
+                .execute(Op::Settle {
+                    from: path.clone(),
+                    lock_token: lock.token,
+                    settlement: Settlement::Release,
+                })
+                .await;
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! Frame-level tests of the AMQP endpoint: a raw client built on the codec drives
+//! open/begin/attach/flow/transfer/disposition/detach and checks what the server answers.
+
+use bytes::Bytes;
+use fe2o3_amqp_types::definitions::{
+    Error as AmqpError, ErrorCondition, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode,
+};
+use fe2o3_amqp_types::messaging::{
+    Accepted, DeliveryState, Modified, Rejected, Source, Target, TargetArchetype,
+};
+use fe2o3_amqp_types::performatives::{
+    Attach, Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative,
+    Transfer,
+};
+use fe2o3_amqp_types::sasl::SaslInit;
+use localzure::amqp::convert::{self, encode_batch, encode_simple, BATCH_FORMAT};
+use localzure::amqp::frames::{
+    decode_amqp_body, encode_frame, encode_performative, encode_sasl, read_frame, AMQP_HEADER,
+    FRAME_TYPE_AMQP, SASL_HEADER,
+};
+use localzure::amqp::{run, AmqpOptions};
+use localzure::broker::entity::EntityProps;
+use localzure::broker::op::{Op, QueuePath};
+use localzure::service::ServiceBusBackend;
+use localzure::time::{ManualClock, TimeSpan};
+use serde_amqp::primitives::{OrderedMap, Symbol};
+use serde_amqp::Value as AV;
+use serde_bytes::ByteBuf;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Server {
+    addr: SocketAddr,
+    backend: ServiceBusBackend,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(backend: ServiceBusBackend) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            listener,
+            backend.clone(),
+            AmqpOptions::default(),
+            shutdown.clone(),
+        ));
+        Server {
+            addr,
+            backend,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn queue(&self, name: &str, props: EntityProps) {
+        self.backend
+            .execute(Op::CreateQueue {
+                name: name.into(),
+                props,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn count(&self, path: &QueuePath) -> usize {
+        self.backend
+            .read(|b| b.peek(path, 0, 10_000).unwrap().len())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Self::connect_with_idle(addr, None).await
+    }
+
+    async fn connect_with_idle(addr: SocketAddr, idle: Option<u32>) -> Client {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&SASL_HEADER).await.unwrap();
+        let mut h = [0u8; 8];
+        stream.read_exact(&mut h).await.unwrap();
+        assert_eq!(h, SASL_HEADER);
+        let mechs = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&mechs.body).to_string();
+        for m in ["MSSBCBS", "ANONYMOUS", "PLAIN", "EXTERNAL"] {
+            assert!(text.contains(m), "mechanism {m} advertised");
+        }
+        let init = SaslInit {
+            mechanism: Symbol::from("MSSBCBS"),
+            initial_response: Some(ByteBuf::from(b"\0user\0pass".to_vec())),
+            hostname: Some("localhost".into()),
+        };
+        stream
+            .write_all(&encode_sasl(&init).unwrap())
+            .await
+            .unwrap();
+        let outcome = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(outcome.body[2], 0x44, "sasl-outcome");
+        stream.write_all(&AMQP_HEADER).await.unwrap();
+        stream.read_exact(&mut h).await.unwrap();
+        assert_eq!(h, AMQP_HEADER);
+        let mut c = Client { stream };
+        c.send(
+            0,
+            Performative::Open(Open {
+                container_id: "test".into(),
+                hostname: Some("localhost".into()),
+                max_frame_size: MaxFrameSize(65536),
+                channel_max: ChannelMax(16),
+                idle_time_out: idle,
+                outgoing_locales: None,
+                incoming_locales: None,
+                offered_capabilities: None,
+                desired_capabilities: None,
+                properties: None,
+            }),
+            &[],
+        )
+        .await;
+        assert!(matches!(c.recv().await.0, Performative::Open(_)));
+        c.send(
+            0,
+            Performative::Begin(Begin {
+                remote_channel: None,
+                next_outgoing_id: 0,
+                incoming_window: 10_000,
+                outgoing_window: 10_000,
+                handle_max: Handle(255),
+                offered_capabilities: None,
+                desired_capabilities: None,
+                properties: None,
+            }),
+            &[],
+        )
+        .await;
+        match c.recv().await.0 {
+            Performative::Begin(b) => assert_eq!(b.remote_channel, Some(0)),
+            other => panic!("expected begin, got {other:?}"),
+        }
+        c
+    }
+
+    async fn send(&mut self, ch: u16, p: Performative, payload: &[u8]) {
+        let bytes = encode_performative(ch, &p, payload).unwrap();
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next non-heartbeat frame.
+    async fn recv(&mut self) -> (Performative, Bytes) {
+        loop {
+            let f = tokio::time::timeout(WAIT, read_frame(&mut self.stream, 1 << 24))
+                .await
+                .expect("a frame within the wait")
+                .unwrap()
+                .expect("the connection is open");
+            if let Some(x) = decode_amqp_body(&f.body).unwrap() {
+                return x;
+            }
+        }
+    }
+
+    /// Asserts that nothing but heartbeats arrives for `d`.
+    async fn quiet(&mut self, d: Duration) {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(end, read_frame(&mut self.stream, 1 << 24)).await {
+                Err(_) => return,
+                Ok(f) => {
+                    let f = f.unwrap().unwrap();
+                    if let Some((p, _)) = decode_amqp_body(&f.body).unwrap() {
+                        panic!("expected no frame, got {p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attach_sender(&mut self, handle: u32, address: &str) -> (Performative, Bytes) {
+        self.send(
+            0,
+            Performative::Attach(attach(handle, Role::Sender, address, None)),
+            &[],
+        )
+        .await;
+        self.recv().await
+    }
+
+    async fn attach_receiver(&mut self, handle: u32, address: &str, settled: bool) -> Attach {
+        let mut a = attach(handle, Role::Receiver, address, None);
+        if settled {
+            a.snd_settle_mode = SenderSettleMode::Settled;
+            a.rcv_settle_mode = ReceiverSettleMode::First;
+        }
+        self.send(0, Performative::Attach(a), &[]).await;
+        match self.recv().await.0 {
+            Performative::Attach(a) => a,
+            other => panic!("expected attach, got {other:?}"),
+        }
+    }
+
+    async fn transfer(&mut self, handle: u32, id: u32, format: u32, payload: &[u8]) {
+        let t = Transfer {
+            handle: Handle(handle),
+            delivery_id: Some(id),
+            delivery_tag: Some(ByteBuf::from(id.to_be_bytes().to_vec())),
+            message_format: Some(format),
+            settled: Some(false),
+            more: false,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        };
+        self.send(0, Performative::Transfer(t), payload).await;
+    }
+
+    async fn flow(&mut self, handle: u32, delivery_count: u32, credit: u32, drain: bool) {
+        let f = Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 10_000,
+            next_outgoing_id: 0,
+            outgoing_window: 10_000,
+            handle: Some(Handle(handle)),
+            delivery_count: Some(delivery_count),
+            link_credit: Some(credit),
+            available: None,
+            drain,
+            echo: false,
+            properties: None,
+        };
+        self.send(0, Performative::Flow(f), &[]).await;
+    }
+
+    async fn settle(&mut self, id: u32, state: DeliveryState) -> Disposition {
+        let d = Disposition {
+            role: Role::Receiver,
+            first: id,
+            last: None,
+            settled: false,
+            state: Some(state),
+            batchable: false,
+        };
+        self.send(0, Performative::Disposition(d), &[]).await;
+        match self.recv().await.0 {
+            Performative::Disposition(d) => d,
+            other => panic!("expected disposition, got {other:?}"),
+        }
+    }
+}
+
+fn attach(handle: u32, role: Role, address: &str, filter: Option<AV>) -> Attach {
+    let mut source = Source::builder().address(address.to_string()).build();
+    if let Some(f) = filter {
+        let mut fs = OrderedMap::new();
+        fs.insert(Symbol::from("com.microsoft:session-filter"), f);
+        source.filter = Some(fs);
+    }
+    let receiver = role == Role::Receiver;
+    Attach {
+        name: format!("link-{handle}"),
+        handle: Handle(handle),
+        role,
+        snd_settle_mode: SenderSettleMode::Unsettled,
+        rcv_settle_mode: if receiver {
+            ReceiverSettleMode::Second
+        } else {
+            ReceiverSettleMode::First
+        },
+        source: Some(Box::new(source)),
+        target: Some(Box::new(TargetArchetype::Target(Target {
+            address: Some(address.to_string()),
+            ..Default::default()
+        }))),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: if receiver { None } else { Some(0) },
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    }
+}
+
+/// The condition symbol as it went over the wire (standard conditions decode to enum variants).
+fn condition(e: &Option<AmqpError>) -> String {
+    let Some(e) = e else {
+        return String::new();
+    };
+    let bytes = serde_amqp::to_vec(&e.condition).unwrap();
+    match serde_amqp::from_slice::<AV>(&bytes).unwrap() {
+        AV::Symbol(s) => s.0,
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sends `n` messages on a fresh sender link (handle 1) and checks each is accepted.
+async fn send_messages(c: &mut Client, queue: &str, n: u32) {
+    let (p, _) = c.attach_sender(1, queue).await;
+    assert!(matches!(p, Performative::Attach(_)));
+    match c.recv().await.0 {
+        Performative::Flow(f) => assert!(f.link_credit.unwrap_or(0) >= n),
+        other => panic!("expected credit, got {other:?}"),
+    }
+    for i in 0..n {
+        c.transfer(1, i, 0, &encode_simple(&format!("m{i}"), None, b"x"))
+            .await;
+    }
+    for _ in 0..n {
+        match c.recv().await.0 {
+            Performative::Disposition(d) => {
+                assert!(d.settled);
+                assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
+            }
+            other => panic!("expected disposition, got {other:?}"),
+        }
+    }
+}
+
+fn backend() -> ServiceBusBackend {
+    ServiceBusBackend::new(None)
+}
+
+#[tokio::test]
+async fn open_begin_close() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.send(0, Performative::Close(Close { error: None }), &[])
+        .await;
+    match c.recv().await.0 {
+        Performative::Close(cl) => assert!(cl.error.is_none()),
+        other => panic!("expected close, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_entity_attaches_then_detaches_not_found() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect(s.addr).await;
+    let (p, _) = c.attach_sender(0, "amqps://localhost/nope").await;
+    assert!(matches!(p, Performative::Attach(_)));
+    match c.recv().await.0 {
+        Performative::Detach(d) => {
+            assert!(d.closed);
+            assert_eq!(condition(&d.error), "amqp:not-found");
+        }
+        other => panic!("expected detach, got {other:?}"),
+    }
+    c.attach_receiver(1, "amqps://localhost/nope/Subscriptions/x", false)
+        .await;
+    match c.recv().await.0 {
+        Performative::Detach(d) => assert_eq!(condition(&d.error), "amqp:not-found"),
+        other => panic!("expected detach, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delivers_only_within_credit() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    send_messages(&mut c, "amqps://localhost/Q", 3).await;
+    let a = c.attach_receiver(2, "amqps://localhost/q", false).await;
+    assert_eq!(a.initial_delivery_count, Some(0));
+    assert_eq!(
+        a.source.as_ref().unwrap().address.as_deref(),
+        Some("amqps://localhost/q")
+    );
+    c.quiet(Duration::from_millis(300)).await;
+    c.flow(2, 0, 2, false).await;
+    let mut tags = Vec::new();
+    for _ in 0..2 {
+        match c.recv().await.0 {
+            Performative::Transfer(t) => {
+                assert_eq!(t.settled, Some(false));
+                tags.push(t.delivery_tag.unwrap());
+            }
+            other => panic!("expected transfer, got {other:?}"),
+        }
+    }
+    assert!(
+        tags.iter().all(|t| t.len() == 16),
+        "lock-token delivery tags"
+    );
+    c.quiet(Duration::from_millis(500)).await;
+    c.flow(2, 2, 1, false).await;
+    assert!(matches!(c.recv().await.0, Performative::Transfer(_)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn drain_without_messages_consumes_credit() {
+    let s = Server::start(backend()).await;
+    s.queue("empty", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_receiver(0, "empty", false).await;
+    c.flow(0, 0, 5, true).await;
+    match c.recv().await.0 {
+        Performative::Flow(f) => {
+            assert_eq!(f.handle, Some(Handle(0)));
+            assert_eq!(f.delivery_count, Some(5));
+            assert_eq!(f.link_credit, Some(0));
+            assert!(f.drain);
+        }
+        other => panic!("expected drain flow, got {other:?}"),
+    }
+    // A long-poll in progress is cut short by a drain too.
+    c.flow(0, 5, 3, false).await;
+    c.quiet(Duration::from_millis(200)).await;
+    c.flow(0, 5, 3, true).await;
+    match c.recv().await.0 {
+        Performative::Flow(f) => {
+            assert_eq!(f.delivery_count, Some(8));
+            assert_eq!(f.link_credit, Some(0));
+        }
+        other => panic!("expected drain flow, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn settlements_are_echoed_settled() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    send_messages(&mut c, "q", 3).await;
+    c.attach_receiver(2, "q", false).await;
+    c.flow(2, 0, 3, false).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        match c.recv().await.0 {
+            Performative::Transfer(t) => ids.push(t.delivery_id.unwrap()),
+            other => panic!("expected transfer, got {other:?}"),
+        }
+    }
+    let d = c.settle(ids[0], DeliveryState::Accepted(Accepted {})).await;
+    assert!(d.settled && d.role == Role::Sender && d.first == ids[0]);
+    assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
+
+    let modified = DeliveryState::Modified(Modified {
+        delivery_failed: Some(true),
+        undeliverable_here: Some(false),
+        message_annotations: None,
+    });
+    let d = c.settle(ids[1], modified).await;
+    assert!(d.settled && matches!(d.state, Some(DeliveryState::Modified(_))));
+
+    let mut info = Fields::new();
+    info.insert(Symbol::from("DeadLetterReason"), AV::String("why".into()));
+    info.insert(
+        Symbol::from("DeadLetterErrorDescription"),
+        AV::String("because".into()),
+    );
+    let rejected = DeliveryState::Rejected(Rejected {
+        error: Some(AmqpError::new(
+            ErrorCondition::Custom(Symbol::from("com.microsoft:dead-letter")),
+            None,
+            info,
+        )),
+    });
+    let d = c.settle(ids[2], rejected).await;
+    match d.state {
+        Some(DeliveryState::Rejected(r)) => assert!(r.error.is_none(), "no error on success"),
+        other => panic!("expected rejected echo, got {other:?}"),
+    }
+    let dlq = QueuePath::queue("q").dlq();
+    assert_eq!(s.count(&dlq), 1);
+    let dl = s.backend.read(|b| b.peek(&dlq, 0, 1).unwrap());
+    assert_eq!(
+        dl[0].content.properties.get("DeadLetterReason"),
+        Some(&localzure::broker::value::Value::String("why".into()))
+    );
+    // The abandoned one is back; the completed one is gone.
+    assert_eq!(s.count(&QueuePath::queue("q")), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn expired_lock_is_rejected_with_lock_lost() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let s = Server::start(ServiceBusBackend::with_clock(None, clock.clone())).await;
+    let props = EntityProps {
+        lock_duration: TimeSpan::from_secs(5),
+        ..Default::default()
+    };
+    s.queue("q", props).await;
+    let mut c = Client::connect(s.addr).await;
+    send_messages(&mut c, "q", 1).await;
+    c.attach_receiver(2, "q", false).await;
+    c.flow(2, 0, 1, false).await;
+    let id = match c.recv().await.0 {
+        Performative::Transfer(t) => t.delivery_id.unwrap(),
+        other => panic!("expected transfer, got {other:?}"),
+    };
+    clock.advance(10_000);
+    let d = c.settle(id, DeliveryState::Accepted(Accepted {})).await;
+    match d.state {
+        Some(DeliveryState::Rejected(r)) => {
+            assert_eq!(condition(&r.error), "com.microsoft:message-lock-lost")
+        }
+        other => panic!("expected lock lost, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn batch_transfers_are_split_into_messages() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(0, "q").await;
+    c.recv().await; // credit
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| encode_simple(&format!("b{i}"), None, format!("{i}").as_bytes()))
+        .collect();
+    c.transfer(0, 0, BATCH_FORMAT, &encode_batch(&parts)).await;
+    match c.recv().await.0 {
+        Performative::Disposition(d) => {
+            assert!(matches!(d.state, Some(DeliveryState::Accepted(_))))
+        }
+        other => panic!("expected disposition, got {other:?}"),
+    }
+    let msgs = s
+        .backend
+        .read(|b| b.peek(&QueuePath::queue("q"), 0, 10).unwrap());
+    let ids: Vec<_> = msgs.iter().map(|m| m.content.message_id.clone()).collect();
+    assert_eq!(ids, ["b0", "b1", "b2"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn receive_and_delete_deliveries_are_settled() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    send_messages(&mut c, "q", 2).await;
+    c.attach_receiver(2, "q", true).await;
+    c.flow(2, 0, 10, false).await;
+    for _ in 0..2 {
+        match c.recv().await.0 {
+            Performative::Transfer(t) => assert_eq!(t.settled, Some(true)),
+            other => panic!("expected transfer, got {other:?}"),
+        }
+    }
+    assert_eq!(s.count(&QueuePath::queue("q")), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cbs_put_token_answers_202() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(0, "$cbs").await;
+    c.recv().await; // credit
+    c.attach_receiver(1, "$cbs", false).await;
+    c.flow(1, 0, 10, false).await;
+    let id = AV::Uuid(serde_amqp::primitives::Uuid::from([9u8; 16]));
+    let req = convert::encode_request(
+        id.clone(),
+        Some("cbs"),
+        vec![
+            ("operation", AV::String("put-token".into())),
+            ("type", AV::String("servicebus.windows.net:sastoken".into())),
+            ("name", AV::String("amqp://localhost/q".into())),
+        ],
+        AV::String("SharedAccessSignature sr=x&sig=y".into()),
+    )
+    .unwrap();
+    c.transfer(0, 0, 0, &req).await;
+    let mut response = None;
+    for _ in 0..2 {
+        match c.recv().await {
+            (Performative::Transfer(_), payload) => response = Some(payload),
+            (Performative::Disposition(_), _) => {}
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    let m = convert::decode_message(&response.expect("a response")).unwrap();
+    assert_eq!(m.properties.get(5), Some(&id));
+    assert_eq!(m.app_property("status-code"), Some(&AV::Int(202)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn session_receiver_gets_the_session_in_its_attach() {
+    let s = Server::start(backend()).await;
+    let props = EntityProps {
+        requires_session: true,
+        ..Default::default()
+    };
+    s.queue("sq", props).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(0, "sq").await;
+    c.recv().await;
+    c.transfer(0, 0, 0, &encode_simple("m", Some("s-1"), b"x"))
+        .await;
+    c.recv().await;
+    let a = attach(1, Role::Receiver, "amqps://localhost/sq", Some(AV::Null));
+    c.send(0, Performative::Attach(a), &[]).await;
+    match c.recv().await.0 {
+        Performative::Attach(a) => {
+            let f = a.source.unwrap().filter.unwrap();
+            assert_eq!(
+                f.get(&Symbol::from("com.microsoft:session-filter")),
+                Some(&AV::String("s-1".into()))
+            );
+            let props = a.properties.unwrap();
+            match props.get(&Symbol::from("com.microsoft:locked-until-utc")) {
+                Some(AV::Long(ticks)) => assert!(*ticks > 621_355_968_000_000_000),
+                other => panic!("expected ticks, got {other:?}"),
+            }
+        }
+        other => panic!("expected attach, got {other:?}"),
+    }
+    c.flow(1, 0, 1, false).await;
+    assert!(matches!(c.recv().await.0, Performative::Transfer(_)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_connection() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.stream
+        .write_all(&encode_frame(
+            FRAME_TYPE_AMQP,
+            0,
+            &[0x00, 0x53, 0x12, 0xff, 0xff],
+        ))
+        .await
+        .unwrap();
+    match c.recv().await.0 {
+        Performative::Close(cl) => assert_eq!(condition(&cl.error), "amqp:decode-error"),
+        other => panic!("expected close, got {other:?}"),
+    }
+    // Values nested deeper than the codec may recurse close the connection too.
+    let mut deep = Client::connect(s.addr).await;
+    let mut body = Vec::new();
+    for _ in 0..5_000 {
+        body.extend_from_slice(&[0xc0, 0xff, 0x01]);
+    }
+    deep.stream
+        .write_all(&encode_frame(FRAME_TYPE_AMQP, 0, &body))
+        .await
+        .unwrap();
+    match deep.recv().await.0 {
+        Performative::Close(cl) => assert_eq!(condition(&cl.error), "amqp:decode-error"),
+        other => panic!("expected close, got {other:?}"),
+    }
+    // A bad protocol header is answered with ours and a hang-up.
+    let mut raw = TcpStream::connect(s.addr).await.unwrap();
+    raw.write_all(b"HTTP/1.1").await.unwrap();
+    let mut h = [0u8; 8];
+    raw.read_exact(&mut h).await.unwrap();
+    assert_eq!(&h[..4], b"AMQP");
+    // The server still serves.
+    let mut c2 = Client::connect(s.addr).await;
+    c2.attach_sender(0, "nothing-here").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeats_at_half_the_peer_idle_timeout() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect_with_idle(s.addr, Some(400)).await;
+    let start = tokio::time::Instant::now();
+    let f = tokio::time::timeout(WAIT, read_frame(&mut c.stream, 1 << 20))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(f.body.is_empty(), "an empty frame");
+    assert!(start.elapsed() < Duration::from_millis(390));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn detach_is_answered_and_shutdown_closes_connections() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_receiver(3, "q", false).await;
+    c.send(
+        0,
+        Performative::Detach(Detach {
+            handle: Handle(3),
+            closed: true,
+            error: None,
+        }),
+        &[],
+    )
+    .await;
+    match c.recv().await.0 {
+        Performative::Detach(d) => assert!(d.closed && d.handle == Handle(3)),
+        other => panic!("expected detach, got {other:?}"),
+    }
+    s.shutdown.cancel();
+    match c.recv().await.0 {
+        Performative::Close(cl) => assert!(cl.error.is_some()),
+        other => panic!("expected close, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_a_thousand_connections() {
+    let s = Server::start(backend()).await;
+    let mut clients = Vec::new();
+    for chunk in 0..10 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let addr = s.addr;
+            set.spawn(async move { Client::connect(addr).await });
+        }
+        while let Some(c) = set.join_next().await {
+            clients.push(c.unwrap());
+        }
+        assert_eq!(clients.len(), (chunk + 1) * 100);
+    }
+    // Every connection is still served.
+    for c in clients.iter_mut().step_by(97) {
+        c.attach_sender(0, "nope").await;
+    }
+    drop(clients);
+    s.stop().await;
+}
