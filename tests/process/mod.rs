@@ -283,10 +283,7 @@ impl Server {
     pub fn start(vars: &[(String, String)]) -> Server {
         match Self::try_start(vars, &[]) {
             Ok(s) => s,
-            Err(e) => panic!(
-                "server did not start ({}); log:\n{}",
-                e.status, e.log
-            ),
+            Err(e) => panic!("server did not start ({}); log:\n{}", e.status, e.log),
         }
     }
 
@@ -294,10 +291,7 @@ impl Server {
     pub fn start_args(vars: &[(String, String)], args: &[&str]) -> Server {
         match Self::try_start(vars, args) {
             Ok(s) => s,
-            Err(e) => panic!(
-                "server did not start ({}); log:\n{}",
-                e.status, e.log
-            ),
+            Err(e) => panic!("server did not start ({}); log:\n{}", e.status, e.log),
         }
     }
 
@@ -650,8 +644,13 @@ impl Http {
     }
 
     pub async fn put_atom(&self, path: &str, xml: &str) -> Reply {
-        self.request(Method::PUT, path, &[("Content-Type", ATOM_CT)], xml.to_string())
-            .await
+        self.request(
+            Method::PUT,
+            path,
+            &[("Content-Type", ATOM_CT)],
+            xml.to_string(),
+        )
+        .await
     }
 
     /// Creates a queue/topic/subscription/rule from an ATOM body; asserts 201.
@@ -838,10 +837,7 @@ pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str
         }
         (V::String(x), V::String(y)) if x.starts_with('{') && y.starts_with('{') => {
             // Nested JSON text (raw values) — compare parsed.
-            match (
-                serde_json::from_str::<V>(x),
-                serde_json::from_str::<V>(y),
-            ) {
+            match (serde_json::from_str::<V>(x), serde_json::from_str::<V>(y)) {
                 (Ok(u), Ok(v)) => first_difference(&u, &v, path),
                 _ => format!("{path}: {a} vs {b}"),
             }
