@@ -10,133 +10,6 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// A future `ScheduledEnqueueTimeUtc` (an hour from now).
-fn in_an_hour() -> String {
-    let t = chrono::Utc::now() + chrono::Duration::hours(1);
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-/// Creates entities and messages in every state reachable over REST. Returns the lock
-/// `Location` path (without the base URL) of the message left locked.
-async fn populate(http: &Http) -> String {
-    // A queue with non-default properties; MaxDeliveryCount 1 so one abandon dead-letters.
-    http.create_queue(
-        "orders",
-        "<LockDuration>PT5M</LockDuration>\
-         <RequiresDuplicateDetection>true</RequiresDuplicateDetection>\
-         <DefaultMessageTimeToLive>P10D</DefaultMessageTimeToLive>\
-         <DeadLetteringOnMessageExpiration>true</DeadLetteringOnMessageExpiration>\
-         <MaxDeliveryCount>1</MaxDeliveryCount>",
-    )
-    .await;
-    http.create_queue("retries", "<MaxDeliveryCount>5</MaxDeliveryCount>")
-        .await;
-    http.create_topic(
-        "events",
-        "<DefaultMessageTimeToLive>P1D</DefaultMessageTimeToLive>",
-    )
-    .await;
-    http.create_subscription("events", "high", "<LockDuration>PT2M</LockDuration>")
-        .await;
-    http.create_subscription("events", "big", "").await;
-    for sub in ["high", "big"] {
-        let r = http
-            .delete_path(&format!("events/Subscriptions/{sub}/Rules/$Default"))
-            .await;
-        assert_eq!(r.status, 200, "delete $Default: {}", r.body);
-    }
-    http.create_rule(
-        "events",
-        "high",
-        "corr",
-        &correlation_filter(&[("Label", "high")], &[("region", "string", "eu")]),
-    )
-    .await;
-    http.create_rule("events", "big", "sql", &sql_filter("amount &gt; 10"))
-        .await;
-
-    // Dead-lettered: delivered once, abandoned at MaxDeliveryCount 1.
-    http.send(
-        "orders",
-        "to the dead-letter queue",
-        json!({"MessageId": "dlq-1", "Label": "doomed"}),
-        &[("customer", "\"carol\"")],
-    )
-    .await;
-    let m = http.peek_lock("orders").await.expect("dlq-1");
-    let loc = m.header("Location").expect("Location").to_string();
-    let r = http.at_location(Method::PUT, &loc).await;
-    assert_eq!(r.status, 200, "unlock: {}", r.body);
-
-    // Locked (peek-locked, not completed).
-    http.send(
-        "orders",
-        "held under a lock",
-        json!({"MessageId": "locked-1", "CorrelationId": "c-42"}),
-        &[("attempt", "3")],
-    )
-    .await;
-    let m = http.peek_lock("orders").await.expect("locked-1");
-    assert_eq!(m.bp()["MessageId"], "locked-1");
-    let locked_loc = m.header("Location").expect("Location").to_string();
-
-    // Active with custom properties of several types.
-    http.send(
-        "orders",
-        "{\"order\": 1}",
-        json!({"MessageId": "active-1", "Label": "new", "ContentType": "application/json",
-               "ReplyTo": "replies", "TimeToLive": 3600}),
-        &[
-            ("customer", "\"alice\""),
-            ("priority", "5"),
-            ("vip", "true"),
-        ],
-    )
-    .await;
-    // Scheduled in the future.
-    http.send(
-        "orders",
-        "later",
-        json!({"MessageId": "scheduled-1", "ScheduledEnqueueTimeUtc": in_an_hour()}),
-        &[],
-    )
-    .await;
-    // Active with DeliveryCount 2 (two abandons in a queue with MaxDeliveryCount 5).
-    http.send("retries", "retry me", json!({"MessageId": "retry-1"}), &[])
-        .await;
-    for _ in 0..2 {
-        let m = http.peek_lock("retries").await.expect("retry-1");
-        let loc = m.header("Location").expect("Location").to_string();
-        assert_eq!(http.at_location(Method::PUT, &loc).await.status, 200);
-    }
-    // Topic messages routed by the correlation and SQL rules.
-    http.send(
-        "events",
-        "high and big",
-        json!({"MessageId": "ev-1", "Label": "high"}),
-        &[("region", "\"eu\""), ("amount", "99")],
-    )
-    .await;
-    http.send(
-        "events",
-        "small",
-        json!({"MessageId": "ev-2", "Label": "high"}),
-        &[("region", "\"eu\""), ("amount", "1")],
-    )
-    .await;
-    http.send(
-        "events",
-        "nowhere",
-        json!({"MessageId": "ev-3", "Label": "low"}),
-        &[("region", "\"us\""), ("amount", "5")],
-    )
-    .await;
-    locked_loc
-        .strip_prefix(&http.base_url)
-        .expect("Location under the base URL")
-        .to_string()
-}
-
 /// Checks the populated state is really there (beyond the export comparison).
 fn check_populated(doc: &serde_json::Value) {
     let msgs = messages(doc);
@@ -276,7 +149,15 @@ async fn json_state_survives_sigterm_and_sigkill() {
 
 // ----- crash safety ---------------------------------------------------------------------------
 
-async fn acknowledged_sends_survive_sigkill(kind: Kind) {
+/// How the crash test stops the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
+    Int,
+}
+
+async fn acknowledged_sends_survive(kind: Kind, stop: Stop) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     const TASKS: usize = 6;
@@ -325,7 +206,24 @@ async fn acknowledged_sends_survive_sigkill(kind: Kind) {
     })
     .await
     .expect("senders make progress");
-    let _ = server.kill();
+    match stop {
+        Stop::Kill => {
+            server.kill();
+        }
+        Stop::Term | Stop::Int => {
+            let logs = if stop == Stop::Term {
+                server.terminate()
+            } else {
+                server.interrupt()
+            };
+            assert!(logs.contains("final snapshot written"), "{}", logs.text());
+            assert!(
+                logs.contains("in-flight requests drained"),
+                "{}",
+                logs.text()
+            );
+        }
+    }
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(30), t)
             .await
@@ -337,7 +235,7 @@ async fn acknowledged_sends_survive_sigkill(kind: Kind) {
     assert!(acked.len() >= BEFORE_KILL);
     assert!(
         attempted.len() > acked.len(),
-        "the kill landed while sends were in flight"
+        "the stop landed while sends were in flight"
     );
 
     let server = Server::start(&store.env());
@@ -357,7 +255,7 @@ async fn acknowledged_sends_survive_sigkill(kind: Kind) {
     let missing: Vec<_> = acked.iter().filter(|id| !seen.contains_key(*id)).collect();
     assert!(
         missing.is_empty(),
-        "{} acknowledged sends lost after SIGKILL (of {}): {missing:?}",
+        "{} acknowledged sends lost after {stop:?} (of {}): {missing:?}",
         missing.len(),
         acked.len()
     );
@@ -378,12 +276,22 @@ async fn acknowledged_sends_survive_sigkill(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_sends_survive_sigkill() {
-    acknowledged_sends_survive_sigkill(Kind::Sqlite).await;
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_sends_survive_sigterm_under_load() {
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_acknowledged_sends_survive_sigint_under_load() {
+    acknowledged_sends_survive(Kind::Json, Stop::Int).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_acknowledged_sends_survive_sigkill() {
-    acknowledged_sends_survive_sigkill(Kind::Json).await;
+    acknowledged_sends_survive(Kind::Json, Stop::Kill).await;
 }
 
 // ----- torn and corrupt journals ---------------------------------------------------------------
@@ -891,4 +799,154 @@ async fn periodic_snapshot_truncates_the_journal() {
     assert_eq!(replayed_count(&server.logs), 0, "{}", server.logs.text());
     assert_same_state(&before, &server.http.export().await, "periodic snapshot");
     server.terminate();
+}
+
+// ----- names and sequence numbers -------------------------------------------------------------
+
+/// Names that need escaping in file names and keys (slashes, underscores that could make two
+/// JSON file names alike, mixed case) survive restarts and stay distinct.
+async fn tricky_names_survive(kind: Kind) {
+    let store = Store::new(kind);
+    let server = Server::start(&store.env());
+    let queues = ["a/b", "a_b", "MiXed.Case-1", "x..y"];
+    for q in queues {
+        server.http.create_queue(q, "").await;
+        server
+            .http
+            .send(q, q, json!({"MessageId": format!("in {q}")}), &[])
+            .await;
+    }
+    // subscription_{topic}_{sub}: "tp_q"/"r" and "tp"/"q_r" must not share a file.
+    for (t, sub) in [("tp_q", "r"), ("tp", "q_r"), ("t/x", "s")] {
+        if server.http.get(t).await.status == 404 {
+            server.http.create_topic(t, "").await;
+        }
+        server.http.create_subscription(t, sub, "").await;
+    }
+    for t in ["tp_q", "tp", "t/x"] {
+        server
+            .http
+            .send(t, t, json!({"MessageId": format!("to {t}")}), &[])
+            .await;
+    }
+    let before = server.http.export().await;
+    assert_eq!(messages(&before).len(), queues.len() + 3);
+    server.terminate();
+    let server = Server::start(&store.env());
+    assert_same_state(
+        &before,
+        &server.http.export().await,
+        "tricky names, SIGTERM",
+    );
+    for q in queues {
+        let m = server.http.receive_delete(q).await.expect(q);
+        assert_eq!(m.body, q, "the message of {q} stayed in {q}");
+    }
+    for (t, sub) in [("tp_q", "r"), ("tp", "q_r"), ("t/x", "s")] {
+        let m = server
+            .http
+            .receive_delete(&format!("{t}/Subscriptions/{sub}"))
+            .await
+            .expect(sub);
+        assert_eq!(m.body, t, "{t}/{sub}");
+    }
+    let after = server.http.export().await;
+    server.kill();
+    let server = Server::start(&store.env());
+    assert_same_state(&after, &server.http.export().await, "tricky names, SIGKILL");
+    assert!(messages(&after).is_empty());
+    server.terminate();
+    if kind == Kind::Json {
+        for f in walk(&store.json_path()) {
+            assert!(
+                f.starts_with(store.json_path()),
+                "file outside the data directory: {}",
+                f.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sqlite_tricky_names_survive_restarts() {
+    tricky_names_survive(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_tricky_names_survive_restarts() {
+    tricky_names_survive(Kind::Json).await;
+}
+
+/// Draining an entity and restarting does not restart its sequence numbers.
+async fn sequence_numbers_continue_after_drain(kind: Kind, kill: bool) {
+    let store = Store::new(kind);
+    let server = Server::start(&store.env());
+    server.http.create_queue("q", "").await;
+    server.http.create_topic("t", "").await;
+    server.http.create_subscription("t", "s", "").await;
+    for i in 0..3 {
+        server
+            .http
+            .send("q", "x", json!({"MessageId": format!("q{i}")}), &[])
+            .await;
+        server
+            .http
+            .send("t", "x", json!({"MessageId": format!("t{i}")}), &[])
+            .await;
+    }
+    while server.http.receive_delete("q").await.is_some() {}
+    while server
+        .http
+        .receive_delete("t/Subscriptions/s")
+        .await
+        .is_some()
+    {}
+    if kill {
+        server.kill();
+    } else {
+        server.terminate();
+    }
+    let server = Server::start(&store.env());
+    server
+        .http
+        .send("q", "x", json!({"MessageId": "next"}), &[])
+        .await;
+    server
+        .http
+        .send("t", "x", json!({"MessageId": "next"}), &[])
+        .await;
+    let q = server.http.receive_delete("q").await.expect("q");
+    assert_eq!(q.bp()["SequenceNumber"], 4, "queue (kill: {kill})");
+    let s = server
+        .http
+        .receive_delete("t/Subscriptions/s")
+        .await
+        .expect("s");
+    assert_eq!(s.bp()["SequenceNumber"], 4, "subscription (kill: {kill})");
+    server.terminate();
+}
+
+#[tokio::test]
+async fn sqlite_sequence_numbers_continue_after_drain_and_restart() {
+    sequence_numbers_continue_after_drain(Kind::Sqlite, false).await;
+    sequence_numbers_continue_after_drain(Kind::Sqlite, true).await;
+}
+
+#[tokio::test]
+async fn json_sequence_numbers_continue_after_drain_and_restart() {
+    sequence_numbers_continue_after_drain(Kind::Json, false).await;
+    sequence_numbers_continue_after_drain(Kind::Json, true).await;
 }

@@ -16,6 +16,7 @@
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -364,19 +365,28 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the exit (asserting code 0) and the end of the log.
-    pub fn terminate(mut self) -> Logs {
+    pub fn terminate(self) -> Logs {
+        self.signal_and_wait("TERM")
+    }
+
+    /// SIGINT (Ctrl-C), then as [`Server::terminate`].
+    pub fn interrupt(self) -> Logs {
+        self.signal_and_wait("INT")
+    }
+
+    fn signal_and_wait(mut self, sig: &str) -> Logs {
         let mut child = self.child.take().expect("running");
         let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{sig}"), &child.id().to_string()])
             .status()
-            .expect("run kill -TERM");
-        assert!(ok.success(), "kill -TERM failed");
+            .expect("run kill");
+        assert!(ok.success(), "kill -{sig} failed");
         let status = wait_exit(&mut child, STOP_DEADLINE);
         let Some(status) = status else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "server did not exit within {STOP_DEADLINE:?} of SIGTERM; log:\n{}",
+                "server did not exit within {STOP_DEADLINE:?} of SIG{sig}; log:\n{}",
                 self.logs.text()
             );
         };
@@ -384,7 +394,25 @@ impl Server {
         assert_eq!(
             status.code(),
             Some(0),
-            "exit status after SIGTERM: {status}; log:\n{}",
+            "exit status after SIG{sig}: {status}; log:\n{}",
+            self.logs.text()
+        );
+        self.logs.clone()
+    }
+
+    /// Waits for an exit the server began on its own (e.g. `localzure stop`); asserts code 0.
+    pub fn wait_exit_ok(mut self) -> Logs {
+        let mut child = self.child.take().expect("running");
+        let Some(status) = wait_exit(&mut child, STOP_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not exit; log:\n{}", self.logs.text());
+        };
+        self.logs.wait_closed(STOP_DEADLINE);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {status}; log:\n{}",
             self.logs.text()
         );
         self.logs.clone()
@@ -857,4 +885,133 @@ pub fn write(path: &Path, contents: &[u8]) {
         std::fs::create_dir_all(p).expect("create parent");
     }
     std::fs::write(path, contents).expect("write file");
+}
+
+// ----- a populated state --------------------------------------------------------------------
+
+/// A future `ScheduledEnqueueTimeUtc` (an hour from now).
+pub fn in_an_hour() -> String {
+    let t = chrono::Utc::now() + chrono::Duration::hours(1);
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// Creates entities and messages in every state reachable over REST. Returns the lock
+/// `Location` path (without the base URL) of the message left locked.
+pub async fn populate(http: &Http) -> String {
+    // A queue with non-default properties; MaxDeliveryCount 1 so one abandon dead-letters.
+    http.create_queue(
+        "orders",
+        "<LockDuration>PT5M</LockDuration>\
+         <RequiresDuplicateDetection>true</RequiresDuplicateDetection>\
+         <DefaultMessageTimeToLive>P10D</DefaultMessageTimeToLive>\
+         <DeadLetteringOnMessageExpiration>true</DeadLetteringOnMessageExpiration>\
+         <MaxDeliveryCount>1</MaxDeliveryCount>",
+    )
+    .await;
+    http.create_queue("retries", "<MaxDeliveryCount>5</MaxDeliveryCount>")
+        .await;
+    http.create_topic(
+        "events",
+        "<DefaultMessageTimeToLive>P1D</DefaultMessageTimeToLive>",
+    )
+    .await;
+    http.create_subscription("events", "high", "<LockDuration>PT2M</LockDuration>")
+        .await;
+    http.create_subscription("events", "big", "").await;
+    for sub in ["high", "big"] {
+        let r = http
+            .delete_path(&format!("events/Subscriptions/{sub}/Rules/$Default"))
+            .await;
+        assert_eq!(r.status, 200, "delete $Default: {}", r.body);
+    }
+    http.create_rule(
+        "events",
+        "high",
+        "corr",
+        &correlation_filter(&[("Label", "high")], &[("region", "string", "eu")]),
+    )
+    .await;
+    http.create_rule("events", "big", "sql", &sql_filter("amount &gt; 10"))
+        .await;
+
+    // Dead-lettered: delivered once, abandoned at MaxDeliveryCount 1.
+    http.send(
+        "orders",
+        "to the dead-letter queue",
+        json!({"MessageId": "dlq-1", "Label": "doomed"}),
+        &[("customer", "\"carol\"")],
+    )
+    .await;
+    let m = http.peek_lock("orders").await.expect("dlq-1");
+    let loc = m.header("Location").expect("Location").to_string();
+    let r = http.at_location(Method::PUT, &loc).await;
+    assert_eq!(r.status, 200, "unlock: {}", r.body);
+
+    // Locked (peek-locked, not completed).
+    http.send(
+        "orders",
+        "held under a lock",
+        json!({"MessageId": "locked-1", "CorrelationId": "c-42"}),
+        &[("attempt", "3")],
+    )
+    .await;
+    let m = http.peek_lock("orders").await.expect("locked-1");
+    assert_eq!(m.bp()["MessageId"], "locked-1");
+    let locked_loc = m.header("Location").expect("Location").to_string();
+
+    // Active with custom properties of several types.
+    http.send(
+        "orders",
+        "{\"order\": 1}",
+        json!({"MessageId": "active-1", "Label": "new", "ContentType": "application/json",
+               "ReplyTo": "replies", "TimeToLive": 3600}),
+        &[
+            ("customer", "\"alice\""),
+            ("priority", "5"),
+            ("vip", "true"),
+        ],
+    )
+    .await;
+    // Scheduled in the future.
+    http.send(
+        "orders",
+        "later",
+        json!({"MessageId": "scheduled-1", "ScheduledEnqueueTimeUtc": in_an_hour()}),
+        &[],
+    )
+    .await;
+    // Active with DeliveryCount 2 (two abandons in a queue with MaxDeliveryCount 5).
+    http.send("retries", "retry me", json!({"MessageId": "retry-1"}), &[])
+        .await;
+    for _ in 0..2 {
+        let m = http.peek_lock("retries").await.expect("retry-1");
+        let loc = m.header("Location").expect("Location").to_string();
+        assert_eq!(http.at_location(Method::PUT, &loc).await.status, 200);
+    }
+    // Topic messages routed by the correlation and SQL rules.
+    http.send(
+        "events",
+        "high and big",
+        json!({"MessageId": "ev-1", "Label": "high"}),
+        &[("region", "\"eu\""), ("amount", "99")],
+    )
+    .await;
+    http.send(
+        "events",
+        "small",
+        json!({"MessageId": "ev-2", "Label": "high"}),
+        &[("region", "\"eu\""), ("amount", "1")],
+    )
+    .await;
+    http.send(
+        "events",
+        "nowhere",
+        json!({"MessageId": "ev-3", "Label": "low"}),
+        &[("region", "\"us\""), ("amount", "5")],
+    )
+    .await;
+    locked_loc
+        .strip_prefix(&http.base_url)
+        .expect("Location under the base URL")
+        .to_string()
 }
