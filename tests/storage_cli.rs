@@ -395,6 +395,17 @@ async fn failed_imports_leave_state_intact(kind: Kind) {
     let mut d = doc.clone();
     d["messages"][0]["message"] = json!({"sequence_number": "x"});
     cases.push(("bad message", d, ""));
+    let mut d = doc.clone();
+    let m0 = d["messages"][0].clone();
+    d["messages"].as_array_mut().unwrap().push(m0);
+    cases.push(("duplicate message", d, ""));
+    let mut d = doc.clone();
+    let e0 = d["entities"][0].clone();
+    d["entities"].as_array_mut().unwrap().push(e0);
+    cases.push(("duplicate entity", d, ""));
+    let mut d = doc.clone();
+    d["messages"][0]["entity"]["name"] = json!("no-such-queue");
+    cases.push(("message of a missing entity", d, ""));
 
     for (i, (what, d, path)) in cases.iter().enumerate() {
         let f = work.path().join(format!("bad{i}.json"));
@@ -409,6 +420,10 @@ async fn failed_imports_leave_state_intact(kind: Kind) {
                 "{what}: names {path}: {err}"
             );
         }
+        assert!(
+            !err.contains("&apos;") && !err.contains("&quot;"),
+            "{what}: XML escapes in the message: {err}"
+        );
         assert_same_state(&before, &server.http.export().await, what);
     }
     // Not JSON at all, and cut short (an interrupted write of the file).
