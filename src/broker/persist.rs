@@ -292,6 +292,9 @@ impl Broker {
                         parse(data).map_err(|e| format!("queue '{}' {e}", rec.key.name))?;
                     let mut q = Receivable::new(r.props.requires_session);
                     q.sessions = r.sessions;
+                    if b.queues.contains_key(&names::key(&r.name)) {
+                        return Err(format!("duplicate queue '{}'", r.name));
+                    }
                     b.queues.insert(
                         names::key(&r.name),
                         Queue {
@@ -307,6 +310,9 @@ impl Broker {
                 EntityKind::Topic => {
                     let r: TopicRecord =
                         parse(data).map_err(|e| format!("topic '{}' {e}", rec.key.name))?;
+                    if b.topics.contains_key(&names::key(&r.name)) {
+                        return Err(format!("duplicate topic '{}'", r.name));
+                    }
                     b.topics.insert(
                         names::key(&r.name),
                         Topic {
@@ -338,6 +344,12 @@ impl Broker {
             }
             let mut q = Receivable::new(r.props.requires_session);
             q.sessions = r.sessions;
+            if t.subs.contains_key(&names::key(&r.name)) {
+                return Err(format!(
+                    "duplicate subscription '{}' of topic '{}'",
+                    r.name, r.topic
+                ));
+            }
             t.subs.insert(
                 names::key(&r.name),
                 Subscription {
@@ -355,11 +367,25 @@ impl Broker {
             let rcv = b
                 .receivable_for_key(&rec.key.entity)
                 .ok_or_else(|| format!("message of missing entity '{}'", rec.key.entity.name))?;
-            if rec.key.dead_letter {
-                rcv.dlq.insert(m);
+            let store = if rec.key.dead_letter {
+                &mut rcv.dlq
             } else {
-                rcv.main.insert(m);
+                &mut rcv.main
+            };
+            // Two records for one sequence number would silently collapse into one.
+            if store.get(m.sequence_number).is_some() {
+                return Err(format!(
+                    "duplicate message with sequence number {} in '{}'{}",
+                    m.sequence_number,
+                    rec.key.entity.name,
+                    if rec.key.dead_letter {
+                        " (dead-letter queue)"
+                    } else {
+                        ""
+                    }
+                ));
             }
+            store.insert(m);
         }
         // Loading marked every message dirty; the store already has them.
         for q in b.queues.values_mut() {

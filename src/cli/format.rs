@@ -78,11 +78,16 @@ pub fn stats_block(s: &StorageStats) -> String {
     out
 }
 
-/// The `<Detail>` of an Azure-style XML error body, or the body text.
+/// The `<Detail>` of an Azure-style XML error body (XML escapes resolved), or the body text.
 pub fn error_detail(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     match (text.find("<Detail>"), text.find("</Detail>")) {
-        (Some(a), Some(b)) if b > a => text[a + 8..b].to_string(),
+        (Some(a), Some(b)) if b > a => {
+            let raw = &text[a + 8..b];
+            quick_xml::escape::unescape(raw)
+                .map(|s| s.into_owned())
+                .unwrap_or_else(|_| raw.to_string())
+        }
         _ => text.trim().to_string(),
     }
 }
@@ -99,5 +104,12 @@ mod tests {
         assert_eq!(thousands(1247), "1,247");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(7), "7");
+    }
+
+    #[test]
+    fn error_detail_resolves_xml_escapes() {
+        let body = b"<Error><Code>400</Code><Detail>queue &apos;a&apos; &lt;b&gt; &amp; &quot;c&quot;</Detail></Error>";
+        assert_eq!(error_detail(body), "queue 'a' <b> & \"c\"");
+        assert_eq!(error_detail(b" plain "), "plain");
     }
 }

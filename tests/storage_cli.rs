@@ -1,0 +1,541 @@
+//! `localzure storage …`, `health` and `stop` against the real binary: every subcommand online
+//! (server running: admin API) and offline (server stopped: the files), for sqlite and json;
+//! the purge prompt; export → import between every pair of backends; failed imports.
+
+mod process;
+
+use process::*;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+fn stats_json(out: &CliOut) -> serde_json::Value {
+    serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("stats --json: {e}: {}", out.stdout))
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("export file")).expect("JSON")
+}
+
+fn backend_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => "SQLite",
+        Kind::Json => "JSON",
+        Kind::Memory => "In-Memory",
+    }
+}
+
+/// The stats block as the guide shows it, for the populated state (5 entities, …).
+fn check_stats_block(text: &str, store: &Store) {
+    assert!(
+        text.starts_with("Storage Statistics\n==================\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Backend:     {}\n", backend_name(store.kind))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Database:    {}\n", store.location().display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("Entities:    5 (2 queues, 1 topics, 2 subscriptions)\n"),
+        "{text}"
+    );
+    // orders: active-1 + locked-1 (scheduled not counted); retries: 1; high: 2; big: 1.
+    assert!(text.contains("Messages:    "), "{text}");
+    assert!(text.contains(", 1 deadletter\n"), "{text}");
+    assert!(text.contains("Size:        "), "{text}");
+    assert!(text.contains("Last Snapshot: "), "{text}");
+    assert!(text.contains("WAL Size:    "), "{text}");
+    assert!(!text.contains("DEGRADED"), "{text}");
+}
+
+/// Every subcommand with the server running (admin API), then with it stopped (files).
+async fn every_subcommand_online_and_offline(kind: Kind) {
+    let store = Store::new(kind);
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&store.env());
+    populate(&server.http).await;
+    let live = server.http.export().await;
+
+    // ---- online ----
+    check_stats_block(server.cli(&["storage", "stats"]).ok(), &store);
+    let s = stats_json(&server.cli(&["storage", "stats", "--json"]));
+    assert_eq!(s["totals"]["queues"], 2, "{s}");
+    assert_eq!(s["totals"]["dead_letter"], 1, "{s}");
+    assert_eq!(s["status"]["storage_type"], kind.as_str(), "{s}");
+    assert!(s["status"]["degraded"].is_null(), "{s}");
+    let wal_before = s["wal_size_bytes"].as_u64().unwrap();
+    assert!(
+        wal_before > 8,
+        "the journal holds the work since start: {s}"
+    );
+
+    let file = work.path().join("online.json");
+    let out = server.cli(&["storage", "export", file.to_str().unwrap()]);
+    assert!(
+        out.ok().contains("Exported 5 entities and 8 messages"),
+        "{}",
+        out.stdout
+    );
+    assert_same_state(&live, &read_json(&file), "online export file");
+
+    let out = server.cli(&["storage", "snapshot"]);
+    assert!(out.ok().starts_with("Snapshot written."), "{}", out.stdout);
+    let s = stats_json(&server.cli(&["storage", "stats", "--json"]));
+    assert!(
+        s["wal_size_bytes"].as_u64().unwrap() < wal_before,
+        "snapshot truncates the journal: {s}"
+    );
+    assert!(s["last_snapshot"].is_number(), "{s}");
+
+    assert_eq!(
+        server.cli(&["storage", "compact"]).ok(),
+        "Storage compacted.\n"
+    );
+
+    let out = server.cli(&["storage", "purge", "--yes"]);
+    assert_eq!(
+        out.ok(),
+        "Purging all data from storage...\nDone. All entities and messages have been deleted.\n"
+    );
+    let empty = server.http.export().await;
+    assert_eq!(empty["entities"].as_array().map(Vec::len), Some(0));
+    assert_eq!(messages(&empty).len(), 0);
+
+    let out = server.cli(&["storage", "import", file.to_str().unwrap()]);
+    assert!(
+        out.ok().contains("Imported 5 entities and 8 messages"),
+        "{}",
+        out.stdout
+    );
+    assert_same_state(&live, &server.http.export().await, "online import");
+    server.terminate();
+
+    // ---- offline (no server answers; the CLI opens the files) ----
+    check_stats_block(offline(&store, &["storage", "stats"]).ok(), &store);
+    let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
+    assert_eq!(s["totals"]["subscriptions"], 2, "{s}");
+    let file2 = work.path().join("offline.json");
+    offline(&store, &["storage", "export", file2.to_str().unwrap()]).ok();
+    assert_same_state(
+        &live,
+        &read_json(&file2),
+        "offline export after online import",
+    );
+    assert!(offline(&store, &["storage", "snapshot"])
+        .ok()
+        .starts_with("Snapshot written"));
+    assert_eq!(
+        offline(&store, &["storage", "compact"]).ok(),
+        "Storage compacted.\n"
+    );
+    offline(&store, &["storage", "purge", "--yes"]).ok();
+    let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
+    assert_eq!(s["totals"]["queues"], 0, "purged: {s}");
+    offline(&store, &["storage", "import", file2.to_str().unwrap()]).ok();
+
+    // The server sees what the offline commands left.
+    let server = Server::start(&store.env());
+    assert_same_state(
+        &live,
+        &server.http.export().await,
+        "offline import, then start",
+    );
+    server.terminate();
+}
+
+#[tokio::test]
+async fn sqlite_every_subcommand_online_and_offline() {
+    every_subcommand_online_and_offline(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_every_subcommand_online_and_offline() {
+    every_subcommand_online_and_offline(Kind::Json).await;
+}
+
+#[tokio::test]
+async fn json_compact_removes_orphaned_files() {
+    let store = Store::new(Kind::Json);
+    let server = Server::start(&store.env());
+    server.http.create_queue("q", "").await;
+    server.terminate();
+    let orphan = store.json_path().join("messages").join("queue_gone.json");
+    write(&orphan, b"[]");
+    offline(&store, &["storage", "compact"]).ok();
+    assert!(!orphan.exists(), "orphan removed by compact");
+    assert!(store.json_path().join("entities/queues.json").is_file());
+}
+
+/// Offline commands take the data lock: with a server running on the same files (and the CLI
+/// not pointed at it), they are refused rather than writing behind the server's back.
+#[tokio::test]
+async fn offline_command_is_refused_while_a_server_holds_the_data() {
+    let store = Store::new(Kind::Sqlite);
+    let server = Server::start(&store.env());
+    server.http.create_queue("q", "").await;
+    let err = offline(&store, &["storage", "purge", "--yes"]);
+    let line = err.fails();
+    assert!(
+        line.contains("in use by another LocalZure process"),
+        "{line}"
+    );
+    assert_eq!(line.trim().lines().count(), 1, "one line: {line}");
+    let doc = server.http.export().await;
+    assert_eq!(doc["entities"].as_array().map(Vec::len), Some(1));
+    server.terminate();
+}
+
+// ----- purge confirmation -------------------------------------------------------------------
+
+/// Runs the CLI under a pseudo-terminal (`script` from util-linux) with `input` typed.
+fn cli_on_tty(vars: &[(String, String)], args: &[&str], input: &str) -> Option<CliOut> {
+    use std::io::Write;
+    use std::process::Stdio;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: `script` (util-linux) is not available to provide a terminal");
+        return None;
+    }
+    let mut line = format!("'{BIN}'");
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let mut all: Vec<(String, String)> = vec![("LOCALZURE_HTTP_PORT".into(), "1".into())];
+    for (k, v) in vars {
+        all.retain(|(k2, _)| k2 != k);
+        all.push((k.clone(), v.clone()));
+    }
+    let mut c = std::process::Command::new("script");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LOCALZURE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("NO_COLOR", "1").env("LOCALZURE_HOST", "127.0.0.1");
+    for (k, v) in &all {
+        c.env(k, v);
+    }
+    let mut child = c
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("script output");
+    Some(CliOut {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+const PROMPT: &str = "Are you sure you want to purge ALL data? Type 'yes' to confirm: ";
+
+#[tokio::test]
+async fn purge_prompt_yes_no_and_no_terminal() {
+    let store = Store::new(Kind::Sqlite);
+    let server = Server::start(&store.env());
+    server.http.create_queue("q", "").await;
+    let count = |doc: &serde_json::Value| doc["entities"].as_array().map(Vec::len);
+
+    // No terminal and no --yes: refused, nothing purged.
+    let out = server.cli(&["storage", "purge"]);
+    let err = out.fails();
+    assert_eq!(
+        err.trim(),
+        "error: refusing to purge without confirmation: no terminal to ask on; pass --yes"
+    );
+    assert_eq!(count(&server.http.export().await), Some(1));
+
+    let mut vars = server.vars.clone();
+    vars.push(("LOCALZURE_HTTP_PORT".into(), server.port().to_string()));
+    // Answered "no" (online).
+    let Some(out) = cli_on_tty(&vars, &["storage", "purge"], "no\n") else {
+        server.terminate();
+        return;
+    };
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.contains(PROMPT), "{out:?}");
+    assert!(out.stdout.contains("purge cancelled"), "{out:?}");
+    assert_eq!(
+        count(&server.http.export().await),
+        Some(1),
+        "nothing purged"
+    );
+
+    // Answered "yes" (online).
+    let out = cli_on_tty(&vars, &["storage", "purge"], "yes\n").unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains(PROMPT), "{out:?}");
+    assert!(
+        out.stdout.contains("Purging all data from storage..."),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("Done. All entities and messages have been deleted."),
+        "{out:?}"
+    );
+    assert_eq!(count(&server.http.export().await), Some(0));
+    server.http.create_queue("q2", "").await;
+    server.terminate();
+
+    // Offline: "no" keeps, "yes" purges.
+    let out = cli_on_tty(&store.env(), &["storage", "purge"], "no\n").unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
+    assert_eq!(s["totals"]["queues"], 1, "{s}");
+    let out = cli_on_tty(&store.env(), &["storage", "purge"], "yes\n").unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
+    assert_eq!(s["totals"]["queues"], 0, "{s}");
+}
+
+// ----- export → import between every pair of backends ---------------------------------------
+
+/// Exports a populated state from a `from` server, imports it into a fresh `to` store (online
+/// into a running server, or offline into the files), and compares the exports; for persistent
+/// targets, again after a restart.
+async fn round_trip(from: Kind, to: Kind, offline_import: bool) {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("export.json");
+    let src = Store::new(from);
+    let server = Server::start(&src.env());
+    populate(&server.http).await;
+    server
+        .cli(&["storage", "export", file.to_str().unwrap()])
+        .ok();
+    let original = read_json(&file);
+    server.terminate();
+
+    let dst = Store::new(to);
+    let what = format!("{from:?} -> {to:?} (offline import: {offline_import})");
+    if offline_import {
+        offline(&dst, &["storage", "import", file.to_str().unwrap()]).ok();
+    }
+    let server = Server::start(&dst.env());
+    if !offline_import {
+        server
+            .cli(&["storage", "import", file.to_str().unwrap()])
+            .ok();
+    }
+    assert_same_state(&original, &server.http.export().await, &what);
+    if to == Kind::Memory {
+        server.terminate();
+        return;
+    }
+    // Import is durable at once: even a crash right after keeps it.
+    server.kill();
+    let server = Server::start(&dst.env());
+    assert_same_state(
+        &original,
+        &server.http.export().await,
+        &format!("{what}, after SIGKILL and restart"),
+    );
+    server.terminate();
+}
+
+#[tokio::test]
+async fn round_trip_between_every_pair_of_backends() {
+    let kinds = [Kind::Memory, Kind::Sqlite, Kind::Json];
+    for from in kinds {
+        for to in kinds {
+            round_trip(from, to, false).await;
+            if to != Kind::Memory {
+                round_trip(from, to, true).await;
+            }
+        }
+    }
+}
+
+// ----- failed imports leave the state intact ------------------------------------------------
+
+async fn failed_imports_leave_state_intact(kind: Kind) {
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::new(kind);
+    let server = Server::start(&store.env());
+    populate(&server.http).await;
+    let good = work.path().join("good.json");
+    server
+        .cli(&["storage", "export", good.to_str().unwrap()])
+        .ok();
+    let before = server.http.export().await;
+    let doc = read_json(&good);
+
+    let mut cases: Vec<(&str, serde_json::Value, &str)> = Vec::new();
+    let mut d = doc.clone();
+    d["messages"][1]["deadLetter"] = json!("yes");
+    cases.push(("wrong type", d, "messages[1].deadLetter"));
+    let mut d = doc.clone();
+    d["entities"][0]["surprise"] = json!(1);
+    cases.push(("unknown field", d, "entities[0]"));
+    let mut d = doc.clone();
+    d["version"] = json!(99);
+    cases.push(("newer version", d, "version"));
+    let mut d = doc.clone();
+    d["format"] = json!("something-else");
+    cases.push(("wrong format", d, "format"));
+    let mut d = doc.clone();
+    d["entities"][0]["description"] = json!({"nonsense": true});
+    cases.push(("bad entity description", d, ""));
+    let mut d = doc.clone();
+    d["messages"][0]["message"] = json!({"sequence_number": "x"});
+    cases.push(("bad message", d, ""));
+    let mut d = doc.clone();
+    let m0 = d["messages"][0].clone();
+    d["messages"].as_array_mut().unwrap().push(m0);
+    cases.push(("duplicate message", d, ""));
+    let mut d = doc.clone();
+    let e0 = d["entities"][0].clone();
+    d["entities"].as_array_mut().unwrap().push(e0);
+    cases.push(("duplicate entity", d, ""));
+    let mut d = doc.clone();
+    d["messages"][0]["entity"]["name"] = json!("no-such-queue");
+    cases.push(("message of a missing entity", d, ""));
+
+    for (i, (what, d, path)) in cases.iter().enumerate() {
+        let f = work.path().join(format!("bad{i}.json"));
+        write(&f, serde_json::to_string(d).unwrap().as_bytes());
+        let out = server.cli(&["storage", "import", f.to_str().unwrap()]);
+        let err = out.fails();
+        assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
+        assert!(err.starts_with("error: "), "{what}: {err}");
+        if !path.is_empty() {
+            assert!(
+                err.contains(&format!("'{path}")),
+                "{what}: names {path}: {err}"
+            );
+        }
+        assert!(
+            !err.contains("&apos;") && !err.contains("&quot;"),
+            "{what}: XML escapes in the message: {err}"
+        );
+        assert_same_state(&before, &server.http.export().await, what);
+    }
+    // Not JSON at all, and cut short (an interrupted write of the file).
+    let text = std::fs::read_to_string(&good).unwrap();
+    let cut = work.path().join("cut.json");
+    write(&cut, &text.as_bytes()[..text.len() / 2]);
+    let out = server.cli(&["storage", "import", cut.to_str().unwrap()]);
+    assert!(out.fails().contains("malformed import"), "{}", out.stderr);
+    assert_same_state(&before, &server.http.export().await, "truncated document");
+    server.terminate();
+
+    // Offline: the same refusals, and the files keep the old state.
+    for (i, (what, _, path)) in cases.iter().enumerate() {
+        let f = work.path().join(format!("bad{i}.json"));
+        let out = offline(&store, &["storage", "import", f.to_str().unwrap()]);
+        let err = out.fails();
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{what} offline: one line: {err}"
+        );
+        if !path.is_empty() {
+            assert!(err.contains(&format!("'{path}")), "{what} offline: {err}");
+        }
+    }
+    let out = offline(&store, &["storage", "import", cut.to_str().unwrap()]);
+    assert!(out.fails().contains("malformed import"), "{}", out.stderr);
+    let server = Server::start(&store.env());
+    assert_same_state(
+        &before,
+        &server.http.export().await,
+        "after failed offline imports",
+    );
+    server.terminate();
+}
+
+#[tokio::test]
+async fn sqlite_failed_imports_leave_state_intact() {
+    failed_imports_leave_state_intact(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_failed_imports_leave_state_intact() {
+    failed_imports_leave_state_intact(Kind::Json).await;
+}
+
+// ----- errors -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_file_is_a_one_line_error() {
+    let store = Store::new(Kind::Sqlite);
+    let missing = store.dir.path().join("no-such-export.json");
+    let out = offline(&store, &["storage", "import", missing.to_str().unwrap()]);
+    let err = out.fails();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+    let server = Server::start(&store.env());
+    let out = server.cli(&["storage", "import", missing.to_str().unwrap()]);
+    let err = out.fails();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    // Export into a directory that does not exist.
+    let bad = store.dir.path().join("nodir").join("x.json");
+    let out = server.cli(&["storage", "export", bad.to_str().unwrap()]);
+    let err = out.fails();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nodir"), "{err}");
+    server.terminate();
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error() {
+    // In-memory configuration: nothing to open offline, so the command must say so.
+    let vars = vec![(
+        "LOCALZURE_STORAGE_TYPE".to_string(),
+        "in-memory".to_string(),
+    )];
+    let out = cli(&vars, &["storage", "stats", "--url", "http://127.0.0.1:1"]);
+    let err = out.fails();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no server answers"), "{err}");
+    let out = cli(&vars, &["stop", "--url", "http://127.0.0.1:1"]);
+    let err = out.fails();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unreachable") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+    let out = cli(&vars, &["health", "--url", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[tokio::test]
+async fn health_and_stop() {
+    let store = Store::new(Kind::Json);
+    let server = Server::start(&store.env());
+    server.http.create_queue("q", "").await;
+    assert_eq!(server.cli(&["health"]).status.code(), Some(0));
+    let (status, health) = server.http.health().await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["storage"]["persistent"], true, "{health}");
+    server.cli(&["stop"]).ok();
+    // `stop` is a graceful shutdown: the process exits 0 on its own, with a final snapshot.
+    let logs = server.logs.clone();
+    logs.wait_for(Duration::from_secs(10), |l| l.contains("shutdown complete"))
+        .unwrap_or_else(|| panic!("no graceful shutdown: {}", logs.text()));
+    let logs = server.wait_exit_ok();
+    assert!(logs.contains("final snapshot written"), "{}", logs.text());
+    let server = Server::start(&store.env());
+    let doc = server.http.export().await;
+    assert_eq!(doc["entities"].as_array().map(Vec::len), Some(1));
+    server.terminate();
+}
