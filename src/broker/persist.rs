@@ -387,15 +387,27 @@ impl Broker {
             }
             store.insert(m);
         }
-        // Loading marked every message dirty; the store already has them.
+        // Loading marked every message dirty; the store already has them. A sequence counter
+        // never falls behind a stored message (a hand-edited store must not make a later send
+        // overwrite one).
+        let max_seq = |r: &Receivable| {
+            r.main
+                .iter()
+                .chain(r.dlq.iter())
+                .map(|m| m.sequence_number)
+                .max()
+                .unwrap_or(0)
+        };
         for q in b.queues.values_mut() {
             q.q.main.take_dirty();
             q.q.dlq.take_dirty();
+            q.next_seq = q.next_seq.max(max_seq(&q.q) + 1);
         }
         for t in b.topics.values_mut() {
             for s in t.subs.values_mut() {
                 s.q.main.take_dirty();
                 s.q.dlq.take_dirty();
+                t.next_seq = t.next_seq.max(max_seq(&s.q) + 1);
             }
         }
         Ok(b)
