@@ -137,7 +137,9 @@ fn build_store(dir: &std::path::Path, n: usize) {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("localzure::service=info"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "localzure::service=info",
+        ))
         .init();
     let per_sender = env_usize("BENCH_SENDS", 300);
     let n = env_usize("BENCH_MESSAGES", 1_000_000);
