@@ -300,6 +300,7 @@ impl Server {
     pub fn try_start(vars: &[(String, String)], args: &[&str]) -> Result<Server, Exited> {
         let mut all: Vec<(String, String)> = vec![
             ("LOCALZURE_HTTP_PORT".into(), "0".into()),
+            ("LOCALZURE_AMQP_PORT".into(), "0".into()),
             ("LOCALZURE_LOG".into(), "info".into()),
         ];
         all.extend(vars.iter().cloned());
