@@ -363,29 +363,39 @@ impl Broker {
         }
         // Parsing is the bulk of recovery: spread it over the cores, insert in order after.
         let parsed = parse_messages(&snap.messages)?;
+        let mut groups: BTreeMap<(EntityKey, bool), Vec<Message>> = BTreeMap::new();
         for (rec, m) in snap.messages.iter().zip(parsed) {
+            let key = EntityKey {
+                kind: rec.key.entity.kind,
+                topic: rec.key.entity.topic.as_deref().map(names::key),
+                name: names::key(&rec.key.entity.name),
+            };
+            groups
+                .entry((key, rec.key.dead_letter))
+                .or_default()
+                .push(m);
+        }
+        for ((key, dead_letter), msgs) in groups {
             let rcv = b
-                .receivable_for_key(&rec.key.entity)
-                .ok_or_else(|| format!("message of missing entity '{}'", rec.key.entity.name))?;
-            let store = if rec.key.dead_letter {
+                .receivable_for_key(&key)
+                .ok_or_else(|| format!("message of missing entity '{}'", key.name))?;
+            let store = if dead_letter {
                 &mut rcv.dlq
             } else {
                 &mut rcv.main
             };
             // Two records for one sequence number would silently collapse into one.
-            if store.get(m.sequence_number).is_some() {
-                return Err(format!(
-                    "duplicate message with sequence number {} in '{}'{}",
-                    m.sequence_number,
-                    rec.key.entity.name,
-                    if rec.key.dead_letter {
+            store.bulk_load(msgs).map_err(|seq| {
+                format!(
+                    "duplicate message with sequence number {seq} in '{}'{}",
+                    key.name,
+                    if dead_letter {
                         " (dead-letter queue)"
                     } else {
                         ""
                     }
-                ));
-            }
-            store.insert(m);
+                )
+            })?;
         }
         // Loading marked every message dirty; the store already has them. A sequence counter
         // never falls behind a stored message (a hand-edited store must not make a later send

@@ -117,6 +117,29 @@ impl MessageStore {
         self.dirty.insert(seq);
     }
 
+    /// Loads messages into an empty store in bulk (recovery): sorted input builds the map in
+    /// one pass, and nothing is marked dirty since storage already holds them. Fails on a
+    /// repeated sequence number.
+    pub fn bulk_load(&mut self, mut msgs: Vec<Message>) -> Result<(), u64> {
+        msgs.sort_unstable_by_key(|m| m.sequence_number);
+        if let Some(w) = msgs
+            .windows(2)
+            .find(|w| w[0].sequence_number == w[1].sequence_number)
+        {
+            return Err(w[0].sequence_number);
+        }
+        if let Some(first) = msgs.first() {
+            if self.messages.contains_key(&first.sequence_number) || !self.messages.is_empty() {
+                return Err(first.sequence_number);
+            }
+        }
+        for m in &msgs {
+            self.index(m);
+        }
+        self.messages = msgs.into_iter().map(|m| (m.sequence_number, m)).collect();
+        Ok(())
+    }
+
     /// Removes and returns a message.
     pub fn remove(&mut self, seq: u64) -> Option<Message> {
         let m = self.messages.remove(&seq)?;
