@@ -18,7 +18,6 @@
 # LOCALZURE_OFFLINE_CACHE (default /var/cache/localzure-docker), SKIP_VENDOR=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
 SLIM_IMAGE=debian:bookworm-slim
 RUST_IMAGE=rust:1-bookworm
