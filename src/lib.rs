@@ -30,3 +30,8 @@ pub mod time;
 
 pub use config::{StorageConfig, StorageType};
 pub use service::ServiceBusBackend;
+
+/// The README's Rust examples compile as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

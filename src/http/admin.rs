@@ -85,3 +85,58 @@ pub async fn handle(state: &HttpState, req: &Request) -> Reply {
         _ => error_body(StatusCode::NOT_FOUND, "Unknown admin command."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServiceBusBackend;
+    use std::net::SocketAddr;
+
+    fn state(token: Option<&str>) -> HttpState {
+        HttpState {
+            backend: ServiceBusBackend::new(None),
+            max_message_size: 1024,
+            admin_token: token.map(str::to_string),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    fn request(remote: &str, auth: Option<&str>) -> Request {
+        let mut headers = http::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        Request {
+            method: Method::GET,
+            segments: vec!["$admin".into(), "stats".into()],
+            query: Default::default(),
+            headers,
+            body: bytes::Bytes::new(),
+            remote: Some(remote.parse::<SocketAddr>().unwrap()),
+            base_url: "http://localhost".into(),
+        }
+    }
+
+    #[test]
+    fn loopback_or_token_only() {
+        // 192.0.2.0/24 is a documentation range: a value here, never a destination.
+        let outside = "192.0.2.7:40000";
+        assert!(authorized(&state(None), &request("127.0.0.1:5000", None)));
+        assert!(authorized(&state(None), &request("[::1]:5000", None)));
+        assert!(!authorized(&state(None), &request(outside, None)));
+        assert!(!authorized(&state(None), &request(outside, Some("Bearer x"))));
+        let s = state(Some("s3cret"));
+        assert!(authorized(&s, &request(outside, Some("Bearer s3cret"))));
+        assert!(!authorized(&s, &request(outside, Some("Bearer wrong"))));
+        assert!(!authorized(&s, &request(outside, Some("s3cret"))));
+    }
+
+    #[tokio::test]
+    async fn refused_callers_get_401() {
+        let r = handle(&state(None), &request("192.0.2.7:40000", None)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+}
