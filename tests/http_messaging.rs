@@ -1423,3 +1423,393 @@ async fn server_stops_cleanly_with_a_receive_waiting() {
         "a waiting receive is answered at shutdown, got {status}"
     );
 }
+
+// ----- topics: fan-out with SQL filters and actions ------------------------------------------
+
+/// Receives and deletes everything in `path`.
+async fn drain_all(s: &TestServer, path: &str) -> Vec<Received> {
+    let mut out = Vec::new();
+    while let Some(m) = s.receive_delete(path, 0).await {
+        out.push(m);
+    }
+    out
+}
+
+/// A subscription whose only rule is the given SQL rule body.
+async fn sql_subscription(s: &TestServer, topic: &str, sub: &str, rule: &str, body: &str) {
+    s.create_subscription(topic, sub, "").await;
+    s.delete_rule(topic, sub, "$Default").await;
+    s.create_rule(topic, sub, rule, body).await;
+}
+
+#[tokio::test]
+async fn topic_fan_out_with_sql_filters_and_actions() {
+    let s = TestServer::start().await;
+    let t = "shop";
+    s.create_topic(t, "").await;
+    s.create_subscription(t, "all", "").await;
+    sql_subscription(
+        &s,
+        t,
+        "param",
+        "p",
+        &sql_rule_body(
+            "color = @c AND qty &gt;= @min",
+            &[("@c", "string", "red"), ("@min", "int", "10")],
+            None,
+        ),
+    )
+    .await;
+    sql_subscription(
+        &s,
+        t,
+        "like",
+        "l",
+        &sql_rule_body(
+            "sys.Label LIKE 'order-%' AND sys.Label NOT LIKE '%!_test' ESCAPE '!'",
+            &[],
+            None,
+        ),
+    )
+    .await;
+    sql_subscription(
+        &s,
+        t,
+        "in",
+        "i",
+        &sql_rule_body(
+            "region IN ('eu', 'uk') OR sys.To IN ('vip', 'gold')",
+            &[],
+            None,
+        ),
+    )
+    .await;
+    sql_subscription(
+        &s,
+        t,
+        "exists",
+        "e",
+        &sql_rule_body("EXISTS(priority) AND NOT EXISTS(internal)", &[], None),
+    )
+    .await;
+    sql_subscription(
+        &s,
+        t,
+        "sys",
+        "s",
+        &sql_rule_body(
+            "sys.CorrelationId = 'c-1' OR (sys.MessageId LIKE 'm4%' AND sys.SequenceNumber &gt; 0)",
+            &[],
+            None,
+        ),
+    )
+    .await;
+    sql_subscription(
+        &s,
+        t,
+        "action",
+        "stamp",
+        &sql_rule_body(
+            "color = 'red'",
+            &[],
+            Some("SET color = 'crimson'; SET sys.Label = 'relabelled'; REMOVE secret; SET touched = TRUE"),
+        ),
+    )
+    .await;
+    // A plain rule and a rule with an action on one subscription: two copies when both match.
+    s.create_subscription(t, "mixed", "").await;
+    s.create_rule(
+        t,
+        "mixed",
+        "tag",
+        &sql_rule_body("qty &gt; 100", &[], Some("SET big = qty * 2")),
+    )
+    .await;
+
+    let send =
+        |id: &'static str, bp: serde_json::Value, props: Vec<(&'static str, &'static str)>| {
+            let s = &s;
+            async move {
+                let mut bp = bp;
+                bp["MessageId"] = json!(id);
+                s.send(t, id, Some(bp), &props).await;
+            }
+        };
+    send(
+        "m1",
+        json!({"Label": "order-1"}),
+        vec![
+            ("color", "\"red\""),
+            ("qty", "12"),
+            ("region", "\"eu\""),
+            ("secret", "\"s\""),
+            ("priority", "1"),
+        ],
+    )
+    .await;
+    send(
+        "m2",
+        json!({"Label": "order-2_test", "To": "vip", "CorrelationId": "c-1"}),
+        vec![
+            ("color", "\"red\""),
+            ("qty", "5"),
+            ("region", "\"us\""),
+            ("internal", "true"),
+            ("priority", "2"),
+        ],
+    )
+    .await;
+    send(
+        "m3",
+        json!({"Label": "invoice"}),
+        vec![("color", "\"blue\""), ("qty", "500")],
+    )
+    .await;
+    send(
+        "m4",
+        json!({"Label": "order-4"}),
+        vec![("color", "\"red\""), ("qty", "10.5"), ("region", "\"UK\"")],
+    )
+    .await;
+
+    let bodies = |ms: &[Received]| ms.iter().map(|m| m.body.clone()).collect::<Vec<_>>();
+    let sub = |name: &str| format!("{t}/Subscriptions/{name}");
+
+    let all = drain_all(&s, &sub("all")).await;
+    assert_eq!(bodies(&all), ["m1", "m2", "m3", "m4"]);
+    // Other subscriptions' copies are untouched by the action.
+    assert_eq!(all[0].header("color"), Some("\"red\""));
+    assert_eq!(all[0].header("secret"), Some("\"s\""));
+    assert_eq!(all[0].bp["Label"], "order-1");
+    assert!(all.iter().all(|m| m.header("RuleName").is_none()));
+    assert!(all.iter().all(|m| m.header("touched").is_none()));
+
+    assert_eq!(
+        bodies(&drain_all(&s, &sub("param")).await),
+        ["m1", "m4"],
+        "parameters, and 10.5 >= 10 across int and double"
+    );
+    assert_eq!(bodies(&drain_all(&s, &sub("like")).await), ["m1", "m4"]);
+    assert_eq!(
+        bodies(&drain_all(&s, &sub("in")).await),
+        ["m1", "m2"],
+        "IN is case-sensitive, and a missing region is unknown, not false"
+    );
+    assert_eq!(bodies(&drain_all(&s, &sub("exists")).await), ["m1"]);
+    assert_eq!(bodies(&drain_all(&s, &sub("sys")).await), ["m2", "m4"]);
+
+    let stamped = drain_all(&s, &sub("action")).await;
+    assert_eq!(bodies(&stamped), ["m1", "m2", "m4"]);
+    for m in &stamped {
+        assert_eq!(m.header("color"), Some("\"crimson\""), "{:?}", m.headers);
+        assert_eq!(m.header("touched"), Some("true"));
+        assert_eq!(m.header("RuleName"), Some("\"stamp\""));
+        assert_eq!(m.bp["Label"], "relabelled");
+        assert!(m.header("secret").is_none());
+    }
+    assert_eq!(
+        stamped[0].header("qty"),
+        Some("12"),
+        "other properties stay"
+    );
+
+    let mixed = drain_all(&s, &sub("mixed")).await;
+    assert_eq!(bodies(&mixed), ["m1", "m2", "m3", "m3", "m4"]);
+    let m3: Vec<&Received> = mixed.iter().filter(|m| m.body == "m3").collect();
+    assert!(m3[0].header("RuleName").is_none() && m3[0].header("big").is_none());
+    assert_eq!(m3[1].header("RuleName"), Some("\"tag\""));
+    assert_eq!(m3[1].header("big"), Some("1000"));
+    assert_ne!(m3[0].sequence_number(), m3[1].sequence_number());
+    assert_eq!(m3[0].message_id(), m3[1].message_id());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn filter_evaluation_exceptions_dead_letter_unless_disabled() {
+    let s = TestServer::start().await;
+    s.create_topic("t", "").await;
+    let failing = sql_rule_body("qty / 0 = 1", &[], None);
+    // The default is on (as for the service's REST API and the .NET SDK).
+    sql_subscription(&s, "t", "on", "div", &failing).await;
+    let on = s.entity("t/Subscriptions/on").await;
+    assert_eq!(
+        xml_get(&on, "DeadLetteringOnFilterEvaluationExceptions"),
+        "true"
+    );
+    s.create_subscription(
+        "t",
+        "off",
+        "<DeadLetteringOnFilterEvaluationExceptions>false</DeadLetteringOnFilterEvaluationExceptions>",
+    )
+    .await;
+    s.delete_rule("t", "off", "$Default").await;
+    s.create_rule("t", "off", "div", &failing).await;
+    // An action that fails (integer overflow) counts as well.
+    sql_subscription(
+        &s,
+        "t",
+        "act",
+        "boom",
+        &sql_rule_body("1=1", &[], Some("SET qty = qty * 9223372036854775807")),
+    )
+    .await;
+
+    s.send(
+        "t",
+        "bad",
+        with_id("bad"),
+        &[("qty", "7"), ("tag", "\"x\"")],
+    )
+    .await;
+    // qty missing: qty / 0 is unknown, not an error; the action sets NULL.
+    s.send("t", "fine", with_id("fine"), &[]).await;
+
+    s.assert_empty("t/Subscriptions/on").await;
+    let d = s.take_one("t/Subscriptions/on/$DeadLetterQueue").await;
+    assert_eq!(d.body, "bad");
+    assert_eq!(
+        d.header("DeadLetterReason"),
+        Some("\"FilterEvaluationException\"")
+    );
+    let desc = d.header("DeadLetterErrorDescription").unwrap_or_default();
+    assert!(desc.contains("div") && desc.contains('/'), "{desc}");
+    assert_eq!(
+        d.header("tag"),
+        Some("\"x\""),
+        "the message is kept as sent"
+    );
+    s.assert_empty("t/Subscriptions/on/$DeadLetterQueue").await;
+
+    s.assert_empty("t/Subscriptions/off").await;
+    s.assert_empty("t/Subscriptions/off/$DeadLetterQueue").await;
+
+    let d = s.take_one("t/Subscriptions/act/$DeadLetterQueue").await;
+    assert_eq!(d.body, "bad");
+    assert_eq!(
+        d.header("qty"),
+        Some("7"),
+        "the failed action changed nothing"
+    );
+    assert!(d.header("RuleName").is_none());
+    let ok = s.take_one("t/Subscriptions/act").await;
+    assert_eq!(ok.body, "fine");
+    assert_eq!(ok.header("RuleName"), Some("\"boom\""));
+    s.assert_empty("t/Subscriptions/act").await;
+    assert_eq!(s.counts("t/Subscriptions/on").await.dead_letter, 0);
+    s.stop().await;
+}
+
+/// The official emulator's Config.json with Sql rules and an Action, applied at start.
+#[tokio::test]
+async fn entity_file_sql_rules_and_actions_load_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("Config.json");
+    std::fs::write(
+        &path,
+        r#"{
+          "UserConfig": {
+            "Namespaces": [{
+              "Name": "sbemulatorns",
+              "Topics": [{
+                "Name": "topic.1",
+                "Subscriptions": [
+                  { "Name": "sql", "Rules": [
+                    { "Name": "sql-filter-1", "Properties": { "FilterType": "Sql",
+                      "SqlFilter": { "SqlExpression": "sys.MessageId = '123456' AND userProp1 = 'value1'" },
+                      "Action": { "SqlExpression": "SET sys.To = 'Entity'; SET stamped = 1" } } },
+                    { "Name": "sql-filter-2", "Properties": { "FilterType": "Sql",
+                      "SqlFilter": { "SqlExpression": "sys.Label LIKE 'a%' OR amount > 10.5" } } } ] },
+                  { "Name": "corr", "Rules": [
+                    { "Name": "c", "Properties": { "FilterType": "Correlation",
+                      "CorrelationFilter": { "Label": "b" } } } ] },
+                  { "Name": "plain" }
+                ]
+              }],
+              "Queues": []
+            }],
+            "Logging": { "Type": "File" }
+          }
+        }"#,
+    )
+    .expect("write Config.json");
+    let (backend, clock) = TestServer::backend();
+    let created = localzure::entities_config::apply(&backend, &path)
+        .await
+        .expect("the entity file loads");
+    assert_eq!(created, 5, "topic, 3 subscriptions, 1 extra rule");
+    let s = TestServer::start_on(localzure::config::Config::default(), backend, clock).await;
+
+    let rules = s.get("topic.1/Subscriptions/sql/Rules").await;
+    assert_eq!(
+        feed_titles(&rules.body),
+        vec!["sql-filter-1", "sql-filter-2"],
+        "{}",
+        rules.body
+    );
+    assert!(rules.body.contains("SqlRuleAction"), "{}", rules.body);
+
+    s.send(
+        "topic.1",
+        "one",
+        Some(json!({"MessageId": "123456"})),
+        &[("userProp1", "\"value1\"")],
+    )
+    .await;
+    s.send("topic.1", "two", Some(json!({"Label": "abc"})), &[])
+        .await;
+    s.send(
+        "topic.1",
+        "three",
+        Some(json!({"Label": "b"})),
+        &[("amount", "11")],
+    )
+    .await;
+    s.send(
+        "topic.1",
+        "four",
+        Some(json!({"Label": "b"})),
+        &[("amount", "10.5")],
+    )
+    .await;
+
+    let one = s.take_one("topic.1/Subscriptions/sql").await;
+    assert_eq!(one.body, "one");
+    assert_eq!(one.bp["To"], "Entity");
+    assert_eq!(one.header("stamped"), Some("1"));
+    assert_eq!(one.header("RuleName"), Some("\"sql-filter-1\""));
+    for want in ["two", "three"] {
+        let m = s.take_one("topic.1/Subscriptions/sql").await;
+        assert_eq!(m.body, want);
+        assert!(m.header("RuleName").is_none());
+    }
+    s.assert_empty("topic.1/Subscriptions/sql").await;
+    for want in ["three", "four"] {
+        assert_eq!(s.take_one("topic.1/Subscriptions/corr").await.body, want);
+    }
+    s.assert_empty("topic.1/Subscriptions/corr").await;
+    for want in ["one", "two", "three", "four"] {
+        assert_eq!(s.take_one("topic.1/Subscriptions/plain").await.body, want);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn entity_file_with_a_broken_sql_rule_is_refused_with_the_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("Config.json");
+    std::fs::write(
+        &path,
+        r#"{"UserConfig":{"Namespaces":[{"Topics":[{"Name":"t","Subscriptions":[{"Name":"s",
+           "Rules":[{"Name":"r","Properties":{"FilterType":"Sql",
+           "SqlFilter":{"SqlExpression":"a = = 1"}}}]}]}]}]}}"#,
+    )
+    .expect("write");
+    let (backend, _clock) = TestServer::backend();
+    let e = localzure::entities_config::apply(&backend, &path)
+        .await
+        .expect_err("a syntax error stops the load");
+    assert!(
+        e.contains("Config.json") && e.contains("column=4") && e.contains("Token in error= ="),
+        "{e}"
+    );
+}

@@ -220,7 +220,7 @@ impl Broker {
             }
             None => Rule::default_rule(now),
         };
-        let compiled = CompiledRule::compile(rule)?;
+        let compiled = CompiledRule::create(rule)?;
         let t = self
             .topics
             .get_mut(&names::key(topic))
@@ -336,7 +336,7 @@ impl Broker {
             (Some(old), true) => rule.created_at = old.rule.created_at,
             (None, false) => rule.created_at = now,
         }
-        let compiled = CompiledRule::compile(rule)?;
+        let compiled = CompiledRule::create(rule)?;
         s.rules.insert(rk, compiled);
         s.times.updated_at = now;
         self.touch_entity(key);

@@ -1,7 +1,8 @@
 //! Sending, fan-out, forwarding, receiving, settling, sessions and timers.
 //!
 //! Semantics follow Azure Service Bus:
-//! - sequence numbers increase per queue/topic from 1; subscription copies keep the topic's;
+//! - sequence numbers increase per queue/topic from 1; subscription copies keep the topic's
+//!   (a second copy in one subscription, from a rule action, takes the next topic number);
 //! - DeliveryCount counts deliveries: the first receive sees 1; an abandon or lock expiry at
 //!   DeliveryCount ≥ MaxDeliveryCount dead-letters with `MaxDeliveryCountExceeded`;
 //! - TTL is min(message, entity default); an expired message is dropped, or dead-lettered with
@@ -9,6 +10,10 @@
 //!   expire until their lock is released; dead-lettered messages never expire;
 //! - rules without actions are OR-ed into one copy; each matching rule with an action makes its
 //!   own copy carrying a `RuleName` property;
+//! - a rule whose filter or action fails to evaluate (e.g. `a / 0 = 1`) delivers nothing; when
+//!   the subscription has DeadLetteringOnFilterEvaluationExceptions (the default), one copy goes
+//!   to its dead-letter queue with reason `FilterEvaluationException` and the error as
+//!   description, otherwise the failure is ignored. Other rules still deliver as usual;
 //! - ForwardTo moves a message on arrival (up to 4 hops); ForwardDeadLetteredMessagesTo moves
 //!   dead-lettered messages.
 
@@ -30,6 +35,9 @@ use uuid::Uuid;
 pub const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
 /// Dead-letter reason for expiry.
 pub const REASON_TTL: &str = "TTLExpiredException";
+/// Dead-letter reason for a subscription rule whose filter or action failed to evaluate
+/// (DeadLetteringOnFilterEvaluationExceptions).
+pub const REASON_FILTER: &str = "FilterEvaluationException";
 /// Application property names the service sets on dead-lettered messages.
 pub const PROP_DL_REASON: &str = "DeadLetterReason";
 pub const PROP_DL_DESCRIPTION: &str = "DeadLetterErrorDescription";
@@ -265,32 +273,62 @@ impl Broker {
         let t = self.topics.get(k)?;
         for (sk, s) in &t.subs {
             let mut plain_match = false;
+            let mut action_copies: Vec<Message> = Vec::new();
+            // The first rule of this subscription whose filter or action failed to evaluate.
+            let mut failure: Option<String> = None;
             for r in s.rules.values() {
                 match r.matches(&base) {
-                    Ok(true) => {
-                        if r.has_action() {
-                            let mut copy = base.clone();
-                            if r.apply_action(&mut copy).is_ok() {
+                    Ok(true) if r.has_action() => {
+                        let mut copy = base.clone();
+                        match r.apply_action(&mut copy) {
+                            Ok(()) => {
                                 copy.content.properties.insert(
                                     "RuleName".to_string(),
                                     Value::String(r.rule.name.clone()),
                                 );
-                                deliveries.push((sk.clone(), copy));
+                                action_copies.push(copy);
                             }
-                        } else {
-                            plain_match = true;
+                            Err(e) => {
+                                failure.get_or_insert_with(|| {
+                                    format!("Rule '{}': action failed: {e}", r.rule.name)
+                                });
+                            }
                         }
                     }
+                    Ok(true) => plain_match = true,
                     Ok(false) => {}
                     Err(e) => {
-                        if s.props.dead_lettering_on_filter_evaluation_exceptions {
-                            filter_failures.push((sk.clone(), e));
-                        }
+                        failure.get_or_insert_with(|| {
+                            format!("Rule '{}': filter failed: {e}", r.rule.name)
+                        });
                     }
                 }
             }
             if plain_match {
                 deliveries.push((sk.clone(), base.clone()));
+            }
+            deliveries.extend(action_copies.into_iter().map(|m| (sk.clone(), m)));
+            if let Some(e) = failure {
+                if s.props.dead_lettering_on_filter_evaluation_exceptions {
+                    filter_failures.push((s.name.clone(), e));
+                }
+            }
+        }
+        // A subscription's store is keyed by sequence number: when several rules deliver
+        // copies to one subscription, the first keeps the topic's number and each further one
+        // takes the next topic number (EnqueuedSequenceNumber stays the original).
+        let mut extra = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (sk, _)) in deliveries.iter().enumerate() {
+            if !seen.insert(sk.as_str()) {
+                extra.push(i);
+            }
+        }
+        if !extra.is_empty() {
+            let t = self.topics.get_mut(k)?;
+            for i in extra {
+                deliveries[i].1.sequence_number = t.next_seq;
+                t.next_seq += 1;
             }
         }
         for (sk, mut msg) in deliveries {
@@ -324,21 +362,15 @@ impl Broker {
                 self.wakeups.insert(wake_key(&tname, Some(&sname), false));
             }
         }
-        for (sk, err) in filter_failures {
-            if let Some(s) = self.topics.get_mut(k).and_then(|t| t.subs.get_mut(&sk)) {
-                let mut msg = base.clone();
-                msg.expires_at = MAX_MILLIS;
-                msg.content.properties.insert(
-                    PROP_DL_REASON.into(),
-                    Value::String("FilterEvaluationException".into()),
-                );
-                msg.content
-                    .properties
-                    .insert(PROP_DL_DESCRIPTION.into(), Value::String(err));
-                s.q.dlq.insert(msg);
-                let sname = s.name.clone();
-                self.wakeups.insert(wake_key(&tname, Some(&sname), true));
-            }
+        // One dead-lettered copy per subscription whose rules failed to evaluate (the rules
+        // that did evaluate still deliver); ForwardDeadLetteredMessagesTo applies.
+        for (sname, err) in filter_failures {
+            let path = QueuePath {
+                entity: tname.clone(),
+                subscription: Some(sname),
+                dead_letter: false,
+            };
+            self.dead_letter_message(&path, base.clone(), Some(REASON_FILTER), Some(&err), now);
         }
         Some(seq)
     }
@@ -787,6 +819,21 @@ impl Broker {
                     store.remove(*seq);
                     found += 1;
                 }
+            }
+            // Extra copies a rule action made in a subscription carry their own sequence
+            // number; the one the sender got back is their EnqueuedSequenceNumber.
+            let copies: Vec<u64> = store
+                .due_scheduled(MAX_MILLIS)
+                .into_iter()
+                .filter(|s| {
+                    store.get(*s).is_some_and(|m| {
+                        m.sequence_number != m.enqueued_sequence_number
+                            && seqs.contains(&m.enqueued_sequence_number)
+                    })
+                })
+                .collect();
+            for seq in copies {
+                store.remove(seq);
             }
         }
         if found == 0 && !seqs.is_empty() {

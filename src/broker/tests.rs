@@ -377,6 +377,297 @@ fn fan_out_with_correlation_filters_and_actions() {
     assert!(matches!(bad, Err(BrokerError::FilterSyntax(_))));
 }
 
+fn sql_rule(name: &str, filter: &str, action: Option<&str>) -> Rule {
+    Rule {
+        name: name.into(),
+        filter: Filter::Sql(super::entity::SqlFilterDef {
+            expression: filter.into(),
+            ..Default::default()
+        }),
+        action: action.map(|a| SqlAction {
+            expression: a.into(),
+            ..Default::default()
+        }),
+        created_at: 0,
+    }
+}
+
+fn sub_with_rules(b: &mut Broker, topic: &str, name: &str, props: EntityProps, rules: &[Rule]) {
+    apply(
+        b,
+        T0,
+        Op::CreateSubscription {
+            topic: topic.into(),
+            name: name.into(),
+            props,
+            rule: rules.first().cloned(),
+        },
+    )
+    .unwrap();
+    for r in rules.iter().skip(1) {
+        apply(
+            b,
+            T0,
+            Op::CreateRule {
+                topic: topic.into(),
+                subscription: name.into(),
+                rule: r.clone(),
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn filter_evaluation_exceptions_dead_letter_once_per_subscription() {
+    let mut b = Broker::new(T0);
+    apply(
+        &mut b,
+        T0,
+        Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        },
+    )
+    .unwrap();
+    queue(&mut b, "sink", EntityProps::default());
+    let bad = sql_rule("bad", "n / 0 = 1", None);
+    // Default: DeadLetteringOnFilterEvaluationExceptions is on. Two failing rules, one good.
+    sub_with_rules(
+        &mut b,
+        "t",
+        "dl",
+        EntityProps::default(),
+        &[
+            bad.clone(),
+            sql_rule("bad2", "n / 0 = 2", None),
+            sql_rule("ok", "n = 1", None),
+        ],
+    );
+    // Switched off: the failure is ignored.
+    let quiet = EntityProps {
+        dead_lettering_on_filter_evaluation_exceptions: false,
+        ..EntityProps::default()
+    };
+    sub_with_rules(&mut b, "t", "quiet", quiet, std::slice::from_ref(&bad));
+    // An action that fails to evaluate counts as a rule evaluation failure too.
+    sub_with_rules(
+        &mut b,
+        "t",
+        "act",
+        EntityProps::default(),
+        &[sql_rule("act", "1=1", Some("SET x = n / 0"))],
+    );
+    // ForwardDeadLetteredMessagesTo applies to the dead-lettered copy.
+    let fwd = EntityProps {
+        forward_dead_lettered_messages_to: Some("sink".into()),
+        ..EntityProps::default()
+    };
+    sub_with_rules(&mut b, "t", "fwd", fwd, std::slice::from_ref(&bad));
+
+    let mut m = msg("1");
+    m.properties.insert("n".into(), Value::Int(1));
+    send(&mut b, T0, "t", m);
+    let counts = |b: &Broker, s: &str| {
+        let c = b.subscription_info("t", s).unwrap().counts;
+        (c.active, c.dead_letter)
+    };
+    assert_eq!(counts(&b, "dl"), (1, 1), "the good rule still delivers");
+    assert_eq!(counts(&b, "quiet"), (0, 0));
+    assert_eq!(counts(&b, "act"), (0, 1));
+    assert_eq!(counts(&b, "fwd"), (0, 0));
+    assert_eq!(b.queue_info("sink").unwrap().counts.active, 1);
+
+    let dlq = QueuePath {
+        entity: "t".into(),
+        subscription: Some("dl".into()),
+        dead_letter: true,
+    };
+    let dead = b.peek(&dlq, 0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    let p = &dead[0].content.properties;
+    assert_eq!(
+        p.get("DeadLetterReason"),
+        Some(&Value::String("FilterEvaluationException".into()))
+    );
+    let Some(Value::String(desc)) = p.get("DeadLetterErrorDescription") else {
+        panic!("no description: {p:?}")
+    };
+    assert!(desc.contains("'bad'") && desc.contains("/"), "{desc}");
+    assert_eq!(dead[0].expires_at, crate::time::MAX_MILLIS);
+    let sink = QueuePath {
+        entity: "sink".into(),
+        subscription: None,
+        dead_letter: false,
+    };
+    let fwded = b.peek(&sink, 0, 10).unwrap();
+    assert_eq!(
+        fwded[0].dead_letter_source.as_deref(),
+        Some("t/Subscriptions/fwd")
+    );
+
+    // NULL / 0 is unknown, not an error: nothing more is dead-lettered; the action sets NULL.
+    let mut m = msg("2");
+    m.properties.insert("n".into(), Value::Null);
+    send(&mut b, T0, "t", m);
+    assert_eq!(counts(&b, "dl"), (1, 1));
+    assert_eq!(counts(&b, "quiet"), (0, 0));
+    assert_eq!(counts(&b, "act"), (1, 1));
+}
+
+#[test]
+fn several_copies_in_one_subscription_all_survive_and_cancel_together() {
+    let mut b = Broker::new(T0);
+    apply(
+        &mut b,
+        T0,
+        Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        },
+    )
+    .unwrap();
+    sub_with_rules(
+        &mut b,
+        "t",
+        "s",
+        EntityProps::default(),
+        &[
+            sql_rule("plain", "1=1", None),
+            sql_rule("a1", "1=1", Some("SET copy = 'a1'")),
+            sql_rule("a2", "1=1", Some("SET copy = 'a2'")),
+        ],
+    );
+    sub_with_rules(&mut b, "t", "other", EntityProps::default(), &[]);
+    let seqs = send(&mut b, T0, "t", msg("1"));
+    assert_eq!(seqs, vec![1]);
+    let path = QueuePath {
+        entity: "t".into(),
+        subscription: Some("s".into()),
+        dead_letter: false,
+    };
+    let got = b.peek(&path, 0, 10).unwrap();
+    let view: Vec<(u64, u64, Option<Value>)> = got
+        .iter()
+        .map(|m| {
+            (
+                m.sequence_number,
+                m.enqueued_sequence_number,
+                m.content.properties.get("copy").cloned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            (1, 1, None),
+            (2, 1, Some(Value::String("a1".into()))),
+            (3, 1, Some(Value::String("a2".into()))),
+        ]
+    );
+    // Another subscription's single copy keeps the topic's number.
+    let other = QueuePath {
+        subscription: Some("other".into()),
+        ..path.clone()
+    };
+    let got = b.peek(&other, 0, 10).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].sequence_number, 1);
+    // The next message continues after the numbers the copies took.
+    assert_eq!(send(&mut b, T0, "t", msg("2")), vec![4]);
+
+    // A scheduled message's copies are all cancelled by the number the sender got.
+    let mut m = msg("3");
+    m.scheduled_enqueue_time = Some(T0 + 60_000);
+    let seqs = send(&mut b, T0, "t", m);
+    let scheduled = |b: &Broker| b.subscription_info("t", "s").unwrap().counts.scheduled;
+    assert_eq!(scheduled(&b), 3);
+    apply(
+        &mut b,
+        T0,
+        Op::CancelScheduled {
+            entity: "t".into(),
+            sequence_numbers: seqs,
+        },
+    )
+    .unwrap();
+    assert_eq!(scheduled(&b), 0);
+    assert_eq!(b.subscription_info("t", "s").unwrap().counts.active, 6);
+}
+
+#[test]
+fn sql_text_longer_than_the_service_limit_is_refused() {
+    let mut b = Broker::new(T0);
+    apply(
+        &mut b,
+        T0,
+        Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        },
+    )
+    .unwrap();
+    sub_with_rules(&mut b, "t", "s", EntityProps::default(), &[]);
+    let fits = format!("a = '{}'", "x".repeat(1024 - 6));
+    assert_eq!(fits.chars().count(), 1024);
+    let long = format!("a = '{}'", "x".repeat(1024 - 5));
+    let create = |b: &mut Broker, name: &str, f: &str, a: Option<&str>| {
+        apply(
+            b,
+            T0,
+            Op::CreateRule {
+                topic: "t".into(),
+                subscription: "s".into(),
+                rule: sql_rule(name, f, a),
+            },
+        )
+    };
+    assert!(create(&mut b, "fits", &fits, None).is_ok());
+    match create(&mut b, "long", &long, None) {
+        Err(BrokerError::FilterSyntax(m)) => {
+            assert!(m.contains("1025") && m.contains("1024"), "{m}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let long_action = format!("SET a = '{}'", "x".repeat(1024));
+    assert!(matches!(
+        create(&mut b, "act", "1=1", Some(&long_action)),
+        Err(BrokerError::FilterSyntax(_))
+    ));
+}
+
+#[test]
+fn syntax_errors_name_line_column_and_token() {
+    let mut b = Broker::new(T0);
+    apply(
+        &mut b,
+        T0,
+        Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        },
+    )
+    .unwrap();
+    sub_with_rules(&mut b, "t", "s", EntityProps::default(), &[]);
+    let r = apply(
+        &mut b,
+        T0,
+        Op::CreateRule {
+            topic: "t".into(),
+            subscription: "s".into(),
+            rule: sql_rule("r", "a = 1 AND\n  b = = 2", None),
+        },
+    );
+    let Err(BrokerError::FilterSyntax(m)) = r else {
+        panic!("unexpected {r:?}")
+    };
+    assert!(
+        m.starts_with("There was an error parsing the SQL expression. [Token line=2, column=6, Token in error= =, Additional details= "),
+        "{m}"
+    );
+    assert!(m.contains("position 16"), "{m}");
+}
+
 #[test]
 fn forwarding_moves_messages() {
     let mut b = Broker::new(T0);

@@ -179,6 +179,37 @@ pub fn sql_filter(expression: &str) -> String {
     )
 }
 
+/// `KeyValueOfstringanyType` items for SQL `Parameters`: (key, xsd type, value text).
+pub fn sql_parameters(params: &[(&str, &str, &str)]) -> String {
+    let mut p = String::from("<Parameters>");
+    for (k, ty, v) in params {
+        p.push_str(&format!(
+            "<KeyValueOfstringanyType><Key>{k}</Key>\
+             <Value i:type=\"d6p1:{ty}\" xmlns:d6p1=\"{XSD_NS}\">{v}</Value>\
+             </KeyValueOfstringanyType>"
+        ));
+    }
+    p.push_str("</Parameters>");
+    p
+}
+
+/// A SqlFilter with typed parameters, and a SqlRuleAction when `action` is given (XML-escaped
+/// text in both).
+pub fn sql_rule_body(filter: &str, params: &[(&str, &str, &str)], action: Option<&str>) -> String {
+    let action = match action {
+        Some(a) => format!(
+            "<Action i:type=\"SqlRuleAction\"><SqlExpression>{a}</SqlExpression>\
+             <CompatibilityLevel>20</CompatibilityLevel></Action>"
+        ),
+        None => "<Action i:type=\"EmptyRuleAction\"/>".to_string(),
+    };
+    format!(
+        "<Filter i:type=\"SqlFilter\"><SqlExpression>{filter}</SqlExpression>\
+         <CompatibilityLevel>20</CompatibilityLevel>{}</Filter>{action}",
+        sql_parameters(params)
+    )
+}
+
 // ----- XML reading ---------------------------------------------------------------------------
 
 /// The text of every element with this local name (any prefix), in document order.
@@ -274,9 +305,23 @@ impl TestServer {
 
     /// Starts a server with the given configuration (its host and port are ignored).
     pub async fn start_with(config: Config) -> TestServer {
+        let (backend, clock) = Self::backend();
+        Self::start_on(config, backend, clock).await
+    }
+
+    /// An in-memory backend on a manual clock set to now, to prepare before [`Self::start_on`].
+    pub fn backend() -> (ServiceBusBackend, Arc<ManualClock>) {
         let now = chrono::Utc::now().timestamp_millis();
         let clock = Arc::new(ManualClock::new(now));
-        let backend = ServiceBusBackend::with_clock(None, clock.clone());
+        (ServiceBusBackend::with_clock(None, clock.clone()), clock)
+    }
+
+    /// Serves an existing backend (e.g. one an entity file was applied to).
+    pub async fn start_on(
+        config: Config,
+        backend: ServiceBusBackend,
+        clock: Arc<ManualClock>,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");

@@ -27,7 +27,33 @@ enum CompiledFilter {
 }
 
 impl CompiledRule {
-    /// Compiles a rule; a SQL syntax error is a [`BrokerError::FilterSyntax`] (400 on the wire).
+    /// Compiles a rule being created or updated: the service's length limit on filter and
+    /// action text, then [`CompiledRule::compile`].
+    pub fn create(rule: Rule) -> Result<CompiledRule, BrokerError> {
+        let too_long = |what: &str, text: &str| {
+            let n = text.chars().count();
+            if n > sql::MAX_EXPRESSION_CHARS {
+                Err(BrokerError::FilterSyntax(format!(
+                    "The length of the {what} statement is {n}, which exceeds the maximum \
+                     length of {}.",
+                    sql::MAX_EXPRESSION_CHARS
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        if let Filter::Sql(def) = &rule.filter {
+            too_long("filter", &def.expression)?;
+        }
+        if let Some(a) = &rule.action {
+            too_long("action", &a.expression)?;
+        }
+        Self::compile(rule)
+    }
+
+    /// Compiles a rule; a SQL syntax error is a [`BrokerError::FilterSyntax`] (400 on the wire)
+    /// whose message gives the line, column, offset and offending token. Restoring stored
+    /// rules uses this directly (no length check, so a stored rule always comes back).
     pub fn compile(rule: Rule) -> Result<CompiledRule, BrokerError> {
         let filter = match &rule.filter {
             Filter::True => CompiledFilter::True,
@@ -35,13 +61,13 @@ impl CompiledRule {
             Filter::Correlation(c) => CompiledFilter::Correlation(Box::new(c.clone())),
             Filter::Sql(def) => CompiledFilter::Sql(
                 sql::SqlExpr::compile(&def.expression, &def.parameters)
-                    .map_err(|e| BrokerError::FilterSyntax(e.to_string()))?,
+                    .map_err(|e| BrokerError::FilterSyntax(e.describe(&def.expression)))?,
             ),
         };
         let action = match &rule.action {
             Some(a) if !a.expression.trim().is_empty() => Some(
                 sql::SqlActionProgram::compile(&a.expression, &a.parameters)
-                    .map_err(|e| BrokerError::FilterSyntax(e.to_string()))?,
+                    .map_err(|e| BrokerError::FilterSyntax(e.describe(&a.expression)))?,
             ),
             _ => None,
         };

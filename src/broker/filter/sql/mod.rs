@@ -73,8 +73,8 @@
 //!   operators, function calls) is a compile error, so no input can overflow the stack while
 //!   parsing or evaluating; `AND`/`OR` chains are flattened and don't add depth (a chain of
 //!   128 `+` does). Integer constants outside the 64-bit range and non-finite doubles are
-//!   compile errors. The service caps filter text at 1024 characters; that limit is left to
-//!   the management layer.
+//!   compile errors. The service caps filter and action text at [`MAX_EXPRESSION_CHARS`]
+//!   characters; rule creation enforces it (`CompiledRule::compile`).
 //! - `newid()` is not deterministic: a filter or action using it evaluates differently each
 //!   time (as on the service).
 
@@ -94,6 +94,9 @@ use std::fmt;
 /// Maximum depth of an expression tree; the parser's recursion is bounded by twice this.
 /// Chosen so that even unoptimised builds stay well within a 1 MiB stack.
 pub const MAX_DEPTH: usize = 128;
+
+/// The longest filter or action text the service accepts, in characters.
+pub const MAX_EXPRESSION_CHARS: usize = 1024;
 
 /// A syntax or evaluation error with the position (0-based character offset) and token.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +120,41 @@ impl fmt::Display for SqlError {
 }
 
 impl std::error::Error for SqlError {}
+
+impl SqlError {
+    /// The 1-based line and 0-based column of [`SqlError::position`] in `text` (the service
+    /// reports `line=1, column=0` for the first character).
+    pub fn line_column(&self, text: &str) -> (usize, usize) {
+        let mut line = 1;
+        let mut column = 0;
+        for c in text.chars().take(self.position) {
+            if c == '\n' {
+                line += 1;
+                column = 0;
+            } else {
+                column += 1;
+            }
+        }
+        (line, column)
+    }
+
+    /// The message a rule-creation 400 carries, in the service's shape (`There was an error
+    /// parsing the SQL expression. [Token line=1, column=8, Token in error= =, Additional
+    /// details= ...]`), with the 0-based character offset added to the details.
+    pub fn describe(&self, text: &str) -> String {
+        let (line, column) = self.line_column(text);
+        let token = if self.token.is_empty() {
+            "<end of expression>"
+        } else {
+            self.token.as_str()
+        };
+        format!(
+            "There was an error parsing the SQL expression. [Token line={line}, column={column}, \
+             Token in error= {token}, Additional details= {} (at position {})]",
+            self.message, self.position
+        )
+    }
+}
 
 /// A compiled SqlFilter expression.
 #[derive(Debug, Clone)]
