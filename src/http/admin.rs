@@ -127,7 +127,10 @@ mod tests {
         assert!(authorized(&state(None), &request("127.0.0.1:5000", None)));
         assert!(authorized(&state(None), &request("[::1]:5000", None)));
         assert!(!authorized(&state(None), &request(outside, None)));
-        assert!(!authorized(&state(None), &request(outside, Some("Bearer x"))));
+        assert!(!authorized(
+            &state(None),
+            &request(outside, Some("Bearer x"))
+        ));
         let s = state(Some("s3cret"));
         assert!(authorized(&s, &request(outside, Some("Bearer s3cret"))));
         assert!(!authorized(&s, &request(outside, Some("Bearer wrong"))));
