@@ -539,3 +539,95 @@ async fn health_and_stop() {
     assert_eq!(doc["entities"].as_array().map(Vec::len), Some(1));
     server.terminate();
 }
+
+/// An import killed at any moment (SIGKILL mid-write) leaves either the old state or the new
+/// one, never a mix: the whole new state is written in one SQLite transaction or one JSON
+/// commit, and the data lock dies with the process.
+async fn interrupted_import_is_all_or_nothing(kind: Kind) {
+    let work = tempfile::tempdir().unwrap();
+    let old_file = work.path().join("old.json");
+    let new_file = work.path().join("new.json");
+    let store = Store::new(kind);
+    let server = Server::start(&store.env());
+    populate(&server.http).await;
+    server
+        .cli(&["storage", "export", old_file.to_str().unwrap()])
+        .ok();
+    server.terminate();
+    let old = read_json(&old_file);
+
+    // The new state: the old one plus 40,000 more messages on the first entity with messages.
+    let mut doc = old.clone();
+    let template = doc["messages"][0].clone();
+    let entity = template["entity"].clone();
+    let base = 1_000_000u64;
+    let extra = 20_000u64;
+    let messages = doc["messages"].as_array_mut().unwrap();
+    for i in 0..extra {
+        let mut m = template.clone();
+        m["message"]["sequence_number"] = json!(base + i);
+        m["message"]["enqueued_sequence_number"] = json!(base + i);
+        messages.push(m);
+    }
+    for e in doc["entities"].as_array_mut().unwrap() {
+        if e["kind"] == entity["kind"]
+            && e["name"] == entity["name"]
+            && e["topic"] == entity["topic"]
+        {
+            e["description"]["next_seq"] = json!(base + extra);
+        }
+    }
+    std::fs::write(&new_file, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let mut vars = store.env();
+    vars.push(("LOCALZURE_HTTP_PORT".into(), "1".into()));
+    // How long a whole import takes here, so the kills land across its phases (parse,
+    // validate, write), the last ones late in the write.
+    let started = std::time::Instant::now();
+    offline(&store, &["storage", "import", new_file.to_str().unwrap()]).ok();
+    let full = started.elapsed();
+    offline(&store, &["storage", "import", old_file.to_str().unwrap()]).ok();
+    let mut outcomes = Vec::new();
+    for fraction in [0.5f64, 0.8, 0.9, 0.97] {
+        let delay_ms = (full.as_millis() as f64 * fraction) as u64;
+        let mut child = command(&vars)
+            .args(["storage", "import", new_file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Not synchronisation: a kill point; either outcome below is correct.
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let server = Server::start(&store.env());
+        let now = normalized(&server.http.export().await);
+        let is_old = now == normalized(&old);
+        let is_new = now == normalized(&doc);
+        assert!(
+            is_old || is_new,
+            "{kind:?}: after a kill at {delay_ms} ms the state is neither the old nor the new one"
+        );
+        outcomes.push(if is_new { "new" } else { "old" });
+        // Back to the old state for the next round.
+        if is_new {
+            server
+                .cli(&["storage", "import", old_file.to_str().unwrap()])
+                .ok();
+        }
+        server.terminate();
+    }
+    eprintln!(
+        "{kind:?}: a full import takes {full:?}; imports killed at 50/80/90/97% ended as {outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_interrupted_import_is_all_or_nothing() {
+    interrupted_import_is_all_or_nothing(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_interrupted_import_is_all_or_nothing() {
+    interrupted_import_is_all_or_nothing(Kind::Json).await;
+}

@@ -313,23 +313,66 @@ fn print_stats(stats: &StorageStats, json: bool) {
     }
 }
 
+/// Reads and validates an import file, with a progress bar over its bytes on a terminal.
 fn read_import(file: &Path) -> Result<ExportDocument, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|e| CliError::File {
+    let err = |e: std::io::Error| CliError::File {
         path: file.to_path_buf(),
         detail: e.to_string(),
-    })?;
-    ExportDocument::parse(&text).map_err(CliError::Malformed)
+    };
+    let f = std::fs::File::open(file).map_err(err)?;
+    let len = f.metadata().map_err(err)?.len();
+    let bar = progress(len, "Reading", "{msg} [{bar:30}] {bytes}/{total_bytes}");
+    let reader = std::io::BufReader::new(f);
+    let doc = match &bar {
+        Some(b) => ExportDocument::parse_reader(b.wrap_read(reader)),
+        None => ExportDocument::parse_reader(reader),
+    };
+    finish(bar);
+    doc.map_err(CliError::Malformed)
 }
 
+/// Writes an export file atomically (temp file + rename), one entity or message per line,
+/// with a progress bar over the messages on a terminal.
 fn write_export(file: &Path, doc: &ExportDocument) -> Result<(), CliError> {
+    use std::io::BufWriter;
     let err = |e: std::io::Error| CliError::File {
         path: file.to_path_buf(),
         detail: e.to_string(),
     };
     let tmp = file.with_extension("tmp-export");
-    let text = serde_json::to_vec_pretty(doc).map_err(|e| CliError::Refused(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(err)?;
+    let bar = progress(
+        doc.messages.len() as u64,
+        "Writing",
+        "{msg} [{bar:30}] {pos}/{len} messages",
+    );
+    let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
+    let ser = |e: serde_json::Error| CliError::Refused(e.to_string());
+    doc.write_streaming(&mut out, |_| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    })
+    .map_err(ser)?;
+    out.flush().map_err(err)?;
+    out.into_inner()
+        .map_err(|e| err(e.into_error()))?
+        .sync_all()
+        .map_err(err)?;
+    finish(bar);
     std::fs::rename(&tmp, file).map_err(err)
+}
+
+/// A determinate progress bar on a terminal; nothing otherwise.
+fn progress(total: u64, what: &str, template: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    Some(bar)
 }
 
 /// A progress spinner on a terminal; nothing otherwise.

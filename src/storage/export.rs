@@ -79,19 +79,64 @@ impl ExportDocument {
         let de = &mut serde_json::Deserializer::from_str(text);
         let doc: ExportDocument = serde_path_to_error::deserialize(de)
             .map_err(|e| format!("at '{}': {}", e.path(), e.inner()))?;
-        if doc.format != EXPORT_FORMAT {
+        doc.check()
+    }
+
+    /// Parses a document from a reader (large files, progress bars), like [`Self::parse`].
+    pub fn parse_reader(reader: impl std::io::Read) -> Result<Self, String> {
+        let de = &mut serde_json::Deserializer::from_reader(reader);
+        let doc: ExportDocument = serde_path_to_error::deserialize(de)
+            .map_err(|e| format!("at '{}': {}", e.path(), e.inner()))?;
+        doc.check()
+    }
+
+    fn check(self) -> Result<Self, String> {
+        if self.format != EXPORT_FORMAT {
             return Err(format!(
                 "at 'format': expected \"{EXPORT_FORMAT}\", found \"{}\"",
-                doc.format
+                self.format
             ));
         }
-        if doc.version > EXPORT_VERSION {
+        if self.version > EXPORT_VERSION {
             return Err(format!(
                 "at 'version': the document has version {}, newer than this binary supports ({EXPORT_VERSION})",
-                doc.version
+                self.version
             ));
         }
-        Ok(doc)
+        Ok(self)
+    }
+
+    /// Writes the document one entity or message per line, calling `on_message` after each
+    /// message (progress), without building the whole text in memory.
+    pub fn write_streaming(
+        &self,
+        out: &mut impl std::io::Write,
+        mut on_message: impl FnMut(usize),
+    ) -> Result<(), serde_json::Error> {
+        use serde_json::to_writer;
+        let io = serde_json::Error::io;
+        write!(out, "{{\n\"format\": ").map_err(io)?;
+        to_writer(&mut *out, &self.format)?;
+        write!(
+            out,
+            ",\n\"version\": {},\n\"exportedAt\": {},\n\"state\": ",
+            self.version, self.exported_at
+        )
+        .map_err(io)?;
+        to_writer(&mut *out, &self.state)?;
+        write!(out, ",\n\"entities\": [").map_err(io)?;
+        for (i, e) in self.entities.iter().enumerate() {
+            write!(out, "{}\n  ", if i == 0 { "" } else { "," }).map_err(io)?;
+            to_writer(&mut *out, e)?;
+        }
+        write!(out, "\n],\n\"messages\": [").map_err(io)?;
+        for (i, m) in self.messages.iter().enumerate() {
+            write!(out, "{}\n  ", if i == 0 { "" } else { "," }).map_err(io)?;
+            to_writer(&mut *out, m)?;
+            on_message(i);
+        }
+        write!(out, "\n]\n}}\n").map_err(io)?;
+        Ok(())
     }
 
     /// Converts into a snapshot to restore from.
