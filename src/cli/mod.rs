@@ -322,10 +322,10 @@ fn read_import(file: &Path) -> Result<ExportDocument, CliError> {
     let f = std::fs::File::open(file).map_err(err)?;
     let len = f.metadata().map_err(err)?.len();
     let bar = progress(len, "Reading", "{msg} [{bar:30}] {bytes}/{total_bytes}");
-    let reader = std::io::BufReader::new(f);
+    // The bar counts the file's reads (buffered chunks), not the parser's byte-sized ones.
     let doc = match &bar {
-        Some(b) => ExportDocument::parse_reader(b.wrap_read(reader)),
-        None => ExportDocument::parse_reader(reader),
+        Some(b) => ExportDocument::parse_reader(std::io::BufReader::new(b.wrap_read(f))),
+        None => ExportDocument::parse_reader(std::io::BufReader::new(f)),
     };
     finish(bar);
     doc.map_err(CliError::Malformed)
