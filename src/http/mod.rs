@@ -55,36 +55,142 @@ pub enum Plane {
     Messaging,
 }
 
+/// Request bodies larger than this are refused with 413 on every route except
+/// `/$admin/import`, whatever `max_message_size` is: small enough that a stray upload cannot
+/// exhaust memory, large enough for a batch of maximum-size messages in JSON.
+pub fn body_limit(max_message_size: usize) -> u64 {
+    (max_message_size as u64)
+        .saturating_mul(2)
+        .max(MIN_BODY_LIMIT)
+}
+
+/// The floor of [`body_limit`]: ATOM bodies and batches of small messages always fit.
+const MIN_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// The body limit of `/$admin/import` (a whole exported namespace): 1 GiB.
+pub const IMPORT_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
+
+/// Requests whose header names and values together exceed this are refused with 431
+/// (Azure's front end refuses oversized headers too; hyper itself stops near 400 KiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The request body was larger than the route allows.
+#[derive(Debug)]
+struct BodyTooLarge(u64);
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The request body could not be read.
+#[derive(Debug)]
+struct BodyUnreadable;
+impl warp::reject::Reject for BodyUnreadable {}
+
+fn is_import(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(segs.as_slice(), [a, b] if eq(a, "$admin") && eq(b, "import"))
+}
+
+/// Reads the body, refusing (without buffering it) one over the route's limit: at once when
+/// `Content-Length` says so, else as soon as the streamed chunks pass it.
+async fn read_body<S, B>(
+    path: warp::path::FullPath,
+    headers: HeaderMap,
+    state: Arc<HttpState>,
+    mut body: S,
+) -> Result<(warp::path::FullPath, HeaderMap, Arc<HttpState>, Bytes), warp::Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures::StreamExt;
+    let limit = if is_import(path.as_str()) {
+        IMPORT_BODY_LIMIT
+    } else {
+        body_limit(state.max_message_size)
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(warp::reject::custom(BodyTooLarge(limit)));
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(BodyTooLarge(limit)));
+        }
+        buf.put(chunk);
+    }
+    Ok((path, headers, state, buf.freeze()))
+}
+
+/// Why a request is refused before routing: oversized headers, a path that is not UTF-8 or
+/// that smuggles a separator or relative segment inside a percent-encoded segment.
+fn precheck(raw_path: &str, headers: &HeaderMap) -> Result<Vec<String>, (StatusCode, String)> {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request headers exceed {MAX_HEADER_BYTES} bytes."),
+        ));
+    }
+    let mut segments = Vec::new();
+    for raw in raw_path.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "The request path is not valid UTF-8.".to_string(),
+                )
+            })?;
+        if seg == "." || seg == ".." || seg.contains(['/', '\\', '\0']) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The path segment '{}' is not allowed: relative segments and encoded separators are refused.",
+                    seg.escape_default()
+                ),
+            ));
+        }
+        segments.push(seg.into_owned());
+    }
+    Ok(segments)
+}
+
 /// The warp filter serving everything.
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Reply,), Error = std::convert::Infallible> + Clone {
     let state = Arc::new(state);
     warp::method()
-        .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
-        .and(warp::body::bytes())
-        .and(warp::any().map(move || state.clone()))
+        .and(
+            warp::path::full()
+                .and(warp::header::headers_cloned())
+                .and(warp::any().map(move || state.clone()))
+                .and(warp::body::stream())
+                .and_then(read_body)
+                .untuple_one(),
+        )
         .then(
             |method: Method,
-             path: warp::path::FullPath,
              query: String,
-             headers: HeaderMap,
              remote: Option<SocketAddr>,
-             body: Bytes,
-             state: Arc<HttpState>| async move {
-                let segments: Vec<String> = path
-                    .as_str()
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        percent_encoding::percent_decode_str(s)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    })
-                    .collect();
+             path: warp::path::FullPath,
+             headers: HeaderMap,
+             state: Arc<HttpState>,
+             body: Bytes| async move {
+                let segments = match precheck(path.as_str(), &headers) {
+                    Ok(s) => s,
+                    Err((status, detail)) => return error_body(status, &detail),
+                };
                 let query = parse_query(&query);
                 let host = headers
                     .get(http::header::HOST)
@@ -103,12 +209,17 @@ pub fn routes(
                 route(&state, req).await
             },
         )
-        .recover(|_r: warp::Rejection| async move {
+        .recover(|r: warp::Rejection| async move {
             // Only body-read failures reach here (every path is matched above).
-            Ok::<Reply, std::convert::Infallible>(error_body(
-                StatusCode::BAD_REQUEST,
-                "The request could not be read.",
-            ))
+            let reply = if let Some(BodyTooLarge(limit)) = r.find::<BodyTooLarge>() {
+                error_body(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("The request body is larger than the limit of {limit} bytes."),
+                )
+            } else {
+                error_body(StatusCode::BAD_REQUEST, "The request could not be read.")
+            };
+            Ok::<Reply, std::convert::Infallible>(reply)
         })
         .unify()
 }
