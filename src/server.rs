@@ -35,6 +35,7 @@ pub async fn run_with_amqp(
     let amqp_task = amqp.map(|l| {
         let options = crate::amqp::AmqpOptions {
             max_message_size: (config.max_message_size_kb as u64).saturating_mul(1024),
+            sas: config.sas(),
             ..Default::default()
         };
         tokio::spawn(crate::amqp::run(
@@ -59,6 +60,7 @@ pub async fn run_with_amqp(
         backend: backend.clone(),
         max_message_size: config.max_message_size_kb.saturating_mul(1024),
         admin_token: config.admin_token.clone(),
+        sas: config.sas(),
         shutdown: shutdown.clone(),
     };
     {

@@ -331,3 +331,117 @@ async fn a_slowloris_client_does_not_block_others() {
     drop(stalled_body);
     s.stop().await;
 }
+
+// ----- optional SAS validation ------------------------------------------------------------------
+
+#[tokio::test]
+async fn sas_validation_refuses_bad_expired_and_missing_tokens() {
+    use localzure::sas::{token, SasKey};
+    let key = SasKey {
+        name: "RootManageSharedAccessKey".into(),
+        key: "c2VjcmV0LWtleQ==".into(),
+    };
+    let config = localzure::config::Config {
+        sas_key_name: Some(key.name.clone()),
+        sas_key: Some(key.key.clone()),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(config).await;
+    let now = (s.now() / 1000) as u64;
+    let namespace = token(&key, &format!("sb://{}/", addr(&s)), now + 3600);
+    let auth = |t: &str| vec![("Authorization", t.to_string())];
+    let call = |method: Method, path: &'static str, headers: Vec<(&'static str, String)>| {
+        let s = &s;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = if method == Method::PUT {
+                queue_xml("")
+            } else {
+                "hi".to_string()
+            };
+            let mut h = h;
+            if method == Method::PUT {
+                h.push(("Content-Type", ATOM_CT));
+            }
+            s.request(method, path, &h, body).await
+        }
+    };
+    // A valid namespace-wide token creates, sends and receives.
+    assert_eq!(
+        call(Method::PUT, "orders", auth(&namespace)).await.status,
+        201
+    );
+    assert_eq!(
+        call(Method::POST, "orders/messages", auth(&namespace))
+            .await
+            .status,
+        201
+    );
+    // An entity-scoped token works for its entity (any https/sb scheme and host).
+    let scoped = token(
+        &key,
+        "https://anyhost.servicebus.windows.net/orders",
+        now + 60,
+    );
+    assert_eq!(
+        call(Method::POST, "orders/messages", auth(&scoped))
+            .await
+            .status,
+        201
+    );
+    // Missing, bad signature, expired, other key name, other entity: 401 with a reason.
+    let forged = token(
+        &SasKey {
+            key: "wrong".into(),
+            ..key.clone()
+        },
+        "sb://localhost/",
+        now + 3600,
+    );
+    let expired = token(&key, "sb://localhost/", now - 1);
+    let other_name = token(
+        &SasKey {
+            name: "Listen".into(),
+            ..key.clone()
+        },
+        "sb://localhost/",
+        now + 3600,
+    );
+    let tampered = namespace.replace(&format!("se={}", now + 3600), &format!("se={}", now + 7200));
+    for (what, headers, reason) in [
+        ("missing", vec![], "MissingToken"),
+        ("bad signature", auth(&forged), "InvalidSignature"),
+        ("tampered expiry", auth(&tampered), "InvalidSignature"),
+        ("expired", auth(&expired), "ExpiredToken"),
+        ("other key name", auth(&other_name), "InvalidSignature"),
+        ("bearer", auth("Bearer abc"), "InvalidSignature"),
+    ] {
+        for (method, path) in [
+            (Method::POST, "orders/messages"),
+            (Method::DELETE, "orders/messages/head?timeout=0"),
+            (Method::GET, "orders"),
+            (Method::GET, "$Resources/Queues"),
+        ] {
+            let r = call(method.clone(), path, headers.clone()).await;
+            assert_eq!(r.status, 401, "{what}: {method} {path}: {}", r.body);
+            assert!(r.body.contains(reason), "{what}: {}", r.body);
+        }
+    }
+    let r = call(Method::POST, "payments/messages", auth(&scoped)).await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("InvalidAudience"), "{}", r.body);
+    // Liveness and the loopback admin API stay open.
+    assert_eq!(s.get("health").await.status, 200);
+    assert_eq!(s.get("$admin/stats").await.status, 200);
+    // The valid token still reads both messages.
+    for _ in 0..2 {
+        let r = call(
+            Method::DELETE,
+            "orders/messages/head?timeout=0",
+            auth(&namespace),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    s.stop().await;
+}

@@ -30,6 +30,8 @@ pub struct HttpState {
     pub backend: ServiceBusBackend,
     pub max_message_size: usize,
     pub admin_token: Option<String>,
+    /// When set, every request but `/health` and `/$admin` needs a valid SAS token.
+    pub sas: Option<crate::sas::SasKey>,
     /// Cancelled to ask the server to stop (`/$admin/shutdown`).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -247,6 +249,14 @@ fn eq(a: &str, b: &str) -> bool {
 async fn route(state: &HttpState, req: Request) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = req.method.clone();
+    // SAS (when configured) guards everything but liveness and `/$admin`, which has its own rule.
+    let open = matches!(segs.as_slice(), ["health"]) && m == Method::GET
+        || segs.first().is_some_and(|f| eq(f, "$admin"));
+    if !open {
+        if let Err(detail) = authorize(state, &req) {
+            return error_body(StatusCode::UNAUTHORIZED, &detail);
+        }
+    }
     match segs.as_slice() {
         // GET /health — liveness, as the official emulator answers it.
         ["health"] if m == Method::GET => health::health(state),
@@ -262,6 +272,26 @@ async fn route(state: &HttpState, req: Request) -> Reply {
         }
         _ => route_entity_paths(state, &req, &segs).await,
     }
+}
+
+/// Checks the request's SAS token (`Authorization` header, or the `ServiceBusAuthorization`
+/// header some clients use) against the configured key, for the entity the path addresses.
+fn authorize(state: &HttpState, req: &Request) -> Result<(), String> {
+    let Some(key) = &state.sas else {
+        return Ok(());
+    };
+    let token = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .or_else(|| req.headers.get("servicebusauthorization"))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            "MissingToken: The request has no SharedAccessSignature in its Authorization header."
+                .to_string()
+        })?;
+    let now = u64::try_from(state.backend.now().div_euclid(1000)).unwrap_or(0);
+    let path = req.segments.join("/");
+    crate::sas::validate(key, token, Some(&path), now)
 }
 
 async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
