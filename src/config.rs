@@ -114,6 +114,9 @@ pub struct Config {
     pub sas_key_name: Option<String>,
     /// Key for optional SAS validation (used as given, as Azure's shared access keys are).
     pub sas_key: Option<String>,
+    /// How long a client may take to send a request head before its connection is closed
+    /// (slowloris protection). Not an environment variable: tests shorten it.
+    pub http_header_read_timeout_ms: u64,
     /// The official emulator's entity file (`Config.json`) to create entities from at start.
     pub entities_config: Option<String>,
     pub storage: StorageConfig,
@@ -129,6 +132,7 @@ impl Default for Config {
             admin_token: None,
             sas_key_name: None,
             sas_key: None,
+            http_header_read_timeout_ms: crate::constants::HTTP_HEADER_READ_TIMEOUT_MS,
             entities_config: None,
             storage: StorageConfig::default(),
         }

@@ -36,6 +36,11 @@ pub struct HttpState {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
+/// The peer of a connection, put in each request's extensions by the accept loop in
+/// `src/server.rs` (warp's own `addr::remote` only works under `warp::serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
 /// One decoded request.
 pub struct Request {
     pub method: Method,
@@ -172,7 +177,11 @@ pub fn routes(
     let state = Arc::new(state);
     warp::method()
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::addr::remote())
+        .and(
+            warp::addr::remote()
+                .and(warp::ext::optional::<Peer>())
+                .map(|a: Option<SocketAddr>, p: Option<Peer>| p.map(|p| p.0).or(a)),
+        )
         .and(
             warp::path::full()
                 .and(warp::header::headers_cloned())
