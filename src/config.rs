@@ -110,6 +110,13 @@ pub struct Config {
     pub max_message_size_kb: usize,
     /// Token required by `/$admin` from non-loopback callers.
     pub admin_token: Option<String>,
+    /// Key name for optional SAS validation; with `sas_key`, requests must carry a valid token.
+    pub sas_key_name: Option<String>,
+    /// Key for optional SAS validation (used as given, as Azure's shared access keys are).
+    pub sas_key: Option<String>,
+    /// How long a client may take to send a request head before its connection is closed
+    /// (slowloris protection). Not an environment variable: tests shorten it.
+    pub http_header_read_timeout_ms: u64,
     /// The official emulator's entity file (`Config.json`) to create entities from at start.
     pub entities_config: Option<String>,
     pub storage: StorageConfig,
@@ -123,6 +130,9 @@ impl Default for Config {
             amqp_port: DEFAULT_AMQP_PORT,
             max_message_size_kb: DEFAULT_MAX_MESSAGE_SIZE_KB,
             admin_token: None,
+            sas_key_name: None,
+            sas_key: None,
+            http_header_read_timeout_ms: crate::constants::HTTP_HEADER_READ_TIMEOUT_MS,
             entities_config: None,
             storage: StorageConfig::default(),
         }
@@ -146,6 +156,8 @@ struct YamlServer {
     amqp_port: Option<u16>,
     max_message_size_kb: Option<usize>,
     admin_token: Option<String>,
+    sas_key_name: Option<String>,
+    sas_key: Option<String>,
     entities_config: Option<String>,
 }
 
@@ -195,6 +207,8 @@ struct EnvVars {
     amqp_port: Option<String>,
     max_message_size_kb: Option<String>,
     admin_token: Option<String>,
+    sas_key_name: Option<String>,
+    sas_key: Option<String>,
     entities_config: Option<String>,
     storage_type: Option<String>,
     sqlite_path: Option<String>,
@@ -261,7 +275,25 @@ impl Config {
             cfg.apply_yaml(&path)?;
         }
         cfg.apply_env(&env)?;
+        if cfg.sas_key_name.is_some() != cfg.sas_key.is_some() {
+            return Err(ConfigError::BadValue {
+                key: "LOCALZURE_SAS_KEY_NAME / LOCALZURE_SAS_KEY".to_string(),
+                value: "only one set".to_string(),
+                expected: "both set (SAS validation on) or neither (off)".to_string(),
+            });
+        }
         Ok(cfg)
+    }
+
+    /// The SAS key requests must be signed with, when both name and key are set.
+    pub fn sas(&self) -> Option<crate::sas::SasKey> {
+        match (&self.sas_key_name, &self.sas_key) {
+            (Some(name), Some(key)) => Some(crate::sas::SasKey {
+                name: name.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     fn apply_yaml(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -292,6 +324,12 @@ impl Config {
             }
             if s.admin_token.is_some() {
                 self.admin_token = s.admin_token;
+            }
+            if s.sas_key_name.is_some() {
+                self.sas_key_name = s.sas_key_name;
+            }
+            if s.sas_key.is_some() {
+                self.sas_key = s.sas_key;
             }
             if s.entities_config.is_some() {
                 self.entities_config = s.entities_config;
@@ -358,6 +396,12 @@ impl Config {
         if let Some(v) = &e.admin_token {
             self.admin_token = Some(v.clone());
         }
+        if let Some(v) = &e.sas_key_name {
+            self.sas_key_name = Some(v.clone());
+        }
+        if let Some(v) = &e.sas_key {
+            self.sas_key = Some(v.clone());
+        }
         if let Some(v) = &e.entities_config {
             self.entities_config = Some(v.clone());
         }
@@ -402,12 +446,16 @@ impl Config {
     pub fn summary(&self) -> String {
         let s = &self.storage;
         format!(
-            "host={} http_port={} amqp_port={} max_message_size_kb={} admin_token={} storage_type={} sqlite_path={} json_path={} redis={}:{} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
+            "host={} http_port={} amqp_port={} max_message_size_kb={} admin_token={} sas={} storage_type={} sqlite_path={} json_path={} redis={}:{} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
             self.host,
             self.http_port,
             self.amqp_port,
             self.max_message_size_kb,
             if self.admin_token.is_some() { "<redacted>" } else { "none" },
+            match &self.sas_key_name {
+                Some(n) if self.sas_key.is_some() => format!("{n} (key redacted)"),
+                _ => "off".to_string(),
+            },
             s.storage_type.as_str(),
             s.sqlite_path.display(),
             s.json_path.display(),
@@ -424,6 +472,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sas_needs_both_name_and_key() {
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("LOCALZURE_SAS_KEY_NAME", "RootManageSharedAccessKey"),
+                ("LOCALZURE_SAS_KEY", "k"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sas().unwrap().name, "RootManageSharedAccessKey");
+        assert!(!c.summary().contains("=k "));
+        assert!(Config::load_from(None, vars(&[])).unwrap().sas().is_none());
+        let e = Config::load_from(None, vars(&[("LOCALZURE_SAS_KEY", "k")])).unwrap_err();
+        assert!(e.to_string().contains("LOCALZURE_SAS_KEY_NAME"), "{e}");
+    }
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()

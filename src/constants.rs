@@ -18,3 +18,8 @@ pub const MAX_FORWARD_HOPS: usize = 4;
 pub const DEFAULT_LIST_TOP: usize = 100;
 /// The namespace name reported by `$namespaceinfo` and feeds.
 pub const NAMESPACE_NAME: &str = "localzure";
+/// Default time a client has to send a complete request head (hyper's own default).
+pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Most headers one HTTP/1 request may carry (hyper's default is 100): a message's custom
+/// properties travel as headers.
+pub const HTTP_MAX_HEADERS: usize = 2_000;

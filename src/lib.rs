@@ -23,6 +23,7 @@ pub mod constants;
 pub mod entities_config;
 pub mod http;
 pub mod names;
+pub mod sas;
 pub mod server;
 pub mod service;
 pub mod storage;

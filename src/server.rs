@@ -12,6 +12,63 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The accept loop: warp's filter as a hyper service, with a header-read timeout (a client
+/// that does not finish its request head in time is disconnected, so slow clients cannot pin
+/// connections forever), a higher header count, and graceful shutdown that drains in-flight
+/// requests.
+async fn serve_http<F>(
+    listener: TcpListener,
+    filter: F,
+    stop: CancellationToken,
+    header_read_timeout: std::time::Duration,
+) where
+    F: warp::Filter<Extract = (crate::http::Reply,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F::Future: Send,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower_service::Service;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let svc = warp::service(filter.clone());
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(crate::http::Peer(addr));
+                svc.clone().call(req)
+            });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .max_headers(crate::constants::HTTP_MAX_HEADERS);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!("HTTP connection from {addr} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then shuts down gracefully.
 pub async fn run(
     listener: TcpListener,
@@ -35,6 +92,7 @@ pub async fn run_with_amqp(
     let amqp_task = amqp.map(|l| {
         let options = crate::amqp::AmqpOptions {
             max_message_size: (config.max_message_size_kb as u64).saturating_mul(1024),
+            sas: config.sas(),
             ..Default::default()
         };
         tokio::spawn(crate::amqp::run(
@@ -59,6 +117,7 @@ pub async fn run_with_amqp(
         backend: backend.clone(),
         max_message_size: config.max_message_size_kb.saturating_mul(1024),
         admin_token: config.admin_token.clone(),
+        sas: config.sas(),
         shutdown: shutdown.clone(),
     };
     {
@@ -73,12 +132,13 @@ pub async fn run_with_amqp(
             }
         });
     }
-    let stop = shutdown.clone();
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async move { stop.cancelled().await })
-        .run()
-        .await;
+    serve_http(
+        listener,
+        routes(state),
+        shutdown.clone(),
+        std::time::Duration::from_millis(config.http_header_read_timeout_ms.max(1)),
+    )
+    .await;
     let t = Instant::now();
     tracing::info!("HTTP server stopped; in-flight requests drained");
     if let Some(task) = amqp_task {

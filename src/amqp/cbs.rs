@@ -3,27 +3,61 @@
 //! The SDKs put a SAS token (or JWT) before attaching to an entity and wait for the answer:
 //! application property `status-code` 202 (an int, the field name of the CBS protocol, unlike
 //! `$management`'s `statusCode`), correlated by `correlation-id` = the request's `message-id`.
-//! The emulator accepts every token, as the official emulator does.
+//! The emulator accepts every token, as the official emulator does, unless SAS validation is
+//! configured (`LOCALZURE_SAS_KEY_NAME`/`LOCALZURE_SAS_KEY`): then a `put-token` whose token
+//! (the body, a string) is badly signed, expired or not for its `name` (the audience) answers
+//! 401 with the reason as status-description, as Azure does.
 
 use super::convert::{encode_response, AmqpMessage, ConvertError};
+use crate::sas::SasKey;
 use serde_amqp::Value as AV;
 
-/// Answers a CBS request. `put-token` (and anything else) is accepted.
-pub fn respond(request: &AmqpMessage) -> Result<Vec<u8>, ConvertError> {
+/// Validates the token of a put-token request for its audience (`name`, e.g.
+/// `sb://host/queue`).
+fn check(request: &AmqpMessage, key: &SasKey, now_secs: u64) -> Result<(), String> {
+    let token = match &request.body {
+        super::convert::AmqpBody::Value(AV::String(s)) => s.clone(),
+        super::convert::AmqpBody::Value(AV::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
+        super::convert::AmqpBody::Data(chunks) => {
+            String::from_utf8_lossy(&chunks.concat()).into_owned()
+        }
+        _ => return Err("MissingToken: The put-token request has no token.".to_string()),
+    };
+    let audience = request
+        .app_property("name")
+        .and_then(super::convert::text_of)
+        .unwrap_or_default();
+    let rest = audience
+        .split_once("://")
+        .map_or(audience.as_str(), |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    crate::sas::validate(key, &token, Some(path), now_secs)
+}
+
+/// Answers a CBS request: `put-token` is accepted (202) when `sas` is `None` or the token is
+/// valid at `now_secs`, else refused (401); anything else answers 200.
+pub fn respond(
+    request: &AmqpMessage,
+    sas: Option<&SasKey>,
+    now_secs: u64,
+) -> Result<Vec<u8>, ConvertError> {
     let operation = request
         .app_property("operation")
         .and_then(super::convert::text_of)
         .unwrap_or_default();
     let (code, description) = if operation == "put-token" || operation.is_empty() {
-        (202, "Accepted")
+        match sas.map(|key| check(request, key, now_secs)) {
+            Some(Err(reason)) => (401, reason),
+            _ => (202, "Accepted".to_string()),
+        }
     } else {
-        (200, "OK")
+        (200, "OK".to_string())
     };
     encode_response(
         request.message_id(),
         vec![
             ("status-code", AV::Int(code)),
-            ("status-description", AV::String(description.into())),
+            ("status-description", AV::String(description)),
         ],
         AV::Null,
     )
@@ -48,9 +82,66 @@ mod tests {
             AV::String("SharedAccessSignature sr=...".into()),
         )
         .unwrap();
-        let resp = respond(&decode_message(&req).unwrap()).unwrap();
+        let resp = respond(&decode_message(&req).unwrap(), None, 0).unwrap();
         let m = decode_message(&resp).unwrap();
         assert_eq!(m.properties.get(5), Some(&id));
         assert_eq!(m.app_property("status-code"), Some(&AV::Int(202)));
+    }
+
+    fn put_token(token: &str, audience: &str) -> AmqpMessage {
+        let req = encode_request(
+            AV::Ulong(1),
+            Some("cbs"),
+            vec![
+                ("operation", AV::String("put-token".into())),
+                ("type", AV::String("servicebus.windows.net:sastoken".into())),
+                ("name", AV::String(audience.into())),
+            ],
+            AV::String(token.into()),
+        )
+        .unwrap();
+        decode_message(&req).unwrap()
+    }
+
+    fn status(req: &AmqpMessage, key: &SasKey, now: u64) -> (AV, String) {
+        let m = decode_message(&respond(req, Some(key), now).unwrap()).unwrap();
+        let d = super::super::convert::text_of(m.app_property("status-description").unwrap())
+            .unwrap_or_default();
+        (m.app_property("status-code").cloned().unwrap(), d)
+    }
+
+    #[test]
+    fn put_token_is_validated_when_sas_is_configured() {
+        let key = SasKey {
+            name: "RootManageSharedAccessKey".into(),
+            key: "secret-key".into(),
+        };
+        let good = crate::sas::token(&key, "sb://localhost/orders", 2_000);
+        let req = put_token(&good, "sb://localhost/orders");
+        assert_eq!(status(&req, &key, 1_000).0, AV::Int(202));
+        // Expired.
+        let (code, why) = status(&req, &key, 2_000);
+        assert_eq!(code, AV::Int(401));
+        assert!(why.starts_with("ExpiredToken"), "{why}");
+        // Bad signature.
+        let other = SasKey {
+            key: "wrong".into(),
+            ..key.clone()
+        };
+        let forged = crate::sas::token(&other, "sb://localhost/orders", 2_000);
+        assert_eq!(
+            status(&put_token(&forged, "sb://localhost/orders"), &key, 1_000).0,
+            AV::Int(401)
+        );
+        // A token for one queue does not open another.
+        assert_eq!(
+            status(&put_token(&good, "sb://localhost/payments"), &key, 1_000).0,
+            AV::Int(401)
+        );
+        // Garbage.
+        assert_eq!(
+            status(&put_token("nonsense", "sb://localhost/orders"), &key, 1_000).0,
+            AV::Int(401)
+        );
     }
 }

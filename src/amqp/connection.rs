@@ -1047,6 +1047,7 @@ impl Conn {
                 };
                 let backend = self.backend.clone();
                 let locks = self.locks.clone();
+                let sas = self.opts.sas.clone();
                 worker.submit(Box::pin(async move {
                     let request = match request {
                         Ok(r) => r,
@@ -1056,7 +1057,11 @@ impl Conn {
                         }
                     };
                     let response = match &mgmt {
-                        None => cbs::respond(&request),
+                        None => cbs::respond(
+                            &request,
+                            sas.as_ref(),
+                            u64::try_from(backend.now().div_euclid(1000)).unwrap_or(0),
+                        ),
                         Some(path) => management::respond(&backend, path, &request, &locks).await,
                     };
                     match response {

@@ -44,6 +44,8 @@ pub struct AmqpOptions {
     pub idle_timeout_ms: u32,
     /// Default wait for a next-available session receiver when the client gives none.
     pub session_accept_timeout_ms: u32,
+    /// When set, CBS put-token validates SAS tokens against this key (401 when bad).
+    pub sas: Option<crate::sas::SasKey>,
 }
 
 impl Default for AmqpOptions {
@@ -53,6 +55,7 @@ impl Default for AmqpOptions {
             max_frame_size: 1024 * 1024,
             idle_timeout_ms: 240_000,
             session_accept_timeout_ms: 60_000,
+            sas: None,
         }
     }
 }

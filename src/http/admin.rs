@@ -97,6 +97,7 @@ mod tests {
             backend: ServiceBusBackend::new(None),
             max_message_size: 1024,
             admin_token: token.map(str::to_string),
+            sas: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }

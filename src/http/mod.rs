@@ -30,9 +30,16 @@ pub struct HttpState {
     pub backend: ServiceBusBackend,
     pub max_message_size: usize,
     pub admin_token: Option<String>,
+    /// When set, every request but `/health` and `/$admin` needs a valid SAS token.
+    pub sas: Option<crate::sas::SasKey>,
     /// Cancelled to ask the server to stop (`/$admin/shutdown`).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
+
+/// The peer of a connection, put in each request's extensions by the accept loop in
+/// `src/server.rs` (warp's own `addr::remote` only works under `warp::serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// One decoded request.
 pub struct Request {
@@ -55,36 +62,146 @@ pub enum Plane {
     Messaging,
 }
 
+/// Request bodies larger than this are refused with 413 on every route except
+/// `/$admin/import`, whatever `max_message_size` is: small enough that a stray upload cannot
+/// exhaust memory, large enough for a batch of maximum-size messages in JSON.
+pub fn body_limit(max_message_size: usize) -> u64 {
+    (max_message_size as u64)
+        .saturating_mul(2)
+        .max(MIN_BODY_LIMIT)
+}
+
+/// The floor of [`body_limit`]: ATOM bodies and batches of small messages always fit.
+const MIN_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// The body limit of `/$admin/import` (a whole exported namespace): 1 GiB.
+pub const IMPORT_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
+
+/// Requests whose header names and values together exceed this are refused with 431
+/// (Azure's front end refuses oversized headers too; hyper itself stops near 400 KiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The request body was larger than the route allows.
+#[derive(Debug)]
+struct BodyTooLarge(u64);
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The request body could not be read.
+#[derive(Debug)]
+struct BodyUnreadable;
+impl warp::reject::Reject for BodyUnreadable {}
+
+fn is_import(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(segs.as_slice(), [a, b] if eq(a, "$admin") && eq(b, "import"))
+}
+
+/// Reads the body, refusing (without buffering it) one over the route's limit: at once when
+/// `Content-Length` says so, else as soon as the streamed chunks pass it.
+async fn read_body<S, B>(
+    path: warp::path::FullPath,
+    headers: HeaderMap,
+    state: Arc<HttpState>,
+    mut body: S,
+) -> Result<(warp::path::FullPath, HeaderMap, Arc<HttpState>, Bytes), warp::Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures::StreamExt;
+    let limit = if is_import(path.as_str()) {
+        IMPORT_BODY_LIMIT
+    } else {
+        body_limit(state.max_message_size)
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(warp::reject::custom(BodyTooLarge(limit)));
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(BodyTooLarge(limit)));
+        }
+        buf.put(chunk);
+    }
+    Ok((path, headers, state, buf.freeze()))
+}
+
+/// Why a request is refused before routing: oversized headers, a path that is not UTF-8 or
+/// that smuggles a separator or relative segment inside a percent-encoded segment.
+fn precheck(raw_path: &str, headers: &HeaderMap) -> Result<Vec<String>, (StatusCode, String)> {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request headers exceed {MAX_HEADER_BYTES} bytes."),
+        ));
+    }
+    let mut segments = Vec::new();
+    for raw in raw_path.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "The request path is not valid UTF-8.".to_string(),
+                )
+            })?;
+        if seg == "." || seg == ".." || seg.contains(['/', '\\', '\0']) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The path segment '{}' is not allowed: relative segments and encoded separators are refused.",
+                    seg.escape_default()
+                ),
+            ));
+        }
+        segments.push(seg.into_owned());
+    }
+    Ok(segments)
+}
+
 /// The warp filter serving everything.
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Reply,), Error = std::convert::Infallible> + Clone {
     let state = Arc::new(state);
     warp::method()
-        .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
-        .and(warp::body::bytes())
-        .and(warp::any().map(move || state.clone()))
+        .and(
+            warp::addr::remote()
+                .and(warp::ext::optional::<Peer>())
+                .map(|a: Option<SocketAddr>, p: Option<Peer>| p.map(|p| p.0).or(a)),
+        )
+        .and(
+            warp::path::full()
+                .and(warp::header::headers_cloned())
+                .and(warp::any().map(move || state.clone()))
+                .and(warp::body::stream())
+                .and_then(read_body)
+                .untuple_one(),
+        )
         .then(
             |method: Method,
-             path: warp::path::FullPath,
              query: String,
-             headers: HeaderMap,
              remote: Option<SocketAddr>,
-             body: Bytes,
-             state: Arc<HttpState>| async move {
-                let segments: Vec<String> = path
-                    .as_str()
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        percent_encoding::percent_decode_str(s)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    })
-                    .collect();
+             path: warp::path::FullPath,
+             headers: HeaderMap,
+             state: Arc<HttpState>,
+             body: Bytes| async move {
+                let segments = match precheck(path.as_str(), &headers) {
+                    Ok(s) => s,
+                    Err((status, detail)) => return error_body(status, &detail),
+                };
                 let query = parse_query(&query);
                 let host = headers
                     .get(http::header::HOST)
@@ -103,12 +220,17 @@ pub fn routes(
                 route(&state, req).await
             },
         )
-        .recover(|_r: warp::Rejection| async move {
+        .recover(|r: warp::Rejection| async move {
             // Only body-read failures reach here (every path is matched above).
-            Ok::<Reply, std::convert::Infallible>(error_body(
-                StatusCode::BAD_REQUEST,
-                "The request could not be read.",
-            ))
+            let reply = if let Some(BodyTooLarge(limit)) = r.find::<BodyTooLarge>() {
+                error_body(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("The request body is larger than the limit of {limit} bytes."),
+                )
+            } else {
+                error_body(StatusCode::BAD_REQUEST, "The request could not be read.")
+            };
+            Ok::<Reply, std::convert::Infallible>(reply)
         })
         .unify()
 }
@@ -136,6 +258,14 @@ fn eq(a: &str, b: &str) -> bool {
 async fn route(state: &HttpState, req: Request) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = req.method.clone();
+    // SAS (when configured) guards everything but liveness and `/$admin`, which has its own rule.
+    let open = matches!(segs.as_slice(), ["health"]) && m == Method::GET
+        || segs.first().is_some_and(|f| eq(f, "$admin"));
+    if !open {
+        if let Err(detail) = authorize(state, &req) {
+            return error_body(StatusCode::UNAUTHORIZED, &detail);
+        }
+    }
     match segs.as_slice() {
         // GET /health — liveness, as the official emulator answers it.
         ["health"] if m == Method::GET => health::health(state),
@@ -151,6 +281,26 @@ async fn route(state: &HttpState, req: Request) -> Reply {
         }
         _ => route_entity_paths(state, &req, &segs).await,
     }
+}
+
+/// Checks the request's SAS token (`Authorization` header, or the `ServiceBusAuthorization`
+/// header some clients use) against the configured key, for the entity the path addresses.
+fn authorize(state: &HttpState, req: &Request) -> Result<(), String> {
+    let Some(key) = &state.sas else {
+        return Ok(());
+    };
+    let token = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .or_else(|| req.headers.get("servicebusauthorization"))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            "MissingToken: The request has no SharedAccessSignature in its Authorization header."
+                .to_string()
+        })?;
+    let now = u64::try_from(state.backend.now().div_euclid(1000)).unwrap_or(0);
+    let path = req.segments.join("/");
+    crate::sas::validate(key, token, Some(&path), now)
 }
 
 async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
