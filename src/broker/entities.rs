@@ -55,7 +55,24 @@ fn validate_props(props: &EntityProps) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// Azure refuses to change RequiresSession after creation.
+fn session_unchanged(old: &EntityProps, new: &EntityProps, kind: &str) -> Result<(), BrokerError> {
+    if old.requires_session == new.requires_session {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "The value for RequiresSession cannot be changed after the {kind} is created."
+    )))
+}
+
 impl Broker {
+    /// Records a deleted entity for the next snapshot (its stored messages go with it).
+    fn forget_entity(&mut self, key: EntityKey) {
+        self.dirty_entities.remove(&key);
+        self.deleted_entities.insert(key);
+        self.touched = true;
+    }
+
     fn name_taken(&self, name: &str) -> bool {
         let k = names::key(name);
         self.queues.contains_key(&k) || self.topics.contains_key(&k)
@@ -116,12 +133,7 @@ impl Broker {
             .queues
             .get_mut(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
-        if q.props.requires_session != props.requires_session {
-            return Err(bad(
-                "The value for RequiresSession cannot be changed after the queue is created."
-                    .to_string(),
-            ));
-        }
+        session_unchanged(&q.props, props, "queue")?;
         q.props = props.clone();
         q.times.updated_at = now;
         let key = queue_key(&q.name);
@@ -134,10 +146,7 @@ impl Broker {
             .queues
             .remove(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
-        let key = queue_key(&q.name);
-        self.dirty_entities.remove(&key);
-        self.deleted_entities.insert(key);
-        self.touched = true;
+        self.forget_entity(queue_key(&q.name));
         Ok(Outcome::Done)
     }
 
@@ -194,10 +203,7 @@ impl Broker {
             let k = sub_key(&t.name, &s.name);
             self.dirty_entities.remove(&k);
         }
-        let key = topic_key(&t.name);
-        self.dirty_entities.remove(&key);
-        self.deleted_entities.insert(key);
-        self.touched = true;
+        self.forget_entity(topic_key(&t.name));
         Ok(Outcome::Done)
     }
 
@@ -276,12 +282,7 @@ impl Broker {
         validate_props(props)?;
         self.validate_forwarding(&format!("{topic}/Subscriptions/{name}"), props)?;
         let (s, key) = self.sub_mut(topic, name)?;
-        if s.props.requires_session != props.requires_session {
-            return Err(bad(
-                "The value for RequiresSession cannot be changed after the subscription is created."
-                    .to_string(),
-            ));
-        }
+        session_unchanged(&s.props, props, "subscription")?;
         s.props = props.clone();
         s.times.updated_at = now;
         self.touch_entity(key);
@@ -302,9 +303,7 @@ impl Broker {
             .remove(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(format!("{topic}/Subscriptions/{name}")))?;
         let key = sub_key(&t.name, &s.name);
-        self.dirty_entities.remove(&key);
-        self.deleted_entities.insert(key);
-        self.touched = true;
+        self.forget_entity(key);
         Ok(Outcome::Done)
     }
 

@@ -42,15 +42,6 @@ pub const REASON_FILTER: &str = "FilterEvaluationException";
 pub const PROP_DL_REASON: &str = "DeadLetterReason";
 pub const PROP_DL_DESCRIPTION: &str = "DeadLetterErrorDescription";
 
-fn wake_key(entity: &str, sub: Option<&str>, dlq: bool) -> String {
-    let p = QueuePath {
-        entity: entity.to_string(),
-        subscription: sub.map(str::to_string),
-        dead_letter: dlq,
-    };
-    p.display().to_ascii_lowercase()
-}
-
 /// The key long-pollers of a path wait on.
 pub fn wake_key_of(path: &QueuePath) -> String {
     path.display().to_ascii_lowercase()
@@ -212,7 +203,7 @@ impl Broker {
         let visible = msg.state == MessageState::Active;
         q.q.main.insert(msg);
         if visible {
-            self.wakeups.insert(wake_key(&qname, None, false));
+            self.wakeups.insert(wake_key_of(&QueuePath::queue(&qname)));
         }
         Some(seq)
     }
@@ -359,7 +350,8 @@ impl Broker {
             self.dirty_entities
                 .insert(super::entities::sub_key(&tname, &sname));
             if visible {
-                self.wakeups.insert(wake_key(&tname, Some(&sname), false));
+                self.wakeups
+                    .insert(wake_key_of(&QueuePath::subscription(&tname, &sname)));
             }
         }
         // One dead-lettered copy per subscription whose rules failed to evaluate (the rules
