@@ -343,7 +343,7 @@ impl ServiceBusBackend {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(ServiceError::ShuttingDown);
         }
-        let (outcome, lsn, journal) = {
+        let (outcome, lsn, journal, changed) = {
             let mut b = self.lock_broker();
             let rec = OpRecord {
                 at: self.inner.clock.now(),
@@ -363,9 +363,12 @@ impl ServiceBusBackend {
             let wake = b.take_wakeups();
             drop(b);
             self.wake(wake);
-            (applied.result, lsn, journal)
+            (applied.result, lsn, journal, applied.changed)
         };
-        self.inner.timer_wake.notify_one();
+        // Only a change can move the earliest deadline; the timer's scan is O(entities).
+        if changed {
+            self.inner.timer_wake.notify_one();
+        }
         if let (Some(lsn), Some(j)) = (lsn, journal) {
             if let Err(e) = j.wait_durable(lsn).await {
                 self.set_status(|s| s.journal_error = Some(e.to_string()));
