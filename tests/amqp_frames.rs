@@ -44,15 +44,14 @@ struct Server {
 
 impl Server {
     async fn start(backend: ServiceBusBackend) -> Server {
+        Self::start_with(backend, AmqpOptions::default()).await
+    }
+
+    async fn start_with(backend: ServiceBusBackend, opts: AmqpOptions) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            listener,
-            backend.clone(),
-            AmqpOptions::default(),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(run(listener, backend.clone(), opts, shutdown.clone()));
         Server {
             addr,
             backend,
@@ -744,5 +743,161 @@ async fn holds_a_thousand_connections() {
         c.attach_sender(0, "nope").await;
     }
     drop(clients);
+    s.stop().await;
+}
+
+// ----- SAS validation on links ----------------------------------------------------------------
+
+impl Client {
+    /// Attaches the `$cbs` sender (handle 10) and reply receiver (handle 11).
+    async fn open_cbs(&mut self) {
+        self.attach_sender(10, "$cbs").await;
+        self.recv().await; // credit
+        self.attach_receiver(11, "$cbs", false).await;
+        self.flow(11, 0, 100, false).await;
+    }
+
+    /// Puts `token` for `audience` (delivery `id` on the `$cbs` sender); the status code.
+    async fn put_token(&mut self, id: u32, audience: &str, token: &str) -> AV {
+        let req = convert::encode_request(
+            AV::Ulong(id as u64),
+            Some("cbs"),
+            vec![
+                ("operation", AV::String("put-token".into())),
+                ("type", AV::String("servicebus.windows.net:sastoken".into())),
+                ("name", AV::String(audience.into())),
+            ],
+            AV::String(token.into()),
+        )
+        .unwrap();
+        self.transfer(10, id, 0, &req).await;
+        loop {
+            match self.recv().await {
+                (Performative::Transfer(_), payload) => {
+                    let m = convert::decode_message(&payload).unwrap();
+                    return m.app_property("status-code").cloned().unwrap();
+                }
+                (Performative::Disposition(_), _) => {}
+                (other, _) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Attaches a link and expects it refused with `amqp:unauthorized-access`.
+    async fn expect_unauthorized(&mut self, handle: u32, role: Role, address: &str) {
+        self.send(
+            0,
+            Performative::Attach(attach(handle, role, address, None)),
+            &[],
+        )
+        .await;
+        assert!(matches!(self.recv().await.0, Performative::Attach(_)));
+        match self.recv().await.0 {
+            Performative::Detach(d) => {
+                assert!(d.closed);
+                assert_eq!(condition(&d.error), "amqp:unauthorized-access", "{d:?}");
+                let why = d.error.and_then(|e| e.description).unwrap_or_default();
+                assert!(why.contains("Unauthorized access"), "{why}");
+            }
+            other => panic!("expected detach, got {other:?}"),
+        }
+        // The client answers the closing detach, as SDKs do.
+        self.send(
+            0,
+            Performative::Detach(Detach {
+                handle: Handle(handle),
+                closed: true,
+                error: None,
+            }),
+            &[],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
+    let start: i64 = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let backend = ServiceBusBackend::with_clock(None, clock.clone());
+    let key = localzure::sas::SasKey {
+        name: "RootManageSharedAccessKey".into(),
+        key: "secret-key".into(),
+    };
+    let opts = AmqpOptions {
+        sas: Some(key.clone()),
+        ..AmqpOptions::default()
+    };
+    let s = Server::start_with(backend, opts).await;
+    s.queue("q", EntityProps::default()).await;
+    s.queue("other", EntityProps::default()).await;
+    let now = (start / 1000) as u64;
+    let mut c = Client::connect(s.addr).await;
+    c.open_cbs().await;
+
+    // No token yet: senders and receivers are refused.
+    c.expect_unauthorized(0, Role::Sender, "amqps://localhost/q")
+        .await;
+    c.expect_unauthorized(1, Role::Receiver, "amqps://localhost/q")
+        .await;
+
+    // Bad tokens are refused by CBS and grant nothing.
+    let wrong = localzure::sas::SasKey {
+        key: "wrong".into(),
+        ..key.clone()
+    };
+    let forged = localzure::sas::token(&wrong, "sb://localhost/q", now + 3600);
+    assert_eq!(
+        c.put_token(0, "sb://localhost/q", &forged).await,
+        AV::Int(401)
+    );
+    let expired = localzure::sas::token(&key, "sb://localhost/q", now - 1);
+    assert_eq!(
+        c.put_token(1, "sb://localhost/q", &expired).await,
+        AV::Int(401)
+    );
+    c.expect_unauthorized(2, Role::Sender, "q").await;
+
+    // A valid token for q: q's links work, other's do not.
+    let good = localzure::sas::token(&key, "sb://localhost/q", now + 60);
+    assert_eq!(
+        c.put_token(2, "sb://localhost/q", &good).await,
+        AV::Int(202)
+    );
+    send_messages(&mut c, "amqps://localhost/q", 2).await;
+    assert_eq!(s.count(&QueuePath::queue("q")), 2);
+    let a = c
+        .attach_receiver(3, "amqps://localhost/q/$DeadLetterQueue", false)
+        .await;
+    assert!(a.source.is_some(), "the dead-letter queue is under q");
+    c.expect_unauthorized(4, Role::Sender, "amqps://localhost/other")
+        .await;
+
+    // Once the token has expired, new links are refused again; a renewed token opens them.
+    clock.advance(61_000);
+    c.expect_unauthorized(5, Role::Receiver, "amqps://localhost/q")
+        .await;
+    let renewed = localzure::sas::token(&key, "sb://localhost/q", now + 3600);
+    assert_eq!(
+        c.put_token(3, "sb://localhost/q", &renewed).await,
+        AV::Int(202)
+    );
+    let a = c.attach_receiver(6, "amqps://localhost/q", false).await;
+    assert!(a.source.is_some());
+
+    // A namespace-wide token is accepted for any audience, and grants that audience.
+    let mut c2 = Client::connect(s.addr).await;
+    c2.open_cbs().await;
+    let ns = localzure::sas::token(&key, "sb://localhost/", now + 3600);
+    assert_eq!(
+        c2.put_token(0, "sb://localhost/other", &ns).await,
+        AV::Int(202)
+    );
+    let (p, _) = c2.attach_sender(0, "other").await;
+    assert!(matches!(p, Performative::Attach(_)));
+    match c2.recv().await.0 {
+        Performative::Flow(_) => {}
+        other => panic!("expected credit, got {other:?}"),
+    }
     s.stop().await;
 }
