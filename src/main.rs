@@ -176,6 +176,12 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         }
     };
     tracing::info!("configuration: {}", config.summary());
+    // Every connection holds a descriptor; the usual soft limit (1,024) is below what a
+    // thousand clients need, so take what the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!("open-file limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let backend = ServiceBusBackend::new(Some(config.storage.clone()));
     if let Err(e) = backend.initialize_persistence().await {
         tracing::error!("cannot start: {e}");

@@ -55,6 +55,24 @@ fn resource_path(uri: &str) -> String {
     path.trim_matches('/').to_ascii_lowercase()
 }
 
+/// Whether a token scoped to `scope` (a lowercase path, empty for the whole namespace) grants
+/// access to `entity` (a lowercase path): the scope itself or anything below it.
+pub fn covers(scope: &str, entity: &str) -> bool {
+    scope.is_empty()
+        || entity == scope
+        || entity
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The expiry (`se`, seconds since the epoch) of a token, if it has a numeric one.
+pub fn expiry(token: &str) -> Option<u64> {
+    token
+        .split(['&', ' '])
+        .find_map(|part| part.strip_prefix("se="))
+        .and_then(|se| se.parse().ok())
+}
+
 /// Validates `token` (with or without the `SharedAccessSignature ` prefix) for `entity_path`
 /// (`None`: any entity) at `now_secs`.
 pub fn validate(
@@ -122,12 +140,7 @@ pub fn validate(
     if let Some(entity) = entity_path {
         let scope = resource_path(&decode(sr)?);
         let entity = entity.trim_matches('/').to_ascii_lowercase();
-        let covered = scope.is_empty()
-            || entity == scope
-            || entity
-                .strip_prefix(&scope)
-                .is_some_and(|rest| rest.starts_with('/'));
-        if !covered {
+        if !covers(&scope, &entity) {
             return Err(format!(
                 "InvalidAudience: The token audience '{scope}' does not cover '{entity}'."
             ));

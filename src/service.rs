@@ -245,6 +245,32 @@ impl ServiceBusBackend {
                         path.display()
                     );
                 }
+                // The log is truncated only after a snapshot covering it committed, so it
+                // starts right after the snapshot's LSN. Starting later means that snapshot is
+                // gone (a database file truncated, emptied or replaced): replaying onto what is
+                // left would serve a partial store as if it were whole.
+                if let Some(&(first, _)) = replay.records.first() {
+                    if first > snap_lsn + 1 {
+                        journal.close();
+                        let e = StorageError::Corrupt {
+                            path: self.location().into(),
+                            detail: format!(
+                                "the stored snapshot reaches LSN {snap_lsn} but the operation \
+                                 log {} starts at LSN {first}: the snapshot holding the \
+                                 operations in between is missing",
+                                path.display()
+                            ),
+                        };
+                        tracing::error!(
+                            "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
+                        );
+                        *self.lock_broker() = Broker::new(now);
+                        *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Box::new(MemoryBackend);
+                        self.set_status(|s| s.degraded = Some(e.to_string()));
+                        return Ok(self.status());
+                    }
+                }
                 let mut b = self.lock_broker();
                 for (lsn, payload) in &replay.records {
                     if *lsn <= snap_lsn {

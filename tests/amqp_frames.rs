@@ -1,39 +1,27 @@
 //! Frame-level tests of the AMQP endpoint: a raw client built on the codec drives
 //! open/begin/attach/flow/transfer/disposition/detach and checks what the server answers.
 
-use bytes::Bytes;
-use fe2o3_amqp_types::definitions::{
-    Error as AmqpError, ErrorCondition, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode,
-};
-use fe2o3_amqp_types::messaging::{
-    Accepted, DeliveryState, Modified, Rejected, Source, Target, TargetArchetype,
-};
-use fe2o3_amqp_types::performatives::{
-    Attach, Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative,
-    Transfer,
-};
-use fe2o3_amqp_types::sasl::SaslInit;
+mod amqp_client;
+
+use amqp_client::*;
+use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition, Fields, Handle, Role};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Modified, Rejected};
+use fe2o3_amqp_types::performatives::{Close, Detach, Performative};
 use localzure::amqp::convert::{self, encode_batch, encode_simple, BATCH_FORMAT};
-use localzure::amqp::frames::{
-    decode_amqp_body, encode_frame, encode_performative, encode_sasl, read_frame, AMQP_HEADER,
-    FRAME_TYPE_AMQP, SASL_HEADER,
-};
+use localzure::amqp::frames::{encode_frame, read_frame, FRAME_TYPE_AMQP};
 use localzure::amqp::{run, AmqpOptions};
 use localzure::broker::entity::EntityProps;
 use localzure::broker::op::{Op, QueuePath};
 use localzure::service::ServiceBusBackend;
 use localzure::time::{ManualClock, TimeSpan};
-use serde_amqp::primitives::{OrderedMap, Symbol};
+use serde_amqp::primitives::Symbol;
 use serde_amqp::Value as AV;
-use serde_bytes::ByteBuf;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(5);
 
 struct Server {
     addr: SocketAddr,
@@ -44,15 +32,14 @@ struct Server {
 
 impl Server {
     async fn start(backend: ServiceBusBackend) -> Server {
+        Self::start_with(backend, AmqpOptions::default()).await
+    }
+
+    async fn start_with(backend: ServiceBusBackend, opts: AmqpOptions) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            listener,
-            backend.clone(),
-            AmqpOptions::default(),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(run(listener, backend.clone(), opts, shutdown.clone()));
         Server {
             addr,
             backend,
@@ -82,258 +69,6 @@ impl Server {
             .await
             .unwrap()
             .unwrap();
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        Self::connect_with_idle(addr, None).await
-    }
-
-    async fn connect_with_idle(addr: SocketAddr, idle: Option<u32>) -> Client {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(&SASL_HEADER).await.unwrap();
-        let mut h = [0u8; 8];
-        stream.read_exact(&mut h).await.unwrap();
-        assert_eq!(h, SASL_HEADER);
-        let mechs = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
-        let text = String::from_utf8_lossy(&mechs.body).to_string();
-        for m in ["MSSBCBS", "ANONYMOUS", "PLAIN", "EXTERNAL"] {
-            assert!(text.contains(m), "mechanism {m} advertised");
-        }
-        let init = SaslInit {
-            mechanism: Symbol::from("MSSBCBS"),
-            initial_response: Some(ByteBuf::from(b"\0user\0pass".to_vec())),
-            hostname: Some("localhost".into()),
-        };
-        stream
-            .write_all(&encode_sasl(&init).unwrap())
-            .await
-            .unwrap();
-        let outcome = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
-        assert_eq!(outcome.body[2], 0x44, "sasl-outcome");
-        stream.write_all(&AMQP_HEADER).await.unwrap();
-        stream.read_exact(&mut h).await.unwrap();
-        assert_eq!(h, AMQP_HEADER);
-        let mut c = Client { stream };
-        c.send(
-            0,
-            Performative::Open(Open {
-                container_id: "test".into(),
-                hostname: Some("localhost".into()),
-                max_frame_size: MaxFrameSize(65536),
-                channel_max: ChannelMax(16),
-                idle_time_out: idle,
-                outgoing_locales: None,
-                incoming_locales: None,
-                offered_capabilities: None,
-                desired_capabilities: None,
-                properties: None,
-            }),
-            &[],
-        )
-        .await;
-        assert!(matches!(c.recv().await.0, Performative::Open(_)));
-        c.send(
-            0,
-            Performative::Begin(Begin {
-                remote_channel: None,
-                next_outgoing_id: 0,
-                incoming_window: 10_000,
-                outgoing_window: 10_000,
-                handle_max: Handle(255),
-                offered_capabilities: None,
-                desired_capabilities: None,
-                properties: None,
-            }),
-            &[],
-        )
-        .await;
-        match c.recv().await.0 {
-            Performative::Begin(b) => assert_eq!(b.remote_channel, Some(0)),
-            other => panic!("expected begin, got {other:?}"),
-        }
-        c
-    }
-
-    async fn send(&mut self, ch: u16, p: Performative, payload: &[u8]) {
-        let bytes = encode_performative(ch, &p, payload).unwrap();
-        self.stream.write_all(&bytes).await.unwrap();
-    }
-
-    /// The next non-heartbeat frame.
-    async fn recv(&mut self) -> (Performative, Bytes) {
-        loop {
-            let f = tokio::time::timeout(WAIT, read_frame(&mut self.stream, 1 << 24))
-                .await
-                .expect("a frame within the wait")
-                .unwrap()
-                .expect("the connection is open");
-            if let Some(x) = decode_amqp_body(&f.body).unwrap() {
-                return x;
-            }
-        }
-    }
-
-    /// Asserts that nothing but heartbeats arrives for `d`.
-    async fn quiet(&mut self, d: Duration) {
-        let end = tokio::time::Instant::now() + d;
-        loop {
-            match tokio::time::timeout_at(end, read_frame(&mut self.stream, 1 << 24)).await {
-                Err(_) => return,
-                Ok(f) => {
-                    let f = f.unwrap().unwrap();
-                    if let Some((p, _)) = decode_amqp_body(&f.body).unwrap() {
-                        panic!("expected no frame, got {p:?}");
-                    }
-                }
-            }
-        }
-    }
-
-    async fn attach_sender(&mut self, handle: u32, address: &str) -> (Performative, Bytes) {
-        self.send(
-            0,
-            Performative::Attach(attach(handle, Role::Sender, address, None)),
-            &[],
-        )
-        .await;
-        self.recv().await
-    }
-
-    async fn attach_receiver(&mut self, handle: u32, address: &str, settled: bool) -> Attach {
-        let mut a = attach(handle, Role::Receiver, address, None);
-        if settled {
-            a.snd_settle_mode = SenderSettleMode::Settled;
-            a.rcv_settle_mode = ReceiverSettleMode::First;
-        }
-        self.send(0, Performative::Attach(a), &[]).await;
-        match self.recv().await.0 {
-            Performative::Attach(a) => a,
-            other => panic!("expected attach, got {other:?}"),
-        }
-    }
-
-    async fn transfer(&mut self, handle: u32, id: u32, format: u32, payload: &[u8]) {
-        let t = Transfer {
-            handle: Handle(handle),
-            delivery_id: Some(id),
-            delivery_tag: Some(ByteBuf::from(id.to_be_bytes().to_vec())),
-            message_format: Some(format),
-            settled: Some(false),
-            more: false,
-            rcv_settle_mode: None,
-            state: None,
-            resume: false,
-            aborted: false,
-            batchable: false,
-        };
-        self.send(0, Performative::Transfer(t), payload).await;
-    }
-
-    async fn flow(&mut self, handle: u32, delivery_count: u32, credit: u32, drain: bool) {
-        let f = Flow {
-            next_incoming_id: Some(0),
-            incoming_window: 10_000,
-            next_outgoing_id: 0,
-            outgoing_window: 10_000,
-            handle: Some(Handle(handle)),
-            delivery_count: Some(delivery_count),
-            link_credit: Some(credit),
-            available: None,
-            drain,
-            echo: false,
-            properties: None,
-        };
-        self.send(0, Performative::Flow(f), &[]).await;
-    }
-
-    async fn settle(&mut self, id: u32, state: DeliveryState) -> Disposition {
-        let d = Disposition {
-            role: Role::Receiver,
-            first: id,
-            last: None,
-            settled: false,
-            state: Some(state),
-            batchable: false,
-        };
-        self.send(0, Performative::Disposition(d), &[]).await;
-        match self.recv().await.0 {
-            Performative::Disposition(d) => d,
-            other => panic!("expected disposition, got {other:?}"),
-        }
-    }
-}
-
-fn attach(handle: u32, role: Role, address: &str, filter: Option<AV>) -> Attach {
-    let mut source = Source::builder().address(address.to_string()).build();
-    if let Some(f) = filter {
-        let mut fs = OrderedMap::new();
-        fs.insert(Symbol::from("com.microsoft:session-filter"), f);
-        source.filter = Some(fs);
-    }
-    let receiver = role == Role::Receiver;
-    Attach {
-        name: format!("link-{handle}"),
-        handle: Handle(handle),
-        role,
-        snd_settle_mode: SenderSettleMode::Unsettled,
-        rcv_settle_mode: if receiver {
-            ReceiverSettleMode::Second
-        } else {
-            ReceiverSettleMode::First
-        },
-        source: Some(Box::new(source)),
-        target: Some(Box::new(TargetArchetype::Target(Target {
-            address: Some(address.to_string()),
-            ..Default::default()
-        }))),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: if receiver { None } else { Some(0) },
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    }
-}
-
-/// The condition symbol as it went over the wire (standard conditions decode to enum variants).
-fn condition(e: &Option<AmqpError>) -> String {
-    let Some(e) = e else {
-        return String::new();
-    };
-    let bytes = serde_amqp::to_vec(&e.condition).unwrap();
-    match serde_amqp::from_slice::<AV>(&bytes).unwrap() {
-        AV::Symbol(s) => s.0,
-        other => format!("{other:?}"),
-    }
-}
-
-/// Sends `n` messages on a fresh sender link (handle 1) and checks each is accepted.
-async fn send_messages(c: &mut Client, queue: &str, n: u32) {
-    let (p, _) = c.attach_sender(1, queue).await;
-    assert!(matches!(p, Performative::Attach(_)));
-    match c.recv().await.0 {
-        Performative::Flow(f) => assert!(f.link_credit.unwrap_or(0) >= n),
-        other => panic!("expected credit, got {other:?}"),
-    }
-    for i in 0..n {
-        c.transfer(1, i, 0, &encode_simple(&format!("m{i}"), None, b"x"))
-            .await;
-    }
-    for _ in 0..n {
-        match c.recv().await.0 {
-            Performative::Disposition(d) => {
-                assert!(d.settled);
-                assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
-            }
-            other => panic!("expected disposition, got {other:?}"),
-        }
     }
 }
 
@@ -744,5 +479,94 @@ async fn holds_a_thousand_connections() {
         c.attach_sender(0, "nope").await;
     }
     drop(clients);
+    s.stop().await;
+}
+
+// ----- SAS validation on links ----------------------------------------------------------------
+
+#[tokio::test]
+async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
+    let start: i64 = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let backend = ServiceBusBackend::with_clock(None, clock.clone());
+    let key = localzure::sas::SasKey {
+        name: "RootManageSharedAccessKey".into(),
+        key: "secret-key".into(),
+    };
+    let opts = AmqpOptions {
+        sas: Some(key.clone()),
+        ..AmqpOptions::default()
+    };
+    let s = Server::start_with(backend, opts).await;
+    s.queue("q", EntityProps::default()).await;
+    s.queue("other", EntityProps::default()).await;
+    let now = (start / 1000) as u64;
+    let mut c = Client::connect(s.addr).await;
+    c.open_cbs().await;
+
+    // No token yet: senders and receivers are refused.
+    c.expect_unauthorized(0, Role::Sender, "amqps://localhost/q")
+        .await;
+    c.expect_unauthorized(1, Role::Receiver, "amqps://localhost/q")
+        .await;
+
+    // Bad tokens are refused by CBS and grant nothing.
+    let wrong = localzure::sas::SasKey {
+        key: "wrong".into(),
+        ..key.clone()
+    };
+    let forged = localzure::sas::token(&wrong, "sb://localhost/q", now + 3600);
+    assert_eq!(
+        c.put_token(0, "sb://localhost/q", &forged).await,
+        AV::Int(401)
+    );
+    let expired = localzure::sas::token(&key, "sb://localhost/q", now - 1);
+    assert_eq!(
+        c.put_token(1, "sb://localhost/q", &expired).await,
+        AV::Int(401)
+    );
+    c.expect_unauthorized(2, Role::Sender, "q").await;
+
+    // A valid token for q: q's links work, other's do not.
+    let good = localzure::sas::token(&key, "sb://localhost/q", now + 60);
+    assert_eq!(
+        c.put_token(2, "sb://localhost/q", &good).await,
+        AV::Int(202)
+    );
+    send_messages(&mut c, "amqps://localhost/q", 2).await;
+    assert_eq!(s.count(&QueuePath::queue("q")), 2);
+    let a = c
+        .attach_receiver(3, "amqps://localhost/q/$DeadLetterQueue", false)
+        .await;
+    assert!(a.source.is_some(), "the dead-letter queue is under q");
+    c.expect_unauthorized(4, Role::Sender, "amqps://localhost/other")
+        .await;
+
+    // Once the token has expired, new links are refused again; a renewed token opens them.
+    clock.advance(61_000);
+    c.expect_unauthorized(5, Role::Receiver, "amqps://localhost/q")
+        .await;
+    let renewed = localzure::sas::token(&key, "sb://localhost/q", now + 3600);
+    assert_eq!(
+        c.put_token(3, "sb://localhost/q", &renewed).await,
+        AV::Int(202)
+    );
+    let a = c.attach_receiver(6, "amqps://localhost/q", false).await;
+    assert!(a.source.is_some());
+
+    // A namespace-wide token is accepted for any audience, and grants that audience.
+    let mut c2 = Client::connect(s.addr).await;
+    c2.open_cbs().await;
+    let ns = localzure::sas::token(&key, "sb://localhost/", now + 3600);
+    assert_eq!(
+        c2.put_token(0, "sb://localhost/other", &ns).await,
+        AV::Int(202)
+    );
+    let (p, _) = c2.attach_sender(0, "other").await;
+    assert!(matches!(p, Performative::Attach(_)));
+    match c2.recv().await.0 {
+        Performative::Flow(_) => {}
+        other => panic!("expected credit, got {other:?}"),
+    }
     s.stop().await;
 }

@@ -296,23 +296,6 @@ async fn json_acknowledged_sends_survive_sigkill() {
 
 // ----- torn and corrupt journals ---------------------------------------------------------------
 
-/// `(offset, total length)` of every record frame in a journal file.
-fn journal_frames(bytes: &[u8]) -> Vec<(usize, usize)> {
-    assert_eq!(&bytes[..6], b"LZWAL\0", "journal magic");
-    let mut out = Vec::new();
-    let mut off = 8;
-    while off + 16 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
-        if off + 16 + len > bytes.len() {
-            break;
-        }
-        out.push((off, 16 + len));
-        off += 16 + len;
-    }
-    assert_eq!(off, bytes.len(), "journal ends on a frame boundary");
-    out
-}
-
 /// A store with a queue and `n` sends, left behind by SIGKILL (so the journal holds them).
 async fn killed_with_journal(kind: Kind, n: usize) -> (Store, serde_json::Value) {
     let store = Store::new(kind);

@@ -6,7 +6,10 @@
 //! The emulator accepts every token, as the official emulator does, unless SAS validation is
 //! configured (`LOCALZURE_SAS_KEY_NAME`/`LOCALZURE_SAS_KEY`): then a `put-token` whose token
 //! (the body, a string) is badly signed, expired or not for its `name` (the audience) answers
-//! 401 with the reason as status-description, as Azure does.
+//! 401 with the reason as status-description, as Azure does. An accepted token is then a
+//! [`Grant`] of its connection: a link to an entity attaches only while the connection holds an
+//! unexpired grant covering the entity's path; otherwise it is attached and at once detached
+//! with `amqp:unauthorized-access`, as Azure answers.
 
 use super::convert::{encode_response, AmqpMessage, ConvertError};
 use crate::sas::SasKey;
@@ -15,52 +18,84 @@ use serde_amqp::Value as AV;
 /// Validates the token of a put-token request for its audience (`name`, e.g.
 /// `sb://host/queue`).
 fn check(request: &AmqpMessage, key: &SasKey, now_secs: u64) -> Result<(), String> {
+    let Some((token, path)) = token_and_audience(request) else {
+        return Err("MissingToken: The put-token request has no token.".to_string());
+    };
+    crate::sas::validate(key, &token, Some(&path), now_secs)
+}
+
+/// What an accepted put-token grants on its connection (when SAS validation is on): links to
+/// `scope` and the paths below it, until `expires` (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Lowercase entity path of the token's audience; empty for the whole namespace.
+    pub scope: String,
+    pub expires: u64,
+}
+
+/// Whether `grants` let a link attach to `entity` (a path, any case) at `now_secs`.
+pub fn granted(grants: &[Grant], entity: &str, now_secs: u64) -> bool {
+    let entity = entity.trim_matches('/').to_ascii_lowercase();
+    grants
+        .iter()
+        .any(|g| g.expires > now_secs && crate::sas::covers(&g.scope, &entity))
+}
+
+/// The token of a put-token request and its audience's entity path (lowercase).
+fn token_and_audience(request: &AmqpMessage) -> Option<(String, String)> {
     let token = match &request.body {
         super::convert::AmqpBody::Value(AV::String(s)) => s.clone(),
         super::convert::AmqpBody::Value(AV::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
         super::convert::AmqpBody::Data(chunks) => {
             String::from_utf8_lossy(&chunks.concat()).into_owned()
         }
-        _ => return Err("MissingToken: The put-token request has no token.".to_string()),
+        _ => return None,
     };
     let audience = request
         .app_property("name")
         .and_then(super::convert::text_of)
         .unwrap_or_default();
-    let rest = audience
-        .split_once("://")
-        .map_or(audience.as_str(), |(_, r)| r);
-    let path = rest.split_once('/').map_or("", |(_, p)| p);
-    crate::sas::validate(key, &token, Some(path), now_secs)
+    let path = super::address::normalize(&audience).to_ascii_lowercase();
+    Some((token, path))
 }
 
 /// Answers a CBS request: `put-token` is accepted (202) when `sas` is `None` or the token is
-/// valid at `now_secs`, else refused (401); anything else answers 200.
+/// valid at `now_secs`, else refused (401); anything else answers 200. With `sas` set, an
+/// accepted token's [`Grant`] is returned for the connection to remember.
 pub fn respond(
     request: &AmqpMessage,
     sas: Option<&SasKey>,
     now_secs: u64,
-) -> Result<Vec<u8>, ConvertError> {
+) -> Result<(Vec<u8>, Option<Grant>), ConvertError> {
     let operation = request
         .app_property("operation")
         .and_then(super::convert::text_of)
         .unwrap_or_default();
+    let mut grant = None;
     let (code, description) = if operation == "put-token" || operation.is_empty() {
         match sas.map(|key| check(request, key, now_secs)) {
             Some(Err(reason)) => (401, reason),
-            _ => (202, "Accepted".to_string()),
+            Some(Ok(())) => {
+                grant = token_and_audience(request).map(|(token, scope)| Grant {
+                    scope,
+                    expires: crate::sas::expiry(&token).unwrap_or(0),
+                });
+                (202, "Accepted".to_string())
+            }
+            None => (202, "Accepted".to_string()),
         }
     } else {
         (200, "OK".to_string())
     };
-    encode_response(
+    let bytes = encode_response(
         request.message_id(),
         vec![
             ("status-code", AV::Int(code)),
             ("status-description", AV::String(description)),
         ],
         AV::Null,
-    )
+    )?;
+    Ok((bytes, grant))
 }
 
 #[cfg(test)]
@@ -82,7 +117,8 @@ mod tests {
             AV::String("SharedAccessSignature sr=...".into()),
         )
         .unwrap();
-        let resp = respond(&decode_message(&req).unwrap(), None, 0).unwrap();
+        let (resp, grant) = respond(&decode_message(&req).unwrap(), None, 0).unwrap();
+        assert_eq!(grant, None, "no grants without SAS validation");
         let m = decode_message(&resp).unwrap();
         assert_eq!(m.properties.get(5), Some(&id));
         assert_eq!(m.app_property("status-code"), Some(&AV::Int(202)));
@@ -104,7 +140,7 @@ mod tests {
     }
 
     fn status(req: &AmqpMessage, key: &SasKey, now: u64) -> (AV, String) {
-        let m = decode_message(&respond(req, Some(key), now).unwrap()).unwrap();
+        let m = decode_message(&respond(req, Some(key), now).unwrap().0).unwrap();
         let d = super::super::convert::text_of(m.app_property("status-description").unwrap())
             .unwrap_or_default();
         (m.app_property("status-code").cloned().unwrap(), d)

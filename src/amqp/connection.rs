@@ -119,6 +119,7 @@ where
         next_link_id: 1,
         locks: Arc::new(Mutex::new(HashMap::new())),
         tasks: Vec::new(),
+        grants: Arc::new(Mutex::new(Vec::new())),
     };
     let result = conn.run(frame_rx, events_rx, &mut wr, shutdown).await;
     reader.abort();
@@ -310,6 +311,8 @@ struct Conn {
     next_link_id: u64,
     locks: SessionLocks,
     tasks: Vec<JoinHandle<()>>,
+    /// Accepted put-tokens of this connection (only recorded with SAS validation on).
+    grants: Arc<Mutex<Vec<cbs::Grant>>>,
 }
 
 fn error(condition: &str, description: impl Into<String>) -> AmqpError {
@@ -644,6 +647,24 @@ impl Conn {
         }
     }
 
+    /// With SAS validation on: the error refusing a link to `entity` that no unexpired
+    /// put-token of this connection covers (`claim`: "Send" or "Listen", as Azure words it).
+    fn unauthorized(&self, entity: &str, claim: &str) -> Option<AmqpError> {
+        self.opts.sas.as_ref()?;
+        let now = u64::try_from(self.backend.now().div_euclid(1000)).unwrap_or(0);
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        if cbs::granted(&grants, entity, now) {
+            return None;
+        }
+        Some(error(
+            "amqp:unauthorized-access",
+            format!(
+                "Unauthorized access. '{claim}' claim(s) are required to perform this operation. Resource: 'sb://localhost/{}'.",
+                entity.to_ascii_lowercase()
+            ),
+        ))
+    }
+
     /// A client sender: to an entity, `$cbs`, or a management node.
     fn attach_incoming(&mut self, ch: u16, a: Attach, link_id: u64) {
         let address = target_address(&a);
@@ -653,6 +674,10 @@ impl Conn {
             Node::Cbs => InTarget::Cbs,
             Node::Management(p) => InTarget::Management(p),
             Node::Entity(p) => {
+                if let Some(err) = self.unauthorized(&p, "Send") {
+                    self.refuse_attach(ch, reply, err, link_id);
+                    return;
+                }
                 let exists = self
                     .backend
                     .read(|b| b.queue_info(&p).is_some() || b.topic_info(&p).is_some());
@@ -715,6 +740,10 @@ impl Conn {
             }
             Node::Entity(p) => p,
         };
+        if let Some(err) = self.unauthorized(&path, "Listen") {
+            self.refuse_attach(ch, reply, err, link_id);
+            return;
+        }
         let qp = match address::queue_path(&path) {
             Ok(qp) => qp,
             Err(e) => {
@@ -1048,6 +1077,7 @@ impl Conn {
                 let backend = self.backend.clone();
                 let locks = self.locks.clone();
                 let sas = self.opts.sas.clone();
+                let grants = self.grants.clone();
                 worker.submit(Box::pin(async move {
                     let request = match request {
                         Ok(r) => r,
@@ -1061,7 +1091,18 @@ impl Conn {
                             &request,
                             sas.as_ref(),
                             u64::try_from(backend.now().div_euclid(1000)).unwrap_or(0),
-                        ),
+                        )
+                        .map(|(message, grant)| {
+                            // Remembered before the answer goes out: the client attaches
+                            // only after reading it.
+                            if let Some(g) = grant {
+                                let mut all = grants.lock().unwrap_or_else(|e| e.into_inner());
+                                // A renewed token replaces the one for the same audience.
+                                all.retain(|old| old.scope != g.scope);
+                                all.push(g);
+                            }
+                            message
+                        }),
                         Some(path) => management::respond(&backend, path, &request, &locks).await,
                     };
                     match response {

@@ -1016,3 +1016,30 @@ pub async fn populate(http: &Http) -> String {
         .expect("Location under the base URL")
         .to_string()
 }
+
+// ----- the journal's framing ----------------------------------------------------------------
+
+/// `(offset, total length)` of every record frame in a journal file: the one place the tests
+/// know the framing (`[file header][len u32 LE][crc32 u32 LE][lsn u64 LE][payload]…`, see
+/// `src/storage/mod.rs`). An all-zero frame header (a preallocated or end-marked tail) ends
+/// the records.
+pub fn journal_frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    use localzure::storage::journal::{FRAME_HEADER_LEN, HEADER_LEN, MAGIC};
+    assert_eq!(&bytes[..MAGIC.len()], MAGIC, "journal magic");
+    let mut out = Vec::new();
+    let mut off = HEADER_LEN as usize;
+    while off + FRAME_HEADER_LEN <= bytes.len() {
+        let head = &bytes[off..off + FRAME_HEADER_LEN];
+        if head.iter().all(|b| *b == 0) {
+            return out;
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        if off + FRAME_HEADER_LEN + len > bytes.len() {
+            break;
+        }
+        out.push((off, FRAME_HEADER_LEN + len));
+        off += FRAME_HEADER_LEN + len;
+    }
+    assert_eq!(off, bytes.len(), "journal ends on a frame boundary");
+    out
+}

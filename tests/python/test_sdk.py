@@ -354,3 +354,37 @@ def test_large_message_spans_frames(server, client):
         m = receive_n(r, 1)[0]
         assert body(m) == payload
         r.complete_message(m)
+
+
+def test_sas_validation_refuses_a_wrong_key():
+    """With LOCALZURE_SAS_KEY_NAME/KEY set, the right key works and a wrong one is an auth error."""
+    from conftest import sas_token
+    from azure.servicebus.exceptions import ServiceBusAuthenticationError
+
+    key_name, key = "RootManageSharedAccessKey", "the-right-key"
+    s = Server(
+        tempfile.mkdtemp(prefix="localzure-sas-"),
+        {"LOCALZURE_SAS_KEY_NAME": key_name, "LOCALZURE_SAS_KEY": key},
+    )
+    try:
+        s.auth = sas_token(f"http://127.0.0.1:{s.http_port}/", key_name, key)
+        q = s.create_queue()
+
+        def conn(k):
+            return s.conn_str.replace("SharedAccessKey=SAS_KEY_VALUE", f"SharedAccessKey={k}")
+
+        with ServiceBusClient.from_connection_string(conn(key)) as c:
+            with c.get_queue_sender(q) as sender:
+                sender.send_messages(ServiceBusMessage("authorized"))
+            with c.get_queue_receiver(q, max_wait_time=5) as receiver:
+                got = receive_n(receiver, 1)
+                assert [body(m) for m in got] == ["authorized"]
+                receiver.complete_message(got[0])
+
+        with ServiceBusClient.from_connection_string(conn("a-wrong-key"), retry_total=0) as c:
+            # The CBS put-token answers 401; the SDK surfaces it as an authentication error.
+            with pytest.raises(ServiceBusAuthenticationError):
+                with c.get_queue_sender(q) as sender:
+                    sender.send_messages(ServiceBusMessage("refused"))
+    finally:
+        s.stop()
