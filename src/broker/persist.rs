@@ -364,16 +364,31 @@ impl Broker {
         // Parsing is the bulk of recovery: spread it over the cores, insert in order after.
         let parsed = parse_messages(&snap.messages)?;
         let mut groups: BTreeMap<(EntityKey, bool), Vec<Message>> = BTreeMap::new();
+        // Backends hand messages over in runs of one entity; the group key (lowercased names)
+        // is built once per run, not once per message.
+        let mut run: Option<(&MessageKey, (EntityKey, bool), Vec<Message>)> = None;
         for (rec, m) in snap.messages.iter().zip(parsed) {
-            let key = EntityKey {
-                kind: rec.key.entity.kind,
-                topic: rec.key.entity.topic.as_deref().map(names::key),
-                name: names::key(&rec.key.entity.name),
-            };
-            groups
-                .entry((key, rec.key.dead_letter))
-                .or_default()
-                .push(m);
+            match &mut run {
+                Some((k, _, msgs))
+                    if k.dead_letter == rec.key.dead_letter && k.entity == rec.key.entity =>
+                {
+                    msgs.push(m)
+                }
+                _ => {
+                    if let Some((_, key, msgs)) = run.take() {
+                        add_group(&mut groups, key, msgs);
+                    }
+                    let key = EntityKey {
+                        kind: rec.key.entity.kind,
+                        topic: rec.key.entity.topic.as_deref().map(names::key),
+                        name: names::key(&rec.key.entity.name),
+                    };
+                    run = Some((&rec.key, (key, rec.key.dead_letter), vec![m]));
+                }
+            }
+        }
+        if let Some((_, key, msgs)) = run.take() {
+            add_group(&mut groups, key, msgs);
         }
         for ((key, dead_letter), msgs) in groups {
             let rcv = b
@@ -436,6 +451,20 @@ impl Broker {
                 .map(|s| &mut s.q),
             EntityKind::Topic => None,
         }
+    }
+}
+
+/// Adds a run of messages to its group (moving the vector when it is the group's first run).
+fn add_group(
+    groups: &mut BTreeMap<(EntityKey, bool), Vec<Message>>,
+    key: (EntityKey, bool),
+    msgs: Vec<Message>,
+) {
+    let slot = groups.entry(key).or_default();
+    if slot.is_empty() {
+        *slot = msgs;
+    } else {
+        slot.extend(msgs);
     }
 }
 
