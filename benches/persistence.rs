@@ -21,6 +21,22 @@ use tokio_util::sync::CancellationToken;
 const SENDERS: usize = 64;
 const QUEUE_XML: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"><QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"/></content></entry>"#;
 
+/// User + system CPU seconds this process has used so far (Linux `/proc/self/stat`; 0 elsewhere).
+/// Printed next to wall-clock figures because the machine the figures come from is shared.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -39,8 +55,9 @@ fn storage(kind: StorageType, dir: &std::path::Path) -> StorageConfig {
     }
 }
 
-/// Messages per second for 64 concurrent HTTP senders against a fresh server.
-async fn send_throughput(kind: StorageType, per_sender: usize) -> f64 {
+/// Messages per second for 64 concurrent HTTP senders against a fresh server, and the CPU
+/// seconds (client and server, user + system) per 1,000 messages.
+async fn send_throughput(kind: StorageType, per_sender: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = storage(kind, dir.path());
     let backend = ServiceBusBackend::new(Some(cfg.clone()));
@@ -71,6 +88,7 @@ async fn send_throughput(kind: StorageType, per_sender: usize) -> f64 {
         .await
         .expect("create queue");
     let started = Instant::now();
+    let cpu = cpu_secs();
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
         let client = client.clone();
@@ -92,9 +110,11 @@ async fn send_throughput(kind: StorageType, per_sender: usize) -> f64 {
         t.await.expect("sender");
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
     shutdown.cancel();
     let _ = server.await;
-    (SENDERS * per_sender) as f64 / secs
+    let sent = (SENDERS * per_sender) as f64;
+    (sent / secs, cpu / sent * 1000.0)
 }
 
 /// Builds a SQLite store holding `n` messages over 10 queues, with a snapshot LSN of 0.
@@ -150,15 +170,16 @@ async fn main() {
         StorageType::Sqlite,
         StorageType::Json,
     ] {
-        let rate = send_throughput(kind, per_sender).await;
+        let (rate, cpu_per_1000) = send_throughput(kind, per_sender).await;
         if kind == StorageType::InMemory {
             base = rate;
         }
         println!(
-            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory)",
+            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory)  CPU {:.1} ms per 1,000 messages",
             kind.as_str(),
             rate,
-            (rate / base - 1.0) * 100.0
+            (rate / base - 1.0) * 100.0,
+            cpu_per_1000 * 1000.0
         );
     }
 
@@ -167,13 +188,28 @@ async fn main() {
     let t = Instant::now();
     build_store(dir.path(), n);
     println!("built store in {:.1} s", t.elapsed().as_secs_f64());
+    {
+        // The two halves of recovery on their own: the backend's read, then the rebuild.
+        let (t, cpu) = (Instant::now(), cpu_secs());
+        let mut b = SqliteBackend::open(&dir.path().join("sb.db"), true).expect("open");
+        let snap = b.load().expect("load").expect("a snapshot");
+        let (read, read_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+        let (t, cpu) = (Instant::now(), cpu_secs());
+        let broker = Broker::restore(&snap, 1_700_000_000_000).expect("restore");
+        let (rebuild, rebuild_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+        drop((broker, snap));
+        println!(
+            "recovery parts: SQLite read {read:.2} s (CPU {read_cpu:.2} s), rebuild {rebuild:.2} s (CPU {rebuild_cpu:.2} s)"
+        );
+    }
     let cfg = storage(StorageType::Sqlite, dir.path());
     let backend = ServiceBusBackend::new(Some(cfg));
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_secs());
     backend.initialize_persistence().await.expect("init");
     println!(
-        "recovery (load + replay + post-replay snapshot): {:.2} s",
-        t.elapsed().as_secs_f64()
+        "recovery (load + replay + post-replay snapshot): {:.2} s (CPU {:.2} s)",
+        t.elapsed().as_secs_f64(),
+        cpu_secs() - cpu
     );
     for i in 0..1000 {
         backend

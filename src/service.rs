@@ -20,7 +20,7 @@ use crate::storage::journal::Journal;
 use crate::storage::json::JsonBackend;
 use crate::storage::memory::MemoryBackend;
 use crate::storage::sqlite::SqliteBackend;
-use crate::storage::{Backend, BackendStats, StorageError};
+use crate::storage::{Backend, BackendStats, Snapshot, StorageError};
 use crate::time::{Clock, Millis, SystemClock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -218,12 +218,16 @@ impl ServiceBusBackend {
         }
         let snap_lsn = snap.as_ref().map(|s| s.lsn).unwrap_or(0);
         let location = self.location();
-        let broker = tokio::task::spawn_blocking(move || match &snap {
-            Some(s) => Broker::restore(s, now).map_err(|detail| StorageError::Corrupt {
-                path: location.into(),
-                detail,
-            }),
-            None => Ok(Broker::new(now)),
+        let broker = tokio::task::spawn_blocking(move || {
+            let restored = match &snap {
+                Some(s) => Broker::restore(s, now).map_err(|detail| StorageError::Corrupt {
+                    path: location.into(),
+                    detail,
+                }),
+                None => Ok(Broker::new(now)),
+            };
+            drop_in_background(snap);
+            restored
         })
         .await
         .map_err(|e| StorageError::Other(e.to_string()))??;
@@ -732,6 +736,18 @@ pub struct StorageStats {
     pub wal_size_bytes: u64,
     pub last_snapshot: Option<Millis>,
     pub status: PersistenceStatus,
+}
+
+/// Frees a loaded snapshot on a short-lived thread of its own: releasing a million message
+/// records takes a sizeable part of a second, and nothing waits for it. Small snapshots (and a
+/// failed spawn) are dropped here.
+fn drop_in_background(snap: Option<Snapshot>) {
+    let Some(snap) = snap.filter(|s| s.messages.len() >= 10_000) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("snapshot-free".to_string())
+        .spawn(move || drop(snap));
 }
 
 fn cfg_wal(c: &StorageConfig) -> bool {

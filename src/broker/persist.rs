@@ -364,16 +364,27 @@ impl Broker {
         // Parsing is the bulk of recovery: spread it over the cores, insert in order after.
         let parsed = parse_messages(&snap.messages)?;
         let mut groups: BTreeMap<(EntityKey, bool), Vec<Message>> = BTreeMap::new();
-        for (rec, m) in snap.messages.iter().zip(parsed) {
+        // Backends hand messages over in runs of one entity: the group key (lowercased names)
+        // is built once per run, and each run's vector is allocated once at its final size.
+        let mut parsed = parsed.into_iter().flatten();
+        let mut start = 0;
+        while start < snap.messages.len() {
+            let first = &snap.messages[start].key;
+            let len = snap.messages[start..]
+                .iter()
+                .take_while(|r| {
+                    r.key.dead_letter == first.dead_letter && r.key.entity == first.entity
+                })
+                .count();
+            let mut msgs = Vec::with_capacity(len);
+            msgs.extend(parsed.by_ref().take(len));
             let key = EntityKey {
-                kind: rec.key.entity.kind,
-                topic: rec.key.entity.topic.as_deref().map(names::key),
-                name: names::key(&rec.key.entity.name),
+                kind: first.entity.kind,
+                topic: first.entity.topic.as_deref().map(names::key),
+                name: names::key(&first.entity.name),
             };
-            groups
-                .entry((key, rec.key.dead_letter))
-                .or_default()
-                .push(m);
+            add_group(&mut groups, (key, first.dead_letter), msgs);
+            start += len;
         }
         for ((key, dead_letter), msgs) in groups {
             let rcv = b
@@ -439,14 +450,32 @@ impl Broker {
     }
 }
 
+/// Adds a run of messages to its group (moving the vector when it is the group's first run).
+fn add_group(
+    groups: &mut BTreeMap<(EntityKey, bool), Vec<Message>>,
+    key: (EntityKey, bool),
+    msgs: Vec<Message>,
+) {
+    let slot = groups.entry(key).or_default();
+    if slot.is_empty() {
+        *slot = msgs;
+    } else {
+        slot.extend(msgs);
+    }
+}
+
 /// Parses message records on every core (recovery of a million messages is mostly JSON).
-fn parse_messages(records: &[MessageRecord]) -> Result<Vec<Message>, String> {
+/// The result comes in consecutive parts (one per thread), not copied into one vector.
+fn parse_messages(records: &[MessageRecord]) -> Result<Vec<Vec<Message>>, String> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
     if records.len() < 10_000 || threads == 1 {
-        return records.iter().map(parse_message).collect();
+        return Ok(vec![records
+            .iter()
+            .map(parse_message)
+            .collect::<Result<_, _>>()?]);
     }
     let chunk = records.len().div_ceil(threads);
     let results: Vec<Result<Vec<Message>, String>> = std::thread::scope(|scope| {
@@ -462,11 +491,7 @@ fn parse_messages(records: &[MessageRecord]) -> Result<Vec<Message>, String> {
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(records.len());
-    for r in results {
-        out.extend(r?);
-    }
-    Ok(out)
+    results.into_iter().collect()
 }
 
 fn parse_message(rec: &MessageRecord) -> Result<Message, String> {

@@ -2,22 +2,33 @@
 //!
 //! # File format
 //! ```text
-//! header:  "LZWAL\0" (6 bytes) | format version u16 LE (= 1)
+//! header:  "LZWAL\0" (6 bytes) | format version u16 LE (= 2)
 //! record:  len u32 LE | crc32 u32 LE | lsn u64 LE | payload (len bytes)
+//! end:     zero bytes up to the end of the file (preallocated space, format version 2)
 //! ```
 //! `len` is the payload length; the CRC (crc32fast, IEEE) covers `lsn ‖ payload`. LSNs start at 1
 //! and strictly increase through the file.
+//!
+//! # Preallocation (format version 2)
+//! The file is grown ahead of the records in [`PREALLOC_CHUNK`] steps by writing zeros, so the
+//! `fdatasync` of a batch that lands inside already allocated space writes data only (no size
+//! change, no extent conversion to commit): on ext4 that is the difference between a data write
+//! and a journal commit per batch. A frame header of 16 zero bytes can't be a record (LSNs start
+//! at 1), so a zero frame header followed only by zeros is the clean end of the log. Version 1
+//! files (no preallocation) are read the same way and their header is upgraded to version 2 in
+//! place when opened for writing.
 //!
 //! # Durability
 //! [`Journal::append`] only assigns an LSN and buffers the record, so it never blocks on I/O.
 //! A dedicated thread, `journal-flush`, writes everything buffered with one `write` and one
 //! `sync_data` (group commit: one fsync serves every request waiting in that batch) and
 //! publishes the durable LSN on a `tokio::sync::watch` channel that [`Journal::wait_durable`]
-//! and health checks read.
+//! and health checks read. Each [`Journal::wait_durable`] caller registers for its own LSN and
+//! is woken only once that LSN is durable (or the journal fails), not on every flush.
 //!
 //! When a write or fsync fails (disk full, permissions), the batch stays buffered, the failure is
 //! published (every waiter for a record not yet durable gets [`StorageError::JournalFailed`]),
-//! the file is cut back to its last good length (so a half-written batch never sits in front of
+//! the file is cut back to its last good length (dropping the preallocated space too) (so a half-written batch never sits in front of
 //! a later good one), and the flusher retries every [`RETRY_INTERVAL`]. Nothing that was
 //! acknowledged is lost, and records appended meanwhile are written once the disk recovers.
 //!
@@ -29,7 +40,8 @@
 //! and whose CRC matches. Byte-wise search means a damaged length field can't hide the good
 //! records behind it; the LSN window keeps the scan from computing CRCs at almost every offset of
 //! random data.
-//! - Nothing valid after it: a torn write from a crash mid-append. Those records were never
+//! - Nothing after it but zeros, and it is a zero frame header: the clean end of the log.
+//! - Nothing valid after it otherwise: a torn write from a crash mid-append. Those records were never
 //!   acknowledged, so they are dropped, the file is truncated at that offset and
 //!   [`Replay::torn_tail`] reports it (the caller logs a warning naming the offset).
 //! - A valid record after it: corruption, and [`StorageError::Corrupt`] names the file and offset;
@@ -41,6 +53,7 @@
 //! remedy is documented in the persistence guide (remove the WAL file).
 
 use super::StorageError;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -48,12 +61,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// The first six bytes of every journal file.
 pub const MAGIC: &[u8; 6] = b"LZWAL\0";
-/// The format version this binary writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this binary writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this binary reads (version 1: no preallocated zero tail).
+pub const MIN_FORMAT_VERSION: u16 = 1;
+/// The file grows by at least this many bytes (of zeros) at a time, ahead of the records.
+pub const PREALLOC_CHUNK: u64 = 1 << 20;
 /// Length of the file header (magic + version).
 pub const HEADER_LEN: u64 = 8;
 /// Length of a record's frame header (len + crc + lsn).
@@ -102,6 +119,11 @@ pub struct Replay {
     pub torn_tail: Option<u64>,
 }
 
+/// What a waiter is told: durable, or the error that stopped it.
+type WaitOutcome = Result<(), String>;
+/// `wait_durable` callers by the LSN they wait for.
+type Waiters = BTreeMap<u64, Vec<oneshot::Sender<WaitOutcome>>>;
+
 /// Records appended but not yet written.
 struct Pending {
     /// Encoded frames, in LSN order.
@@ -116,6 +138,9 @@ struct Pending {
     failing: bool,
     last_failure: Option<Instant>,
     shutdown: bool,
+    /// The flusher is waiting on the condvar (appends only signal it then: a notify is a
+    /// syscall even when nobody waits).
+    flusher_idle: bool,
 }
 
 /// The open file and its last known good length.
@@ -124,6 +149,8 @@ struct FileState {
     file: Option<File>,
     /// Everything before this offset is valid, fsynced records.
     len: u64,
+    /// The file's length: zeros from `len` up to here (preallocated).
+    allocated: u64,
     /// A previous write failed: cut the file back to `len` before writing again.
     needs_trim: bool,
 }
@@ -135,6 +162,9 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     durable_tx: watch::Sender<DurableState>,
+    /// `wait_durable` callers by the LSN they wait for. Lock order: after `durable_tx`'s
+    /// internal lock is released (publish first, then wake).
+    waiters: Mutex<Waiters>,
     flushes: AtomicU64,
     size: AtomicU64,
     /// Test hook: make every write fail.
@@ -260,13 +290,29 @@ fn valid_record_after(buf: &[u8], bad: usize, last_good_lsn: u64) -> Option<(usi
     None
 }
 
-/// Parses a whole journal file: the records, and the offset of a torn tail if any.
-fn parse_file(path: &Path, buf: &[u8]) -> Result<(Records, Option<u64>), StorageError> {
+/// What [`parse_file`] found.
+struct Parsed {
+    records: Records,
+    /// The end of the last good record (where the next one goes).
+    end: u64,
+    /// Whether something other than zeros follows `end` (a torn write to drop).
+    torn: bool,
+    /// The header's format version (`None`: a torn header, start the file over).
+    version: Option<u16>,
+}
+
+/// Parses a whole journal file: the records, where they end, and whether a torn tail follows.
+fn parse_file(path: &Path, buf: &[u8]) -> Result<Parsed, StorageError> {
     let header = header_bytes();
     if buf.len() < HEADER_LEN as usize {
         // A crash while writing the header of a new file leaves a prefix of it.
         if header.starts_with(buf) {
-            return Ok((Vec::new(), Some(0)));
+            return Ok(Parsed {
+                records: Vec::new(),
+                end: 0,
+                torn: true,
+                version: None,
+            });
         }
         return Err(corrupt(path, "file too short for a journal header".into()));
     }
@@ -277,7 +323,7 @@ fn parse_file(path: &Path, buf: &[u8]) -> Result<(Records, Option<u64>), Storage
         ));
     }
     let version = u16::from_le_bytes([buf[6], buf[7]]);
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         let why = if version > FORMAT_VERSION {
             "newer than this binary supports"
         } else {
@@ -285,13 +331,17 @@ fn parse_file(path: &Path, buf: &[u8]) -> Result<(Records, Option<u64>), Storage
         };
         return Err(corrupt(
             path,
-            format!("journal format version {version} is {why} (supported: {FORMAT_VERSION})"),
+            format!("journal format version {version} is {why} (supported: {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"),
         ));
     }
     let mut records = Vec::new();
     let mut pos = HEADER_LEN as usize;
     let mut last_lsn = 0u64;
     while pos < buf.len() {
+        // The clean end: nothing but (preallocated) zeros from here on.
+        if buf[pos..].iter().all(|&b| b == 0) {
+            break;
+        }
         let problem = match parse_frame(buf, pos) {
             Ok((lsn, _, _)) if lsn <= last_lsn => {
                 format!("LSN {lsn} does not follow LSN {last_lsn}")
@@ -313,9 +363,19 @@ fn parse_file(path: &Path, buf: &[u8]) -> Result<(Records, Option<u64>), Storage
                 ),
             ));
         }
-        return Ok((records, Some(pos as u64)));
+        return Ok(Parsed {
+            records,
+            end: pos as u64,
+            torn: true,
+            version: Some(version),
+        });
     }
-    Ok((records, None))
+    Ok(Parsed {
+        records,
+        end: pos.min(buf.len()) as u64,
+        torn: false,
+        version: Some(version),
+    })
 }
 
 /// fsyncs a directory so a create or rename in it survives a crash.
@@ -359,31 +419,44 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(path, e)),
         };
-        let (records, torn_tail, mut file, len) = match existing {
+        let (records, torn_tail, mut file, len, allocated) = match existing {
             Some(buf) if !buf.is_empty() => {
-                let (records, torn) = parse_file(path, &buf)?;
+                let parsed = parse_file(path, &buf)?;
                 let mut file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(path)
                     .map_err(|e| io_err(path, e))?;
-                let len = match torn {
+                let (len, allocated) = match (parsed.version, parsed.torn) {
                     // A torn header: start the file over.
-                    Some(0) => {
+                    (None, _) => {
                         file.set_len(0).map_err(|e| io_err(path, e))?;
                         write_header(&mut file, path)?;
-                        HEADER_LEN
+                        (HEADER_LEN, HEADER_LEN)
                     }
-                    Some(off) => {
-                        file.set_len(off).map_err(|e| io_err(path, e))?;
-                        off
+                    // A torn write: cut it off (the preallocated space after it goes too and
+                    // is written again, as zeros, by the next flush).
+                    (Some(_), true) => {
+                        file.set_len(parsed.end).map_err(|e| io_err(path, e))?;
+                        (parsed.end, parsed.end)
                     }
-                    None => buf.len() as u64,
+                    (Some(_), false) => (parsed.end, buf.len() as u64),
                 };
+                if parsed.version.is_some_and(|v| v < FORMAT_VERSION) {
+                    // Version 1 had no zero tail; the records read the same, so upgrading is
+                    // rewriting the version field before anything is preallocated.
+                    file.seek(SeekFrom::Start(0))
+                        .and_then(|_| file.write_all(&header_bytes()))
+                        .map_err(|e| io_err(path, e))?;
+                }
                 // Make sure what we replay is on disk, even if the previous process died
                 // before its fsync (the data may only have been in the page cache).
                 file.sync_data().map_err(|e| io_err(path, e))?;
-                (records, torn, file, len)
+                let torn = match parsed.version {
+                    None => Some(0),
+                    Some(_) => parsed.torn.then_some(parsed.end),
+                };
+                (parsed.records, torn, file, len, allocated)
             }
             _ => {
                 let mut file = OpenOptions::new()
@@ -395,7 +468,7 @@ impl Journal {
                     .map_err(|e| io_err(path, e))?;
                 write_header(&mut file, path)?;
                 sync_dir(&dir)?;
-                (Vec::new(), None, file, HEADER_LEN)
+                (Vec::new(), None, file, HEADER_LEN, HEADER_LEN)
             }
         };
         file.seek(SeekFrom::Start(len))
@@ -408,6 +481,7 @@ impl Journal {
             file: Mutex::new(FileState {
                 file: Some(file),
                 len,
+                allocated,
                 needs_trim: false,
             }),
             pending: Mutex::new(Pending {
@@ -418,9 +492,11 @@ impl Journal {
                 failing: false,
                 last_failure: None,
                 shutdown: false,
+                flusher_idle: false,
             }),
             wake: Condvar::new(),
             durable_tx,
+            waiters: Mutex::new(BTreeMap::new()),
             flushes: AtomicU64::new(0),
             size: AtomicU64::new(len),
             inject_failure: AtomicBool::new(false),
@@ -450,8 +526,11 @@ impl Journal {
         p.last_appended = lsn;
         encode_frame(&mut p.bytes, lsn, &payload);
         p.count += 1;
+        let idle = std::mem::replace(&mut p.flusher_idle, false);
         drop(p);
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         lsn
     }
 
@@ -461,16 +540,27 @@ impl Journal {
     /// closed) before `lsn` became durable: the request must not be acknowledged. The record
     /// itself stays buffered and is written when the disk recovers.
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
-        let mut rx = self.shared.durable_tx.subscribe();
-        let state = rx
-            .wait_for(|s| s.durable_lsn() >= lsn || !s.is_ok())
-            .await
-            .map(|s| (*s).clone())
-            .map_err(|_| StorageError::JournalFailed("the journal is closed".into()))?;
-        match state {
-            s if s.durable_lsn() >= lsn => Ok(()),
-            DurableState::Failed { error, .. } => Err(StorageError::JournalFailed(error)),
-            _ => Err(StorageError::JournalFailed("the journal is closed".into())),
+        let closed = || StorageError::JournalFailed("the journal is closed".into());
+        let rx = {
+            // Registered under the waiters lock, after reading the published state: the
+            // flusher publishes first and wakes waiters second, so no wake-up is missed.
+            let mut waiters = lock(&self.shared.waiters);
+            match &*self.shared.durable_tx.borrow() {
+                s if s.durable_lsn() >= lsn => return Ok(()),
+                DurableState::Failed { error, .. } => {
+                    return Err(StorageError::JournalFailed(error.clone()))
+                }
+                DurableState::Closed { .. } => return Err(closed()),
+                DurableState::Ok(_) => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(lsn).or_default().push(tx);
+            rx
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StorageError::JournalFailed(error)),
+            Err(_) => Err(closed()),
         }
     }
 
@@ -564,6 +654,7 @@ impl Journal {
         // The old handle now points at the unlinked file: from here on, write to the new one.
         fs.file = None;
         fs.len = new_len;
+        fs.allocated = new_len;
         fs.needs_trim = false;
         self.shared.size.store(new_len, Ordering::Relaxed);
         sync_dir(&parent_dir(path))?;
@@ -591,6 +682,7 @@ impl Journal {
     #[doc(hidden)]
     pub fn inject_write_failure(&self, fail: bool) {
         self.shared.inject_failure.store(fail, Ordering::SeqCst);
+        let _p = lock(&self.shared.pending);
         self.shared.wake.notify_one();
     }
 
@@ -644,7 +736,9 @@ fn open_for_append(path: &Path) -> Result<File, StorageError> {
     Ok(f)
 }
 
-/// Writes `batch` at the good end of the file and fsyncs it.
+/// Writes `batch` at the good end of the file and fsyncs it. When the batch would run past the
+/// preallocated space, the file is first grown by at least [`PREALLOC_CHUNK`] zeros (that one
+/// fsync then also commits the new size; the others are data-only).
 fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<()> {
     if shared.inject_failure.load(Ordering::SeqCst) {
         return Err(io::Error::other("injected write failure"));
@@ -662,10 +756,41 @@ fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<
     };
     if fs.needs_trim {
         file.set_len(fs.len)?;
+        fs.allocated = fs.len;
+    }
+    let end = fs.len + batch.len() as u64;
+    if end > fs.allocated {
+        let grow = PREALLOC_CHUNK.max(batch.len() as u64);
+        file.seek(SeekFrom::Start(fs.allocated))?;
+        let zeros = vec![0u8; (end + grow - fs.allocated) as usize];
+        file.write_all(&zeros)?;
+        fs.allocated = end + grow;
     }
     file.seek(SeekFrom::Start(fs.len))?;
     file.write_all(batch)?;
     file.sync_data()
+}
+
+/// Publishes the journal's state, then wakes the waiters it settles.
+fn publish(shared: &Shared, state: DurableState) {
+    shared.durable_tx.send_replace(state.clone());
+    let mut waiters = lock(&shared.waiters);
+    let settled = match &state {
+        DurableState::Ok(durable) => {
+            let later = waiters.split_off(&(durable + 1));
+            std::mem::replace(&mut *waiters, later)
+        }
+        _ => std::mem::take(&mut *waiters),
+    };
+    drop(waiters);
+    let outcome = match state {
+        DurableState::Ok(_) => Ok(()),
+        DurableState::Failed { error, .. } => Err(error),
+        DurableState::Closed { .. } => Err("the journal is closed".to_string()),
+    };
+    for tx in settled.into_values().flatten() {
+        let _ = tx.send(outcome.clone());
+    }
 }
 
 /// Writes everything buffered (one write + one fsync) and publishes the outcome.
@@ -692,7 +817,7 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             if was_failing {
                 tracing::info!(path = %shared.path.display(), lsn = last_lsn, "journal writes recovered");
             }
-            shared.durable_tx.send_replace(DurableState::Ok(last_lsn));
+            publish(shared, DurableState::Ok(last_lsn));
             Ok(())
         }
         Err(e) => {
@@ -712,10 +837,13 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
                 tracing::error!(error = %error, "journal write failed; retrying");
             }
             let durable = shared.durable_tx.borrow().durable_lsn();
-            shared.durable_tx.send_replace(DurableState::Failed {
-                durable,
-                error: error.clone(),
-            });
+            publish(
+                shared,
+                DurableState::Failed {
+                    durable,
+                    error: error.clone(),
+                },
+            );
             Err(StorageError::JournalFailed(error))
         }
     }
@@ -738,14 +866,18 @@ fn flusher_loop(shared: &Shared) {
                 if wait.is_zero() {
                     break;
                 }
+                p.flusher_idle = true;
                 p = shared
                     .wake
                     .wait_timeout(p, wait)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
+                p.flusher_idle = false;
                 continue;
             }
+            p.flusher_idle = true;
             p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            p.flusher_idle = false;
         }
         let shutdown = p.shutdown;
         drop(p);
@@ -762,9 +894,7 @@ fn flusher_loop(shared: &Shared) {
                     "journal closed with records that could not be written"
                 );
             }
-            shared
-                .durable_tx
-                .send_replace(DurableState::Closed { durable });
+            publish(shared, DurableState::Closed { durable });
             return;
         }
     }
@@ -866,16 +996,113 @@ mod tests {
         assert!(j.flush_count() <= 800);
     }
 
-    /// Writes `n` records, returns the file bytes and the offset where the last record starts.
+    /// Writes `n` records, returns the file bytes without the preallocated zero tail and the
+    /// offset where the last record starts.
     fn file_with_records(path: &Path, n: usize) -> (Vec<u8>, usize) {
         let (j, _) = open(path);
         for i in 0..n {
             j.append_and_flush(payload(i)).unwrap();
         }
+        let valid = j.size_bytes() as usize;
         j.close();
-        let bytes = std::fs::read(path).unwrap();
+        let mut bytes = std::fs::read(path).unwrap();
+        assert!(bytes.len() > valid, "the file is preallocated");
+        assert!(bytes[valid..].iter().all(|&b| b == 0), "zero tail");
+        bytes.truncate(valid);
         let last_len = FRAME_HEADER_LEN + payload(n - 1).len();
         (bytes.clone(), bytes.len() - last_len)
+    }
+
+    #[test]
+    fn torn_tail_inside_preallocated_space_at_every_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let (bytes, last_start) = file_with_records(&path, 5);
+        for cut in last_start..=bytes.len() {
+            // The last write reached `cut`; the preallocated zeros follow.
+            let mut file = bytes[..cut].to_vec();
+            file.resize(bytes.len() + 4096, 0);
+            std::fs::write(&path, &file).unwrap();
+            let (j, replay) = open(&path);
+            let complete = cut == bytes.len();
+            assert_eq!(
+                replay.records.len(),
+                if complete { 5 } else { 4 },
+                "cut at {cut}"
+            );
+            let expected_torn = (cut > last_start && !complete).then_some(last_start as u64);
+            assert_eq!(replay.torn_tail, expected_torn, "cut at {cut}");
+            let next = if complete { 6 } else { 5 };
+            assert_eq!(j.append_and_flush(b"after".to_vec()).unwrap(), next);
+            j.close();
+            let (_, replay) = open(&path);
+            assert_eq!(replay.torn_tail, None);
+            assert_eq!(replay.records.len(), next as usize);
+            assert_eq!(replay.records[next as usize - 1].1, b"after");
+        }
+    }
+
+    #[test]
+    fn zero_frame_header_before_a_valid_record_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let (bytes, _) = file_with_records(&path, 5);
+        let second = HEADER_LEN as usize + FRAME_HEADER_LEN + payload(0).len();
+        let third = second + FRAME_HEADER_LEN + payload(1).len();
+        // The second record's page never reached the disk; the third's did.
+        let mut bad = bytes.clone();
+        bad[second..third].fill(0);
+        bad.resize(bytes.len() + 4096, 0);
+        std::fs::write(&path, &bad).unwrap();
+        match Journal::open(&path, 1) {
+            Err(StorageError::Corrupt { detail, .. }) => {
+                assert!(detail.contains(&format!("offset {second}")), "{detail}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn version_1_file_replays_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let (mut bytes, _) = file_with_records(&path, 3);
+        bytes[6..8].copy_from_slice(&1u16.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, replay) = open(&path);
+        assert_eq!(replay.records.len(), 3);
+        assert_eq!(replay.torn_tail, None);
+        assert_eq!(j.append_and_flush(b"v2".to_vec()).unwrap(), 4);
+        j.close();
+        let after = std::fs::read(&path).unwrap();
+        assert_eq!(&after[6..8], &FORMAT_VERSION.to_le_bytes());
+        let (_, replay) = open(&path);
+        assert_eq!(replay.records.len(), 4);
+    }
+
+    #[test]
+    fn flushes_inside_preallocated_space_do_not_grow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let (j, _) = open(&path);
+        j.append_and_flush(payload(0)).unwrap();
+        let allocated = std::fs::metadata(&path).unwrap().len();
+        assert!(allocated >= PREALLOC_CHUNK);
+        for i in 1..100 {
+            j.append_and_flush(payload(i)).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), allocated);
+        assert!(j.size_bytes() < allocated);
+        // A batch bigger than the space left grows the file past it.
+        for i in 0..3000 {
+            j.append(vec![b'z'; 400 + i % 3]);
+        }
+        j.flush().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > j.size_bytes());
+        j.close();
+        let (_, replay) = open(&path);
+        assert_eq!(replay.records.len(), 3100);
+        assert_eq!(replay.torn_tail, None);
     }
 
     #[test]
@@ -900,12 +1127,20 @@ mod tests {
     }
 
     #[test]
-    fn garbage_tail_is_torn_not_corrupt() {
+    fn garbage_tail_is_torn_not_corrupt_and_zero_tail_is_clean() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ops.wal");
         let (mut bytes, _) = file_with_records(&path, 3);
         let good_len = bytes.len();
         bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, replay) = open(&path);
+        assert_eq!(replay.records.len(), 3);
+        assert_eq!(replay.torn_tail, None);
+        // The preallocated space is kept.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+
+        bytes[good_len + 100] = 0xAB;
         std::fs::write(&path, &bytes).unwrap();
         let (_, replay) = open(&path);
         assert_eq!(replay.records.len(), 3);
@@ -971,7 +1206,7 @@ mod tests {
         let before = j.size_bytes();
         j.truncate_through(6).unwrap();
         assert!(j.size_bytes() < before);
-        assert_eq!(j.size_bytes(), std::fs::metadata(&path).unwrap().len());
+        assert!(j.size_bytes() <= std::fs::metadata(&path).unwrap().len());
         // Appends after truncation go to the new file.
         assert_eq!(j.append_and_flush(b"eleven".to_vec()).unwrap(), 11);
         j.truncate_through(3).unwrap(); // nothing to remove

@@ -6,9 +6,11 @@
 //!   snapshot's are skipped on replay, so a crash between "snapshot committed" and "journal
 //!   truncated" never applies an operation twice.
 //! - Journal records are framed `[len u32 LE][crc32 u32 LE][lsn u64 LE][payload]`, the CRC over
-//!   `lsn ‖ payload`, after a file header carrying a magic and a format version. A bad record at
-//!   the tail is a torn write and is dropped with a warning; a bad record followed by good ones is
-//!   corruption and refuses start-up.
+//!   `lsn ‖ payload`, after a file header carrying a magic and a format version (2; version 1
+//!   files are read too). The file is preallocated with zeros ahead of the records: a zero frame
+//!   header followed only by zeros is the clean end of the log. A bad record at the tail is a
+//!   torn write and is dropped with a warning; a bad record (a zero frame header included)
+//!   followed by good ones is corruption and refuses start-up.
 //! - A snapshot delta is applied atomically by the backend (one SQLite transaction; for JSON,
 //!   each changed file is written to a temp file and fsynced, then an intent record
 //!   `pending-commit.json` listing the renames is committed, then the files are renamed with

@@ -226,13 +226,101 @@ impl KeyCache {
     }
 }
 
+/// Message rows as read, before their JSON is validated.
+type RawRows = Vec<(MessageKey, String)>;
+
+/// Rows read per chunk handed to the validating thread.
+const LOAD_CHUNK: usize = 8192;
+
+/// Why [`read_messages`] stopped.
+enum ReadError {
+    Sqlite(StorageError),
+    /// The validating thread hung up (it found bad JSON and reports that).
+    Stopped,
+}
+
+/// Reads every message row in key order and sends them in chunks to `out`; returns the number
+/// of rows skipped because their entity no longer exists. The entity of each row is looked up
+/// once per run of rows with the same `entity_key`.
+fn read_messages(
+    tx: &Transaction<'_>,
+    path: &Path,
+    entities: &[EntityRecord],
+    by_key: &HashMap<String, usize>,
+    out: std::sync::mpsc::SyncSender<RawRows>,
+) -> Result<u64, ReadError> {
+    let err = |e| ReadError::Sqlite(sqlite_err(path, e));
+    let mut orphans = 0u64;
+    let mut st = tx
+        .prepare("SELECT entity_key, dead_letter, seq, data FROM messages")
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    let mut current: Option<(String, Option<usize>)> = None;
+    let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+    while let Some(row) = rows.next().map_err(err)? {
+        let ek = match row.get_ref(0).map_err(err)? {
+            ValueRef::Text(t) => t,
+            other => {
+                return Err(ReadError::Sqlite(corrupt(
+                    path,
+                    format!("message entity_key of type {}", other.data_type()),
+                )))
+            }
+        };
+        let entity = match &current {
+            Some((k, idx)) if k.as_bytes() == ek => *idx,
+            _ => {
+                let ek = String::from_utf8_lossy(ek).into_owned();
+                let idx = by_key.get(&ek).copied();
+                current = Some((ek, idx));
+                idx
+            }
+        };
+        let Some(idx) = entity else {
+            orphans += 1;
+            continue;
+        };
+        let seq: i64 = row.get(2).map_err(err)?;
+        let key = MessageKey {
+            entity: entities[idx].key.clone(),
+            dead_letter: row.get(1).map_err(err)?,
+            sequence_number: seq as u64,
+        };
+        chunk.push((key, row.get(3).map_err(err)?));
+        if chunk.len() == LOAD_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+            out.send(full).map_err(|_| ReadError::Stopped)?;
+        }
+    }
+    if !chunk.is_empty() {
+        out.send(chunk).map_err(|_| ReadError::Stopped)?;
+    }
+    Ok(orphans)
+}
+
+/// Validates the JSON of message rows; the error names the message.
+fn validate_rows(path: &Path, rows: RawRows) -> Result<Vec<MessageRecord>, StorageError> {
+    rows.into_iter()
+        .map(|(key, s)| match RawValue::from_string(s) {
+            Ok(data) => Ok(MessageRecord { key, data }),
+            Err(e) => Err(corrupt(
+                path,
+                format!(
+                    "invalid JSON in message {} of '{}': {e}",
+                    key.sequence_number, key.entity.name
+                ),
+            )),
+        })
+        .collect()
+}
+
 fn raw_json(path: &Path, what: &str, s: String) -> Result<Box<RawValue>, StorageError> {
     RawValue::from_string(s).map_err(|e| corrupt(path, format!("invalid JSON in {what}: {e}")))
 }
 
 impl Backend for SqliteBackend {
-    /// Reads every entity, message and the state row. Messages stream in key order; the
-    /// entity of each is looked up once per run of rows with the same `entity_key`.
+    /// Reads every entity, message and the state row. Messages stream in key order (see
+    /// [`read_messages`]) while a second thread validates their JSON.
     fn load(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let path = self.path.clone();
         let err = |e| sqlite_err(&path, e);
@@ -258,49 +346,32 @@ impl Backend for SqliteBackend {
                 entities.push(EntityRecord { key, data });
             }
         }
-        let mut messages = Vec::new();
-        let mut orphans = 0u64;
-        {
-            let mut st = tx
-                .prepare("SELECT entity_key, dead_letter, seq, data FROM messages")
-                .map_err(err)?;
-            let mut rows = st.query([]).map_err(err)?;
-            let mut current: Option<(String, Option<usize>)> = None;
-            while let Some(row) = rows.next().map_err(err)? {
-                let ek = match row.get_ref(0).map_err(err)? {
-                    ValueRef::Text(t) => t,
-                    other => {
-                        return Err(corrupt(
-                            &path,
-                            format!("message entity_key of type {}", other.data_type()),
-                        ))
-                    }
-                };
-                let entity = match &current {
-                    Some((k, idx)) if k.as_bytes() == ek => *idx,
-                    _ => {
-                        let ek = String::from_utf8_lossy(ek).into_owned();
-                        let idx = by_key.get(&ek).copied();
-                        current = Some((ek, idx));
-                        idx
-                    }
-                };
-                let Some(idx) = entity else {
-                    orphans += 1;
-                    continue;
-                };
-                let seq: i64 = row.get(2).map_err(err)?;
-                let data = raw_json(&path, "a message", row.get(3).map_err(err)?)?;
-                messages.push(MessageRecord {
-                    key: MessageKey {
-                        entity: entities[idx].key.clone(),
-                        dead_letter: row.get(1).map_err(err)?,
-                        sequence_number: seq as u64,
-                    },
-                    data,
-                });
+        // Rows are read here while a second thread validates their JSON, so the two overlap.
+        let (messages, orphans) = std::thread::scope(|scope| {
+            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel::<RawRows>(4);
+            let validator = scope.spawn(|| -> Result<Vec<MessageRecord>, StorageError> {
+                let mut out = Vec::new();
+                for chunk in chunks_rx {
+                    out.extend(validate_rows(&path, chunk)?);
+                }
+                Ok(out)
+            });
+            let read = read_messages(&tx, &path, &entities, &by_key, chunks_tx);
+            let validated = validator.join().unwrap_or_else(|_| {
+                Err(StorageError::Other(
+                    "the message validation thread panicked".into(),
+                ))
+            });
+            match (read, validated) {
+                (Ok(orphans), Ok(messages)) => Ok((messages, orphans)),
+                // The validator stopped first (bad JSON): the reader only saw a closed channel.
+                (Ok(_) | Err(ReadError::Stopped), Err(e)) => Err(e),
+                (Err(ReadError::Sqlite(e)), _) => Err(e),
+                (Err(ReadError::Stopped), Ok(_)) => Err(StorageError::Other(
+                    "the message validation thread stopped early".into(),
+                )),
             }
-        }
+        })?;
         if orphans > 0 {
             tracing::warn!(path = %path.display(), orphans, "skipped messages of entities that no longer exist");
         }
@@ -464,6 +535,60 @@ mod tests {
         assert_eq!(snap.lsn, 1);
         assert_eq!(snap.messages.len(), 1);
         assert_eq!(snap.entities[0].data.get(), "{}");
+    }
+
+    #[test]
+    fn bad_message_json_names_the_message_and_many_rows_load_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("servicebus.db");
+        let mut b = SqliteBackend::open(&path, true).unwrap();
+        let (q1, q2) = (queue("q1"), queue("q2"));
+        let n = 3 * LOAD_CHUNK as u64 + 17;
+        let mut delta = Delta {
+            full: true,
+            lsn: 1,
+            entity_upserts: vec![testkit::entity(&q1, "{}"), testkit::entity(&q2, "{}")],
+            ..Delta::default()
+        };
+        for seq in 0..n {
+            delta.message_upserts.push(msg(&q1, seq % 3 == 0, seq));
+            delta.message_upserts.push(msg(&q2, false, seq));
+        }
+        b.apply(&delta).unwrap();
+        let snap = b.load().unwrap().unwrap();
+        assert_eq!(snap.messages.len() as u64, 2 * n);
+        let keys: Vec<_> = snap.messages.iter().map(|m| m.key.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by_key(|k| {
+            (
+                entity_key_string(&k.entity),
+                k.dead_letter,
+                k.sequence_number,
+            )
+        });
+        assert_eq!(keys, sorted, "key order");
+        for bad_seq in [5, n - 1] {
+            b.conn
+                .execute(
+                    "UPDATE messages SET data = '{\"broken' WHERE entity_key = ?1 AND seq = ?2",
+                    params![entity_key_string(&q2), bad_seq as i64],
+                )
+                .unwrap();
+            match b.load() {
+                Err(StorageError::Corrupt { detail, .. }) => assert!(
+                    detail.contains(&format!("message {bad_seq} of 'q2'")),
+                    "{detail}"
+                ),
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+            b.conn
+                .execute(
+                    "UPDATE messages SET data = '{}' WHERE entity_key = ?1 AND seq = ?2",
+                    params![entity_key_string(&q2), bad_seq as i64],
+                )
+                .unwrap();
+        }
+        assert_eq!(b.load().unwrap().unwrap().messages.len() as u64, 2 * n);
     }
 
     /// Loads 1,000,000 messages. Run with
