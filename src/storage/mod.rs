@@ -26,6 +26,8 @@ pub mod journal;
 pub mod json;
 pub mod keys;
 pub mod memory;
+pub mod oplog;
+pub mod redis;
 pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
