@@ -4,7 +4,7 @@
 //!
 //! # Keys (all under the configured prefix `P`, default `localzure:`)
 //! ```text
-//! P lease                  string  the holder ("<uuid> host=<h> pid=<n>"), PX LEASE_TTL_MS
+//! P lease                  string  the holder ("pid <n> host <h> id <uuid>"), PX LEASE_TTL_MS
 //! P wal                    stream  the operation log: entry id "<lsn>-0", field "p" = record
 //! P wal:last               string  the highest LSN ever written to the stream
 //! P snap:meta              hash    lsn, taken_at of the last snapshot (absent = no snapshot)
@@ -72,15 +72,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// This process's identity in leases: a fresh UUID, the host name and the PID.
+/// This process's identity in leases: `pid <n> host <name> id <uuid>` (the PID first, worded
+/// as the data-directory lock file is).
 pub fn instance_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         format!(
-            "{} host={} pid={}",
-            uuid::Uuid::new_v4(),
+            "pid {} host {} id {}",
+            std::process::id(),
             host_name(),
-            std::process::id()
+            uuid::Uuid::new_v4()
         )
     })
 }
@@ -94,13 +95,14 @@ fn host_name() -> String {
 /// Whether a lease holder string names a process on this host that cannot be alive: its PID
 /// no longer exists, or it is our own PID (the previous life of a restarted container).
 fn holder_is_stale(holder: &str) -> bool {
+    let words: Vec<&str> = holder.split_whitespace().collect();
     let field = |name: &str| {
-        holder
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .map(str::to_string)
+        words
+            .windows(2)
+            .find(|w| w[0] == name)
+            .map(|w| w[1].to_string())
     };
-    let (Some(host), Some(pid)) = (field("host="), field("pid=")) else {
+    let (Some(host), Some(pid)) = (field("host"), field("pid")) else {
         return false;
     };
     if host != host_name() {
@@ -959,16 +961,8 @@ async fn flusher(shared: &OpShared) {
                     }
                     p.trimmed = p.trimmed.max(trim);
                 }
-                {
-                    let mut sizes = lock(&shared.sizes);
-                    sizes.extend(batch.iter().map(|(l, r)| (*l, r.len() as u64)));
-                    while sizes.front().is_some_and(|s| s.0 <= trim) {
-                        sizes.pop_front();
-                    }
-                    shared
-                        .size
-                        .store(sizes.iter().map(|s| s.1).sum(), Ordering::Relaxed);
-                }
+                let through = lock(&shared.pending).trim_through;
+                prune_sizes(shared, through, &batch);
                 // Read the old value in its own statement: a `borrow()` guard alive during
                 // `send_replace` would deadlock the channel.
                 let before = shared.durable_tx.borrow().durable_lsn();
@@ -1001,6 +995,18 @@ async fn flusher(shared: &OpShared) {
     shared
         .durable_tx
         .send_replace(DurableState::Closed { durable });
+}
+
+/// Adds `written` to the size accounting and drops everything at or below `through`.
+fn prune_sizes(shared: &OpShared, through: u64, written: &[(u64, Vec<u8>)]) {
+    let mut sizes = lock(&shared.sizes);
+    sizes.extend(written.iter().map(|(l, r)| (*l, r.len() as u64)));
+    while sizes.front().is_some_and(|s| s.0 <= through) {
+        sizes.pop_front();
+    }
+    shared
+        .size
+        .store(sizes.iter().map(|s| s.1).sum(), Ordering::Relaxed);
 }
 
 impl OpLog for RedisOpLog {
@@ -1042,6 +1048,8 @@ impl OpLog for RedisOpLog {
         let mut p = lock(&self.shared.pending);
         p.trim_through = p.trim_through.max(lsn);
         drop(p);
+        // Those records are in a snapshot: they no longer count, trimmed yet or not.
+        prune_sizes(&self.shared, lsn, &[]);
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -1304,14 +1312,14 @@ mod tests {
             .unwrap();
         ::redis::cmd("SET")
             .arg("lease:lease")
-            .arg("other host=elsewhere pid=1")
+            .arg("pid 1 host elsewhere id x")
             .arg("PX")
             .arg(60_000)
             .exec(&mut con)
             .unwrap();
         let err = RedisLease::acquire(&cfg).unwrap_err();
         assert!(matches!(err, StorageError::InUse { .. }), "{err}");
-        assert!(err.to_string().contains("other host=elsewhere"), "{err}");
+        assert!(err.to_string().contains("pid 1 host elsewhere"), "{err}");
         // Writes are fenced too.
         let e = RedisBackend::open(&cfg)
             .unwrap()
@@ -1336,9 +1344,9 @@ mod tests {
         assert!(held.is_none(), "released on drop");
         // A holder on this host whose process is gone is stale.
         assert!(holder_is_stale(&format!(
-            "x host={} pid=4000000",
+            "pid 4000000 host {} id x",
             host_name()
         )));
-        assert!(!holder_is_stale("x host=elsewhere pid=4000000"));
+        assert!(!holder_is_stale("pid 4000000 host elsewhere id x"));
     }
 }
