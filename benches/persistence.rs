@@ -42,7 +42,39 @@ fn storage(kind: StorageType, dir: &std::path::Path) -> StorageConfig {
 /// Messages per second for 64 concurrent HTTP senders against a fresh server.
 async fn send_throughput(kind: StorageType, per_sender: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = storage(kind, dir.path());
+    send_throughput_with(storage(kind, dir.path()), per_sender).await
+}
+
+/// The Redis row: a private `redis-server` (AOF, `appendfsync always`: the same durability as
+/// the file log) on a free port. `None` when `redis-server` is not installed.
+async fn redis_send_throughput(per_sender: usize) -> Option<f64> {
+    let found = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = localzure::storage::redis::TestRedis::start_with(
+        dir.path(),
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+    );
+    let cfg = StorageConfig {
+        snapshot_interval_seconds: 0,
+        ..redis.config("bench:")
+    };
+    Some(send_throughput_with(cfg, per_sender).await)
+}
+
+async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> f64 {
     let backend = ServiceBusBackend::new(Some(cfg.clone()));
     backend.initialize_persistence().await.expect("init");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -160,6 +192,16 @@ async fn main() {
             rate,
             (rate / base - 1.0) * 100.0
         );
+    }
+
+    match redis_send_throughput(per_sender).await {
+        Some(rate) => println!(
+            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory; redis-server AOF, appendfsync always)",
+            "redis",
+            rate,
+            (rate / base - 1.0) * 100.0
+        ),
+        None => println!("redis      skipped: redis-server is not installed"),
     }
 
     println!("== recovery and snapshot with {n} stored messages (SQLite)");
