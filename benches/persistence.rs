@@ -56,17 +56,7 @@ async fn redis_send_throughput(per_sender: usize) -> Option<f64> {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = localzure::storage::redis::TestRedis::start_with(
-        dir.path(),
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
-    );
+    let redis = localzure::storage::redis::TestRedis::start_durable(dir.path());
     let cfg = StorageConfig {
         snapshot_interval_seconds: 0,
         ..redis.config("bench:")

@@ -552,6 +552,38 @@ mod tests {
         assert!(!c.storage.auto_compact);
     }
 
+    /// The Redis settings come from `storage.redis` and `LOCALZURE_REDIS_*`; the password is
+    /// redacted in the summary and an empty prefix is refused.
+    #[test]
+    fn redis_settings_from_yaml_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "storage:\n  type: redis\n  redis:\n    host: cache\n    port: 6380\n    password: s3cret\n    db: 2\n    prefix: \"yaml:\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), vars(&[])).unwrap();
+        assert_eq!(c.storage.storage_type, StorageType::Redis);
+        assert_eq!(
+            (
+                c.storage.redis_host.as_str(),
+                c.storage.redis_port,
+                c.storage.redis_db
+            ),
+            ("cache", 6380, 2)
+        );
+        assert_eq!(c.storage.redis_password.as_deref(), Some("s3cret"));
+        assert_eq!(c.storage.redis_prefix, "yaml:");
+        assert!(!c.summary().contains("s3cret"), "{}", c.summary());
+        let c = Config::load_from(Some(&f), vars(&[("LOCALZURE_REDIS_PREFIX", "env:")])).unwrap();
+        assert_eq!(c.storage.redis_prefix, "env:");
+        let e = Config::load_from(None, vars(&[("LOCALZURE_REDIS_PREFIX", "")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LOCALZURE_REDIS_PREFIX"), "{e}");
+    }
+
     #[test]
     fn errors_name_the_key() {
         let e = Config::load_from(None, vars(&[("LOCALZURE_WAL_ENABLED", "maybe")]))

@@ -50,17 +50,7 @@ async fn wait_health(http: &Http, healthy: bool, what: &str) -> serde_json::Valu
 async fn redis_restart_under_load_loses_nothing_acknowledged() {
     const TASKS: usize = 4;
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = TestRedis::start_with(
-        dir.path(),
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
-    );
+    let mut redis = TestRedis::start_durable(dir.path());
     let env = redis_env(&redis, "load:");
     let server = Server::start(&env);
     server.http.create_queue("q", "").await;

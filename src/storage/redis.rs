@@ -1108,7 +1108,22 @@ impl TestRedis {
         Self::start_with(dir, &["--save", "", "--appendonly", "no"])
     }
 
-    /// Starts a server with extra arguments (e.g. `--appendonly yes --appendfsync always`).
+    /// Starts a server that survives its own crash: append-only file, fsync on every write.
+    pub fn start_durable(dir: &std::path::Path) -> TestRedis {
+        Self::start_with(
+            dir,
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+        )
+    }
+
+    /// Starts a server with extra arguments.
     pub fn start_with(dir: &std::path::Path, args: &[&str]) -> TestRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -1257,17 +1272,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oplog_group_commit_replay_and_outage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut redis = TestRedis::start_with(
-            dir.path(),
-            &[
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-        );
+        let mut redis = TestRedis::start_durable(dir.path());
         let cfg = redis.config("log:");
         let (log, replay) = RedisOpLog::open(&cfg, 1).await.unwrap();
         assert!(replay.records.is_empty());
