@@ -941,14 +941,10 @@ async fn flusher(shared: &OpShared) {
             for (lsn, payload) in &batch {
                 inv.arg(*lsn).arg(payload.as_slice());
             }
-            inv.invoke_async::<String>(c).await.map_err(|e| {
-                // A broken connection is replaced on the next attempt.
-                if !e.is_connection_dropped() && !e.is_io_error() && !e.is_timeout() {
-                    return e.to_string();
-                }
-                con = None;
-                e.to_string()
-            })
+            // On any error the connection is replaced before the retry (below).
+            inv.invoke_async::<String>(c)
+                .await
+                .map_err(|e| e.to_string())
         }
         .await;
         match result {
