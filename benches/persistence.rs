@@ -59,7 +59,29 @@ fn storage(kind: StorageType, dir: &std::path::Path) -> StorageConfig {
 /// seconds (client and server, user + system) per 1,000 messages.
 async fn send_throughput(kind: StorageType, per_sender: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = storage(kind, dir.path());
+    send_throughput_with(storage(kind, dir.path()), per_sender).await
+}
+
+/// The Redis row: a private `redis-server` (AOF, `appendfsync always`: the same durability as
+/// the file log) on a free port. `None` when `redis-server` is not installed.
+async fn redis_send_throughput(per_sender: usize) -> Option<(f64, f64)> {
+    let found = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = localzure::storage::redis::TestRedis::start_durable(dir.path());
+    let cfg = StorageConfig {
+        snapshot_interval_seconds: 0,
+        ..redis.config("bench:")
+    };
+    Some(send_throughput_with(cfg, per_sender).await)
+}
+
+async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f64) {
     let backend = ServiceBusBackend::new(Some(cfg.clone()));
     backend.initialize_persistence().await.expect("init");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -181,6 +203,17 @@ async fn main() {
             (rate / base - 1.0) * 100.0,
             cpu_per_1000 * 1000.0
         );
+    }
+
+    match redis_send_throughput(per_sender).await {
+        Some((rate, cpu_per_1000)) => println!(
+            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory; redis-server AOF, appendfsync always)  CPU {:.1} ms per 1,000 messages (LocalZure side)",
+            "redis",
+            rate,
+            (rate / base - 1.0) * 100.0,
+            cpu_per_1000 * 1000.0
+        ),
+        None => println!("redis      skipped: redis-server is not installed"),
     }
 
     println!("== recovery and snapshot with {n} stored messages (SQLite)");

@@ -3,7 +3,8 @@
 #   image built and small; compose up; healthy; messages from the host and from the example app;
 #   `stop` → final snapshot + compaction logged, exit 0 within the stop window; up again → the
 #   same messages; purge through docker exec → empty; SIGKILL under load → every acknowledged
-#   message is there after restart; `docker run --read-only` → time to healthy, idle memory.
+#   message is there after restart; `docker run --read-only` → time to healthy, idle memory;
+#   the `redis` compose profile (LocalZure on Redis) keeps its state across restart and SIGKILL.
 # Everything it starts is removed on exit (trap). Needs: docker engine, docker compose or
 # docker-compose, curl. Offline machines: run scripts/docker-offline-base.sh first.
 #
@@ -59,7 +60,7 @@ cleanup() {
   fi
   echo
   echo "== teardown"
-  compose down -v --remove-orphans >/dev/null 2>&1
+  compose --profile redis down -v --remove-orphans >/dev/null 2>&1
   docker rm -f "$RUN_C" >/dev/null 2>&1
   docker volume rm -f "$RUN_VOL" >/dev/null 2>&1
   jobs -p | xargs -r kill 2>/dev/null
@@ -292,6 +293,31 @@ docker stop "$RUN_C" >/dev/null
 docker run --rm -v "$RUN_VOL:/data" -e LOCALZURE_STORAGE_TYPE=json --entrypoint localzure "$IMAGE" storage stats |
   grep -q 'Messages: *1 active' || die "JSON state not kept across restart"
 ok "docker stop in $(elapsed "$t") s (exit 0); offline storage stats sees the message"
+
+# ------------------------------------------------------------------------------ redis profile
+step "compose --profile redis: LocalZure on Redis; state survives a restart and a SIGKILL"
+RC=localzure-redis # container_name of the profile's emulator (ports 5301/5673)
+RURL=http://localhost:5301
+compose --profile redis up -d redis localzure-redis >"$WORK/up-redis.log" 2>&1 ||
+  { cat "$WORK/up-redis.log"; die "compose --profile redis up"; }
+wait_healthy localzure-redis-server 60
+wait_healthy "$RC" 60
+curl -sSf "$RURL/health" | grep -q '"type":"redis"' || die "$RC is not on Redis: $(curl -sS "$RURL/health")"
+URL=$RURL create_queue rq
+for id in r-1 r-2; do [ "$(URL=$RURL send rq "$id")" = 201 ] || die "send $id to $RC"; done
+compose --profile redis restart localzure-redis >/dev/null 2>&1 || die "restart $RC"
+wait_healthy "$RC" 60
+LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep -q 'Messages: *2 active' ||
+  die "state not kept across a restart of $RC: $(LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats)"
+[ "$(URL=$RURL send rq r-3)" = 201 ] || die "send r-3"
+docker kill -s KILL "$RC" >/dev/null
+docker start "$RC" >/dev/null
+wait_healthy "$RC" 60
+LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep -q 'Messages: *3 active' ||
+  die "acknowledged send lost across SIGKILL of $RC"
+docker logs "$RC" 2>&1 | grep -q 'took over the stale Redis lease' ||
+  die "the restarted container did not take over its own stale lease"
+ok "redis profile: compose up, restart keeps 2 messages, SIGKILL keeps the acknowledged third (stale lease taken over)"
 
 step "measured"
 echo "  image size:                 ${MEASURED[size]}   (docker image inspect -f '{{.Size}}' $IMAGE)"

@@ -76,6 +76,9 @@ pub struct StorageConfig {
     pub redis_port: u16,
     pub redis_password: Option<String>,
     pub redis_db: i64,
+    /// Every Redis key this instance uses starts with it, so one Redis serves several
+    /// emulators (one lease per prefix).
+    pub redis_prefix: String,
     /// Seconds between automatic snapshots; 0 disables them.
     pub snapshot_interval_seconds: u64,
     pub wal_enabled: bool,
@@ -93,6 +96,7 @@ impl Default for StorageConfig {
             redis_port: 6379,
             redis_password: None,
             redis_db: 0,
+            redis_prefix: "localzure:".to_string(),
             snapshot_interval_seconds: 60,
             wal_enabled: true,
             auto_compact: true,
@@ -194,6 +198,7 @@ struct YamlRedis {
     port: Option<u16>,
     password: Option<String>,
     db: Option<i64>,
+    prefix: Option<String>,
 }
 
 // ----- environment -------------------------------------------------------------------------
@@ -218,6 +223,7 @@ struct EnvVars {
     redis_port: Option<String>,
     redis_password: Option<String>,
     redis_db: Option<String>,
+    redis_prefix: Option<String>,
     snapshot_interval: Option<String>,
     wal_enabled: Option<String>,
     auto_compact: Option<String>,
@@ -280,6 +286,13 @@ impl Config {
                 key: "LOCALZURE_SAS_KEY_NAME / LOCALZURE_SAS_KEY".to_string(),
                 value: "only one set".to_string(),
                 expected: "both set (SAS validation on) or neither (off)".to_string(),
+            });
+        }
+        if cfg.storage.redis_prefix.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "LOCALZURE_REDIS_PREFIX / storage.redis.prefix".to_string(),
+                value: String::new(),
+                expected: "a non-empty key prefix such as localzure:".to_string(),
             });
         }
         Ok(cfg)
@@ -369,6 +382,9 @@ impl Config {
                 if let Some(d) = r.db {
                     st.redis_db = d;
                 }
+                if let Some(p) = r.prefix {
+                    st.redis_prefix = p;
+                }
             }
             if let Some(i) = s.snapshot_interval_seconds {
                 st.snapshot_interval_seconds = i;
@@ -430,6 +446,9 @@ impl Config {
         if let Some(v) = &e.redis_db {
             st.redis_db = parse_num("LOCALZURE_REDIS_DB", v)?;
         }
+        if let Some(v) = &e.redis_prefix {
+            st.redis_prefix = v.clone();
+        }
         if let Some(v) = &e.snapshot_interval {
             st.snapshot_interval_seconds = parse_num("LOCALZURE_SNAPSHOT_INTERVAL", v)?;
         }
@@ -446,7 +465,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let s = &self.storage;
         format!(
-            "host={} http_port={} amqp_port={} max_message_size_kb={} admin_token={} sas={} storage_type={} sqlite_path={} json_path={} redis={}:{} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
+            "host={} http_port={} amqp_port={} max_message_size_kb={} admin_token={} sas={} storage_type={} sqlite_path={} json_path={} redis={}:{}/{} redis_prefix={} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
             self.host,
             self.http_port,
             self.amqp_port,
@@ -461,6 +480,8 @@ impl Config {
             s.json_path.display(),
             s.redis_host,
             s.redis_port,
+            s.redis_db,
+            s.redis_prefix,
             if s.redis_password.is_some() { "<redacted>" } else { "none" },
             s.snapshot_interval_seconds,
             s.wal_enabled,
@@ -529,6 +550,38 @@ mod tests {
         assert_eq!(c.storage.json_path, PathBuf::from("/tmp/j"));
         assert!(!c.storage.json_pretty_print);
         assert!(!c.storage.auto_compact);
+    }
+
+    /// The Redis settings come from `storage.redis` and `LOCALZURE_REDIS_*`; the password is
+    /// redacted in the summary and an empty prefix is refused.
+    #[test]
+    fn redis_settings_from_yaml_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "storage:\n  type: redis\n  redis:\n    host: cache\n    port: 6380\n    password: s3cret\n    db: 2\n    prefix: \"yaml:\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), vars(&[])).unwrap();
+        assert_eq!(c.storage.storage_type, StorageType::Redis);
+        assert_eq!(
+            (
+                c.storage.redis_host.as_str(),
+                c.storage.redis_port,
+                c.storage.redis_db
+            ),
+            ("cache", 6380, 2)
+        );
+        assert_eq!(c.storage.redis_password.as_deref(), Some("s3cret"));
+        assert_eq!(c.storage.redis_prefix, "yaml:");
+        assert!(!c.summary().contains("s3cret"), "{}", c.summary());
+        let c = Config::load_from(Some(&f), vars(&[("LOCALZURE_REDIS_PREFIX", "env:")])).unwrap();
+        assert_eq!(c.storage.redis_prefix, "env:");
+        let e = Config::load_from(None, vars(&[("LOCALZURE_REDIS_PREFIX", "")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LOCALZURE_REDIS_PREFIX"), "{e}");
     }
 
     #[test]

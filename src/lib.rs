@@ -8,7 +8,8 @@
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
 //!   snapshot backend, runs timers, and gives every request durable acknowledgement.
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
-//! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON).
+//! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON,
+//!   Redis).
 //! - [`config`]: the one typed configuration struct (envy + optional YAML).
 //! - [`entities_config`]: the official emulator's `Config.json` entity file, loaded at start.
 //! - [`names`]: entity-name rules, validated in one place.

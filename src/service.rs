@@ -16,9 +16,10 @@ use crate::broker::op::{Op, OpRecord, QueuePath, ReceiveMode, SessionRef};
 use crate::broker::{Broker, Outcome, Totals};
 use crate::config::{StorageConfig, StorageType};
 use crate::storage::export::ExportDocument;
-use crate::storage::journal::Journal;
 use crate::storage::json::JsonBackend;
 use crate::storage::memory::MemoryBackend;
+use crate::storage::oplog::{self, OpLog};
+use crate::storage::redis::{RedisBackend, RedisLease};
 use crate::storage::sqlite::SqliteBackend;
 use crate::storage::{Backend, BackendStats, Snapshot, StorageError};
 use crate::time::{Clock, Millis, SystemClock};
@@ -52,7 +53,7 @@ pub struct PersistenceStatus {
 
 struct Inner {
     broker: Mutex<Broker>,
-    journal: Mutex<Option<Arc<Journal>>>,
+    journal: Mutex<Option<Arc<dyn OpLog>>>,
     backend: Mutex<Box<dyn Backend>>,
     clock: Arc<dyn Clock>,
     config: StorageConfig,
@@ -68,8 +69,8 @@ struct Inner {
     draining: tokio_util::sync::CancellationToken,
     /// Serialises snapshots (periodic, manual, final).
     snapshot_lock: tokio::sync::Mutex<()>,
-    /// The held data-directory lock (released on drop / shutdown).
-    data_lock: Mutex<Option<std::fs::File>>,
+    /// The held data-directory lock or Redis lease (released on drop / shutdown).
+    data_lock: Mutex<Option<DataLock>>,
 }
 
 /// The Service Bus backend with optional persistence (the guide's `ServiceBusBackend`).
@@ -241,13 +242,14 @@ impl ServiceBusBackend {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .journal_path();
-            if let Some(path) = path {
-                let (journal, replay) = Journal::open(&path, snap_lsn + 1)?;
+            if let Some(oplog::Opened {
+                log: journal,
+                replay,
+                location: path,
+            }) = oplog::open(&self.inner.config, path.as_deref(), snap_lsn + 1).await?
+            {
                 if let Some(off) = replay.torn_tail {
-                    tracing::warn!(
-                        "dropped a torn record at the tail of {} (offset {off})",
-                        path.display()
-                    );
+                    tracing::warn!("dropped a torn record at the tail of {path} (offset {off})");
                 }
                 // The log is truncated only after a snapshot covering it committed, so it
                 // starts right after the snapshot's LSN. Starting later means that snapshot is
@@ -260,9 +262,8 @@ impl ServiceBusBackend {
                             path: self.location().into(),
                             detail: format!(
                                 "the stored snapshot reaches LSN {snap_lsn} but the operation \
-                                 log {} starts at LSN {first}: the snapshot holding the \
-                                 operations in between is missing",
-                                path.display()
+                                 log {path} starts at LSN {first}: the snapshot holding \
+                                 the operations in between is missing"
                             ),
                         };
                         tracing::error!(
@@ -282,7 +283,7 @@ impl ServiceBusBackend {
                     }
                     let rec: OpRecord =
                         serde_json::from_slice(payload).map_err(|e| StorageError::Corrupt {
-                            path: path.clone(),
+                            path: path.clone().into(),
                             detail: format!("record {lsn} does not decode: {e}"),
                         })?;
                     // Refused operations are journaled when they changed state (due timers ran
@@ -291,8 +292,7 @@ impl ServiceBusBackend {
                     replayed += 1;
                 }
                 drop(b);
-                *self.inner.journal.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Arc::new(journal));
+                *self.inner.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);
             }
         }
         tracing::info!(
@@ -360,7 +360,7 @@ impl ServiceBusBackend {
             .clone()
     }
 
-    fn journal(&self) -> Option<Arc<Journal>> {
+    fn journal(&self) -> Option<Arc<dyn OpLog>> {
         self.inner
             .journal
             .lock()
@@ -767,9 +767,20 @@ pub fn lock_path(cfg: &StorageConfig) -> Option<std::path::PathBuf> {
     }
 }
 
-/// Takes the data-directory lock, refusing when another process holds it.
-fn lock_data(cfg: &StorageConfig) -> Result<Option<std::fs::File>, StorageError> {
+/// What keeps a second writer away: the data-directory lock file or the Redis lease. Held
+/// until shutdown; dropping it releases it.
+#[derive(Debug)]
+enum DataLock {
+    File(#[allow(dead_code)] std::fs::File),
+    Redis(#[allow(dead_code)] RedisLease),
+}
+
+/// Takes the data-directory lock (or the Redis lease), refusing when another process holds it.
+fn lock_data(cfg: &StorageConfig) -> Result<Option<DataLock>, StorageError> {
     use std::io::Write;
+    if cfg.storage_type == StorageType::Redis {
+        return Ok(Some(DataLock::Redis(RedisLease::acquire(cfg)?)));
+    }
     let Some(path) = lock_path(cfg) else {
         return Ok(None);
     };
@@ -803,7 +814,7 @@ fn lock_data(cfg: &StorageConfig) -> Result<Option<std::fs::File>, StorageError>
     }
     f.set_len(0).map_err(io)?;
     writeln!(f, "pid {}", std::process::id()).map_err(io)?;
-    Ok(Some(f))
+    Ok(Some(DataLock::File(f)))
 }
 
 /// Opens the backend the configuration names.
@@ -818,7 +829,7 @@ pub fn open_backend(cfg: &StorageConfig) -> Result<Box<dyn Backend>, StorageErro
             &cfg.json_path,
             cfg.json_pretty_print,
         )?)),
-        StorageType::Redis => Err(StorageError::Unavailable("redis".to_string())),
+        StorageType::Redis => Ok(Box::new(RedisBackend::open(cfg)?)),
     }
 }
 

@@ -55,6 +55,7 @@ fn storage_config(store: &Store) -> StorageConfig {
             Kind::Sqlite => StorageType::Sqlite,
             Kind::Json => StorageType::Json,
             Kind::Memory => StorageType::InMemory,
+            Kind::Redis => panic!("the corruption tests damage files; Redis has none"),
         },
         sqlite_path: store.sqlite_path(),
         json_path: store.json_path(),

@@ -147,6 +147,11 @@ async fn json_state_survives_sigterm_and_sigkill() {
     state_survives_restarts(Kind::Json).await;
 }
 
+#[tokio::test]
+async fn redis_state_survives_sigterm_and_sigkill() {
+    state_survives_restarts(Kind::Redis).await;
+}
+
 // ----- crash safety ---------------------------------------------------------------------------
 
 /// How the crash test stops the server.
@@ -292,6 +297,16 @@ async fn json_acknowledged_sends_survive_sigint_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_acknowledged_sends_survive_sigkill() {
     acknowledged_sends_survive(Kind::Json, Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_acknowledged_sends_survive_sigkill() {
+    acknowledged_sends_survive(Kind::Redis, Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_acknowledged_sends_survive_sigterm_under_load() {
+    acknowledged_sends_survive(Kind::Redis, Stop::Term).await;
 }
 
 // ----- torn and corrupt journals ---------------------------------------------------------------
@@ -705,6 +720,11 @@ async fn sqlite_second_server_on_the_same_data_is_refused() {
 #[tokio::test]
 async fn json_second_server_on_the_same_data_is_refused() {
     second_server_on_the_same_data_is_refused(Kind::Json).await;
+}
+
+#[tokio::test]
+async fn redis_second_server_on_the_same_prefix_is_refused() {
+    second_server_on_the_same_data_is_refused(Kind::Redis).await;
 }
 
 /// `wal_enabled=false`: no operation log. A graceful stop keeps everything (final snapshot);

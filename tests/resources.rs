@@ -73,6 +73,7 @@ impl Tmpfs {
             kind,
             dir: tempfile::tempdir_in(self.path()).expect("temp dir in the tmpfs"),
             extra: Vec::new(),
+            redis: None,
         }
     }
 }

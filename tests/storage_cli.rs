@@ -22,6 +22,7 @@ fn backend_name(kind: Kind) -> &'static str {
         Kind::Sqlite => "SQLite",
         Kind::Json => "JSON",
         Kind::Memory => "In-Memory",
+        Kind::Redis => "Redis",
     }
 }
 
@@ -158,6 +159,11 @@ async fn json_every_subcommand_online_and_offline() {
 }
 
 #[tokio::test]
+async fn redis_every_subcommand_online_and_offline() {
+    every_subcommand_online_and_offline(Kind::Redis).await;
+}
+
+#[tokio::test]
 async fn json_compact_removes_orphaned_files() {
     let store = Store::new(Kind::Json);
     let server = Server::start(&store.env());
@@ -174,7 +180,13 @@ async fn json_compact_removes_orphaned_files() {
 /// not pointed at it), they are refused rather than writing behind the server's back.
 #[tokio::test]
 async fn offline_command_is_refused_while_a_server_holds_the_data() {
-    let store = Store::new(Kind::Sqlite);
+    for kind in [Kind::Sqlite, Kind::Redis] {
+        offline_command_is_refused_while_a_server_holds(kind).await;
+    }
+}
+
+async fn offline_command_is_refused_while_a_server_holds(kind: Kind) {
+    let store = Store::new(kind);
     let server = Server::start(&store.env());
     server.http.create_queue("q", "").await;
     let err = offline(&store, &["storage", "purge", "--yes"]);

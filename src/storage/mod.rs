@@ -22,12 +22,25 @@
 //! - Entity records and message records are opaque JSON documents to the backends (they are
 //!   the broker's serde form); backends only know their keys.
 //! - Deleting an entity deletes its messages (and a topic's subscriptions) in the backend.
+//! - The operation log is behind [`oplog::OpLog`]: the journal file above for SQLite and JSON,
+//!   a Redis stream for Redis. Both assign LSNs in append order, acknowledge only after the
+//!   batch holding a record was written (fsync / Redis reply), retry failed batches, and replay
+//!   only LSNs above the snapshot's.
+//! - Redis ([`redis`]): every key starts with the configured prefix; snapshot keys are
+//!   `{prefix}snap:*` (one hash field per entity, one hash per entity's messages, only changed
+//!   fields rewritten), the log is the stream `{prefix}wal` with entry ids `{lsn}-0`, and
+//!   `{prefix}lease` names the one instance allowed to write. Deltas are one `MULTI`/`EXEC`
+//!   under `WATCH {prefix}lease`; log batches are one Lua script that checks the lease first.
+//!   A `full` delta deletes `{prefix}snap:*` by `SCAN`, never `FLUSHDB`. Durability across a
+//!   crash of Redis itself is Redis's `appendonly yes` + `appendfsync always`.
 
 pub mod export;
 pub mod journal;
 pub mod json;
 pub mod keys;
 pub mod memory;
+pub mod oplog;
+pub mod redis;
 pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
@@ -154,7 +167,7 @@ pub trait Backend: Send {
     fn load(&mut self) -> Result<Option<Snapshot>, StorageError>;
     /// Applies a delta atomically.
     fn apply(&mut self, delta: &Delta) -> Result<(), StorageError>;
-    /// Reclaims space: SQLite VACUUM, JSON orphan cleanup.
+    /// Reclaims space: SQLite VACUUM, JSON orphan cleanup (Redis: nothing to do).
     fn compact(&mut self) -> Result<(), StorageError>;
     /// Deletes everything stored.
     fn purge(&mut self) -> Result<(), StorageError>;

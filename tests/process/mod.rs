@@ -37,6 +37,8 @@ pub enum Kind {
     Memory,
     Sqlite,
     Json,
+    /// A private `redis-server` per store (see `localzure::storage::redis::TestRedis`).
+    Redis,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Memory => "in-memory",
             Kind::Sqlite => "sqlite",
             Kind::Json => "json",
+            Kind::Redis => "redis",
         }
     }
 }
@@ -55,14 +58,20 @@ pub struct Store {
     pub dir: tempfile::TempDir,
     /// Extra or overriding `LOCALZURE_*` variables.
     pub extra: Vec<(String, String)>,
+    /// The Redis server of a [`Kind::Redis`] store (killed when the store drops).
+    pub redis: Option<localzure::storage::redis::TestRedis>,
 }
 
 impl Store {
     pub fn new(kind: Kind) -> Store {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis =
+            (kind == Kind::Redis).then(|| localzure::storage::redis::TestRedis::start(dir.path()));
         Store {
             kind,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             extra: Vec::new(),
+            redis,
         }
     }
 
@@ -90,7 +99,7 @@ impl Store {
                 p.into()
             }
             Kind::Json => self.json_path().join("operations.wal"),
-            Kind::Memory => panic!("the in-memory store has no journal"),
+            Kind::Memory | Kind::Redis => panic!("this store has no journal file"),
         }
     }
 
@@ -100,6 +109,10 @@ impl Store {
             Kind::Sqlite => self.sqlite_path(),
             Kind::Json => self.json_path(),
             Kind::Memory => PathBuf::from("memory"),
+            Kind::Redis => PathBuf::from(format!(
+                "redis://127.0.0.1:{}/0 (prefix localzure:)",
+                self.redis.as_ref().map_or(0, |r| r.port)
+            )),
         }
     }
 
@@ -118,6 +131,10 @@ impl Store {
             ),
             ("LOCALZURE_SNAPSHOT_INTERVAL".into(), "0".into()),
         ];
+        if let Some(r) = &self.redis {
+            v.push(("LOCALZURE_REDIS_HOST".into(), "127.0.0.1".into()));
+            v.push(("LOCALZURE_REDIS_PORT".into(), r.port.to_string()));
+        }
         for (k, val) in &self.extra {
             v.retain(|(k2, _)| k2 != k);
             v.push((k.clone(), val.clone()));
