@@ -1,5 +1,6 @@
 //! Create, update and delete of queues, topics, subscriptions and rules.
 
+use super::deadlines::EntityId;
 use super::entity::{EntityKind, EntityProps, EntityTimes, Rule};
 use super::error::BrokerError;
 use super::filter::CompiledRule;
@@ -117,6 +118,7 @@ impl Broker {
                 q: Receivable::new(props.requires_session),
             },
         );
+        self.deadlines.mark(EntityId::Queue(names::key(name)));
         self.touch_entity(queue_key(name));
         Ok(Outcome::Done)
     }
@@ -134,6 +136,7 @@ impl Broker {
             .get_mut(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
         session_unchanged(&q.props, props, "queue")?;
+        self.deadlines.mark(EntityId::Queue(names::key(name)));
         q.props = props.clone();
         q.times.updated_at = now;
         let key = queue_key(&q.name);
@@ -146,6 +149,7 @@ impl Broker {
             .queues
             .remove(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
+        self.deadlines.mark(EntityId::Queue(names::key(name)));
         self.forget_entity(queue_key(&q.name));
         Ok(Outcome::Done)
     }
@@ -172,6 +176,7 @@ impl Broker {
                 subs: BTreeMap::new(),
             },
         );
+        self.deadlines.mark(EntityId::Topic(names::key(name)));
         self.touch_entity(topic_key(name));
         Ok(Outcome::Done)
     }
@@ -189,6 +194,7 @@ impl Broker {
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
         t.props = props.clone();
         t.times.updated_at = now;
+        self.deadlines.mark(EntityId::Topic(names::key(name)));
         let key = topic_key(&t.name);
         self.touch_entity(key);
         Ok(Outcome::Done)
@@ -199,10 +205,14 @@ impl Broker {
             .topics
             .remove(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(name.to_string()))?;
-        for s in t.subs.values() {
+        let tk = names::key(name);
+        for (sk, s) in &t.subs {
             let k = sub_key(&t.name, &s.name);
             self.dirty_entities.remove(&k);
+            self.deadlines
+                .mark(EntityId::Subscription(tk.clone(), sk.clone()));
         }
+        self.deadlines.mark(EntityId::Topic(tk));
         self.forget_entity(topic_key(&t.name));
         Ok(Outcome::Done)
     }
@@ -250,6 +260,8 @@ impl Broker {
             },
         );
         let key = sub_key(&t.name, name);
+        self.deadlines
+            .mark(EntityId::Subscription(names::key(topic), names::key(name)));
         self.touch_entity(key);
         Ok(Outcome::Done)
     }
@@ -269,6 +281,8 @@ impl Broker {
             .get_mut(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(format!("{tname}/Subscriptions/{name}")))?;
         let key = sub_key(&tname, &s.name);
+        self.deadlines
+            .mark(EntityId::Subscription(names::key(topic), names::key(name)));
         Ok((s, key))
     }
 
@@ -303,6 +317,8 @@ impl Broker {
             .remove(&names::key(name))
             .ok_or_else(|| BrokerError::EntityNotFound(format!("{topic}/Subscriptions/{name}")))?;
         let key = sub_key(&t.name, &s.name);
+        self.deadlines
+            .mark(EntityId::Subscription(names::key(topic), names::key(name)));
         self.forget_entity(key);
         Ok(Outcome::Done)
     }
@@ -367,6 +383,7 @@ impl Broker {
         }
         self.queues.clear();
         self.topics.clear();
+        self.deadlines.clear();
         self.dirty_entities.clear();
         self.wakeups.clear();
         self.full_needed = true;

@@ -17,6 +17,7 @@
 //! - ForwardTo moves a message on arrival (up to 4 hops); ForwardDeadLetteredMessagesTo moves
 //!   dead-lettered messages.
 
+use super::deadlines::EntityId;
 use super::entities::{queue_key, topic_key};
 use super::entity::EntityProps;
 use super::error::BrokerError;
@@ -181,6 +182,7 @@ impl Broker {
         source: Option<&str>,
     ) -> Option<u64> {
         let q = self.queues.get_mut(k)?;
+        self.deadlines.mark(EntityId::Queue(k.to_string()));
         if Self::is_duplicate(&mut q.dup, &q.props, &m.message_id, now) {
             self.touched = true;
             self.dirty_entities.insert(queue_key(&q.name));
@@ -245,6 +247,7 @@ impl Broker {
     /// Sends into a topic: assigns the topic's sequence number and fans out.
     fn enqueue_topic(&mut self, k: &str, m: &NewMessage, now: Millis, hops: usize) -> Option<u64> {
         let t = self.topics.get_mut(k)?;
+        self.deadlines.mark(EntityId::Topic(k.to_string()));
         if Self::is_duplicate(&mut t.dup, &t.props, &m.message_id, now) {
             self.touched = true;
             self.dirty_entities.insert(topic_key(&t.name));
@@ -339,6 +342,8 @@ impl Broker {
             let Some(s) = self.topics.get_mut(k).and_then(|t| t.subs.get_mut(&sk)) else {
                 continue;
             };
+            self.deadlines
+                .mark(EntityId::Subscription(k.to_string(), sk.clone()));
             // The subscription's own TTL default may be shorter than the topic's.
             let ttl = msg.ttl.min(s.props.default_message_time_to_live);
             msg.ttl = ttl;
@@ -794,9 +799,12 @@ impl Broker {
         let mut found = 0usize;
         let mut stores: Vec<&mut MessageStore> = Vec::new();
         if let Some(q) = self.queues.get_mut(&k) {
+            self.deadlines.mark(EntityId::Queue(k.clone()));
             stores.push(&mut q.q.main);
         } else if let Some(t) = self.topics.get_mut(&k) {
-            for s in t.subs.values_mut() {
+            for (sk, s) in t.subs.iter_mut() {
+                self.deadlines
+                    .mark(EntityId::Subscription(k.clone(), sk.clone()));
                 stores.push(&mut s.q.main);
             }
         } else {

@@ -9,6 +9,7 @@
 //! - [`persist`]: incremental snapshot deltas and restore from a snapshot.
 //! - [`store`]: one message store with its indexes.
 
+pub mod deadlines;
 pub mod entities;
 pub mod entity;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod value;
 
 use crate::storage::EntityKey;
 use crate::time::Millis;
+use deadlines::{Deadlines, EntityId};
 use entity::{CountDetails, EntityInfo, EntityKind, EntityProps, EntityTimes, Rule};
 use error::BrokerError;
 use filter::CompiledRule;
@@ -177,6 +179,8 @@ pub struct Broker {
     wakeups: BTreeSet<String>,
     /// Set by any mutation during the current `apply`.
     touched: bool,
+    /// Each entity's earliest deadline, so [`Broker::next_due`] need not scan every entity.
+    deadlines: Deadlines,
 }
 
 /// Result of an apply: the outcome, and whether state changed. A refused operation can still
@@ -279,10 +283,87 @@ impl Broker {
                 Ok(Outcome::Done)
             }
         };
+        self.refresh_deadlines();
+        // Every unit test checks the index against the full scan after every operation (small
+        // brokers only: the scan is what the index exists to avoid).
+        #[cfg(test)]
+        if self.queues.len() + self.topics.len() <= 1_000 {
+            assert_eq!(
+                self.deadlines.first(),
+                self.next_due_scan(),
+                "deadline index out of date after {rec:?}"
+            );
+        }
         Applied {
             result,
             changed: self.touched,
         }
+    }
+
+    /// Recomputes the due time of every entity the last operation marked.
+    fn refresh_deadlines(&mut self) {
+        for id in self.deadlines.take_pending() {
+            let due = self.due_of(&id);
+            self.deadlines.set(id, due);
+        }
+    }
+
+    /// Rebuilds the deadline index from scratch (after restore).
+    pub(crate) fn rebuild_deadlines(&mut self) {
+        self.deadlines.clear();
+        let mut ids: Vec<EntityId> = Vec::new();
+        for k in self.queues.keys() {
+            ids.push(EntityId::Queue(k.clone()));
+        }
+        for (tk, t) in &self.topics {
+            ids.push(EntityId::Topic(tk.clone()));
+            for sk in t.subs.keys() {
+                ids.push(EntityId::Subscription(tk.clone(), sk.clone()));
+            }
+        }
+        for id in ids {
+            let due = self.due_of(&id);
+            self.deadlines.set(id, due);
+        }
+    }
+
+    /// One entity's earliest deadline (`None` when nothing is due or it does not exist).
+    fn due_of(&self, id: &EntityId) -> Option<Millis> {
+        match id {
+            EntityId::Queue(k) => self.queues.get(k).and_then(|q| {
+                min_due([
+                    q.q.main.next_due(),
+                    q.q.dlq.next_due(),
+                    idle_due(&q.props, &q.times),
+                    session_lock_due(&q.q),
+                ])
+            }),
+            EntityId::Topic(k) => self
+                .topics
+                .get(k)
+                .and_then(|t| idle_due(&t.props, &t.times)),
+            EntityId::Subscription(tk, sk) => self
+                .topics
+                .get(tk)
+                .and_then(|t| t.subs.get(sk))
+                .and_then(|s| {
+                    min_due([
+                        s.q.main.next_due(),
+                        s.q.dlq.next_due(),
+                        idle_due(&s.props, &s.times),
+                        session_lock_due(&s.q),
+                    ])
+                }),
+        }
+    }
+
+    /// Marks the entity a receivable path names for a deadline recompute.
+    fn mark_path(&mut self, path: &QueuePath) {
+        let ek = crate::names::key(&path.entity);
+        self.deadlines.mark(match &path.subscription {
+            None => EntityId::Queue(ek),
+            Some(sub) => EntityId::Subscription(ek, crate::names::key(sub)),
+        });
     }
 
     /// Paths (lowercased) that gained available messages since the last call.
@@ -311,6 +392,7 @@ impl Broker {
         &mut self,
         path: &QueuePath,
     ) -> Result<(&mut Receivable, &EntityProps, &mut EntityTimes), BrokerError> {
+        self.mark_path(path);
         let ek = crate::names::key(&path.entity);
         match &path.subscription {
             None => match self.queues.get_mut(&ek) {
@@ -573,8 +655,15 @@ impl Broker {
         t
     }
 
-    /// The earliest time any timer falls due (locks, TTL, schedules, auto-delete).
+    /// The earliest time any timer falls due (locks, TTL, schedules, auto-delete): the first
+    /// entry of the deadline index, O(log entities).
     pub fn next_due(&self) -> Option<Millis> {
+        self.deadlines.first()
+    }
+
+    /// The same answer by scanning every entity: the reference the index is tested against.
+    #[cfg(test)]
+    pub(crate) fn next_due_scan(&self) -> Option<Millis> {
         let mut best: Option<Millis> = None;
         let mut consider = |t: Option<Millis>| {
             if let Some(t) = t {
@@ -598,6 +687,10 @@ impl Broker {
         }
         best
     }
+}
+
+fn min_due(dues: [Option<Millis>; 4]) -> Option<Millis> {
+    dues.into_iter().flatten().min()
 }
 
 fn idle_due(props: &EntityProps, times: &EntityTimes) -> Option<Millis> {
@@ -628,5 +721,7 @@ pub struct Totals {
     pub deferred: u64,
 }
 
+#[cfg(test)]
+mod deadline_tests;
 #[cfg(test)]
 mod tests;

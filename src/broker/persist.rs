@@ -431,6 +431,7 @@ impl Broker {
                 t.next_seq = t.next_seq.max(max_seq(&s.q) + 1);
             }
         }
+        b.rebuild_deadlines();
         Ok(b)
     }
 
