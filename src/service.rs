@@ -395,7 +395,7 @@ impl ServiceBusBackend {
             self.wake(wake);
             (applied.result, lsn, journal, applied.changed)
         };
-        // Only a change can move the earliest deadline; the timer's scan is O(entities).
+        // Only a change can move the earliest deadline, so only a change wakes the timer.
         if changed {
             self.inner.timer_wake.notify_one();
         }
