@@ -188,6 +188,11 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
     if count > size {
         return Err(bad("element count exceeds the size"));
     }
+    // A map's count covers keys and values; the codec assumes it is even (an odd one made it
+    // underflow: found by the amqp_frame fuzz target).
+    if (code == 0xc1 || code == 0xd1) && count % 2 == 1 {
+        return Err(bad("map with an odd element count"));
+    }
     let inner = &buf[..end];
     let mut p = start + width;
     if code == 0xe0 || code == 0xf0 {
@@ -328,6 +333,19 @@ mod tests {
         assert!(check_value(&[0xe0, 4, 9, 0x50, 1, 2]).is_err());
         let v = serde_amqp::to_vec(&Performative::Close(Close { error: None })).unwrap();
         assert_eq!(check_value(&v).unwrap(), v.len());
+    }
+
+    #[test]
+    fn maps_with_an_odd_count_are_refused() {
+        // map8 and map32 of one element (a key without its value).
+        assert!(check_value(&[0xc1, 0x02, 0x01, 0x40]).is_err());
+        assert!(check_value(&[0xd1, 0, 0, 0, 5, 0, 0, 0, 1, 0x40]).is_err());
+        // Nested in a list, and as the application-properties section of a message.
+        assert!(check_value(&[0xc0, 0x05, 0x01, 0xc1, 0x02, 0x01, 0x40]).is_err());
+        let section = [0x00, 0x53, 0x74, 0xc1, 0x02, 0x01, 0x40];
+        assert!(crate::amqp::convert::decode_message(&section).is_err());
+        // An even count still passes.
+        assert_eq!(check_value(&[0xc1, 0x03, 0x02, 0x40, 0x40]).unwrap(), 5);
     }
 
     #[tokio::test]
