@@ -2,7 +2,7 @@
 //! produced by the crate's own encoders (ATOM rendering, AMQP encoding, the operation-record
 //! JSON), so the fuzzers start from inputs the server really sees.
 //!
-//! `cd fuzz && cargo run --bin seeds` (from the fuzz directory).
+//! `cd fuzz && cargo run --example seeds`.
 
 use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
 use fe2o3_amqp_types::performatives::{Attach, Begin, Close, Open, Performative, Transfer};
