@@ -39,7 +39,7 @@ for t in $FUZZ_TARGETS; do
     else
         echo "fuzz $t: FAILED"
         grep -E 'panicked|ERROR|SUMMARY' "$log" | head -5 || true
-        grep -o "Test unit written to .*" "$log" | sed 's/^/  reproducer: /' || true
+        grep -o "Test unit written to .*" "$log" | sed 's/^Test unit written to /  reproducer: /' || true
         echo "  reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $t <reproducer>"
         echo "  full log: $log"
         failed+=("$t")

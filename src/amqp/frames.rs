@@ -215,6 +215,11 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
             p = scan(inner, p, depth + 1)?;
         }
     }
+    // The codec reads `count` elements and goes on from there, not from the declared end: bytes
+    // left over would be read as the next value, unchecked (found by the amqp_frame fuzz target).
+    if p != end {
+        return Err(bad("compound size does not match its elements"));
+    }
     Ok(end)
 }
 
@@ -346,6 +351,17 @@ mod tests {
         assert!(crate::amqp::convert::decode_message(&section).is_err());
         // An even count still passes.
         assert_eq!(check_value(&[0xc1, 0x03, 0x02, 0x40, 0x40]).unwrap(), 5);
+    }
+
+    #[test]
+    fn compound_sizes_must_match_their_elements() {
+        // list8 of one null declaring 5 bytes: the 3 bytes left over (a map8 of size 0, which
+        // the codec would read next, unchecked) are refused.
+        assert!(check_value(&[0xc0, 0x05, 0x01, 0x40, 0xc1, 0x00, 0x00]).is_err());
+        // array8 of two ubytes with a spare byte.
+        assert!(check_value(&[0xe0, 0x05, 0x02, 0x50, 1, 2, 3]).is_err());
+        // Exact sizes pass.
+        assert_eq!(check_value(&[0xc0, 0x02, 0x01, 0x40]).unwrap(), 4);
     }
 
     #[tokio::test]
