@@ -33,7 +33,7 @@ for t in $FUZZ_TARGETS; do
     if cargo fuzz run "${FUZZ_FLAGS[@]}" "$t" "$grown" "fuzz/corpus/$t" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=20 -rss_limit_mb=4096 \
         -print_final_stats=1 >"$log" 2>&1; then
-        runs=$(sed -n 's/^stat::number_executed_units: *//p' "$log")
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
         echo "fuzz $t: ok ($runs runs, $cov)"
     else
