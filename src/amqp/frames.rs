@@ -207,6 +207,12 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
             elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
             p += 1;
         }
+        // The codec decodes the values inside an array's list or map elements with the array's
+        // constructor instead of their own, so such arrays never decode correctly and can
+        // underflow it (found by the amqp_frame fuzz target): refused.
+        if matches!(elem, 0xc0 | 0xc1 | 0xd0 | 0xd1 | 0xe0 | 0xf0) {
+            return Err(bad("arrays of lists, maps or arrays are not supported"));
+        }
         for _ in 0..count {
             p = scan_data(inner, elem, p, depth + 1)?;
         }
@@ -362,6 +368,21 @@ mod tests {
         assert!(check_value(&[0xe0, 0x05, 0x02, 0x50, 1, 2, 3]).is_err());
         // Exact sizes pass.
         assert_eq!(check_value(&[0xc0, 0x02, 0x01, 0x40]).unwrap(), 4);
+    }
+
+    #[test]
+    fn arrays_of_compound_values_are_refused() {
+        // array8 of one map8 { "a" => smallint 1 }: the codec would read the key and value
+        // with the array's map constructor.
+        let a = [
+            0xe0, 0x09, 0x01, 0xc1, 0x05, 0x02, 0xa1, 0x01, b'a', 0x51, 0x01,
+        ];
+        assert!(check_value(&a).is_err());
+        assert!(
+            crate::amqp::convert::decode_send(&[&[0x00, 0x53, 0x77][..], &a].concat(), 0).is_err()
+        );
+        // Arrays of scalars still pass.
+        assert_eq!(check_value(&[0xe0, 0x04, 0x02, 0x50, 1, 2]).unwrap(), 6);
     }
 
     #[tokio::test]
