@@ -114,6 +114,18 @@ pub fn decode_message(bytes: &[u8]) -> Result<AmqpMessage, ConvertError> {
             ));
         };
         let d = *d;
+        // A value or sequence body is re-encoded later (`body_bytes`), and serde_amqp 0.18
+        // panics re-encoding a map whose key is a timestamp (its serializer keeps the
+        // timestamp state for the entry's value: found by the amqp_frame fuzz target).
+        let body_section = matches!(
+            section_code(&d.descriptor),
+            Some(AMQP_VALUE | AMQP_SEQUENCE)
+        );
+        if body_section && timestamp_keyed(&d.value) {
+            return Err(ConvertError::Invalid(
+                "a message body with a map keyed by a timestamp is not supported".into(),
+            ));
+        }
         match section_code(&d.descriptor) {
             Some(HEADER) => {
                 if let AV::List(l) = d.value {
@@ -163,6 +175,29 @@ pub fn decode_message(bytes: &[u8]) -> Result<AmqpMessage, ConvertError> {
         }
     }
     Ok(msg)
+}
+
+/// Whether `v` holds, at any depth, a map with a key that is or contains a timestamp.
+fn timestamp_keyed(v: &AV) -> bool {
+    fn has_timestamp(v: &AV) -> bool {
+        match v {
+            AV::Timestamp(_) => true,
+            AV::Map(m) => m.iter().any(|(k, v)| has_timestamp(k) || has_timestamp(v)),
+            AV::List(items) => items.iter().any(has_timestamp),
+            AV::Array(a) => a.0.iter().any(has_timestamp),
+            AV::Described(d) => has_timestamp(&d.value),
+            _ => false,
+        }
+    }
+    match v {
+        AV::Map(m) => m
+            .iter()
+            .any(|(k, v)| has_timestamp(k) || timestamp_keyed(v)),
+        AV::List(items) => items.iter().any(timestamp_keyed),
+        AV::Array(a) => a.0.iter().any(timestamp_keyed),
+        AV::Described(d) => timestamp_keyed(&d.value),
+        _ => false,
+    }
 }
 
 /// A field of a list section, or `Null`.
@@ -708,5 +743,23 @@ mod tests {
         assert_eq!(decode_send(&v, 0).unwrap()[0].body, b"text");
         assert!(decode_send(&[0x00, 0x53, 0x75], 0).is_err());
         assert!(decode_send(&[0x45], 0).is_err());
+    }
+
+    #[test]
+    fn a_body_map_keyed_by_a_timestamp_is_refused_not_a_panic() {
+        // map8 { timestamp 5 => "x" }: serde_amqp 0.18 panics re-encoding it.
+        let map = [0xc1, 13, 2, 0x83, 0, 0, 0, 0, 0, 0, 0, 5, 0xa1, 1, b'x'];
+        let mut value = vec![0x00, 0x53, 0x77];
+        value.extend_from_slice(&map);
+        assert!(decode_send(&value, 0).is_err());
+        // The same map inside an amqp-sequence section's list.
+        let mut sequence = vec![0x00, 0x53, 0x76, 0xc0, 16, 1];
+        sequence.extend_from_slice(&map);
+        assert!(decode_send(&sequence, 0).is_err());
+        // Timestamps as map values (and other keys) are fine.
+        let ok = [
+            0x00, 0x53, 0x77, 0xc1, 13, 2, 0xa1, 1, b'x', 0x83, 0, 0, 0, 0, 0, 0, 0, 5,
+        ];
+        assert_eq!(decode_send(&ok, 0).unwrap().len(), 1);
     }
 }

@@ -188,6 +188,11 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
     if count > size {
         return Err(bad("element count exceeds the size"));
     }
+    // A map's count covers keys and values; the codec assumes it is even (an odd one made it
+    // underflow: found by the amqp_frame fuzz target).
+    if (code == 0xc1 || code == 0xd1) && count % 2 == 1 {
+        return Err(bad("map with an odd element count"));
+    }
     let inner = &buf[..end];
     let mut p = start + width;
     if code == 0xe0 || code == 0xf0 {
@@ -202,6 +207,12 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
             elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
             p += 1;
         }
+        // The codec decodes the values inside an array's list or map elements with the array's
+        // constructor instead of their own, so such arrays never decode correctly and can
+        // underflow it (found by the amqp_frame fuzz target): refused.
+        if matches!(elem, 0xc0 | 0xc1 | 0xd0 | 0xd1 | 0xe0 | 0xf0) {
+            return Err(bad("arrays of lists, maps or arrays are not supported"));
+        }
         for _ in 0..count {
             p = scan_data(inner, elem, p, depth + 1)?;
         }
@@ -209,6 +220,11 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
         for _ in 0..count {
             p = scan(inner, p, depth + 1)?;
         }
+    }
+    // The codec reads `count` elements and goes on from there, not from the declared end: bytes
+    // left over would be read as the next value, unchecked (found by the amqp_frame fuzz target).
+    if p != end {
+        return Err(bad("compound size does not match its elements"));
     }
     Ok(end)
 }
@@ -328,6 +344,45 @@ mod tests {
         assert!(check_value(&[0xe0, 4, 9, 0x50, 1, 2]).is_err());
         let v = serde_amqp::to_vec(&Performative::Close(Close { error: None })).unwrap();
         assert_eq!(check_value(&v).unwrap(), v.len());
+    }
+
+    #[test]
+    fn maps_with_an_odd_count_are_refused() {
+        // map8 and map32 of one element (a key without its value).
+        assert!(check_value(&[0xc1, 0x02, 0x01, 0x40]).is_err());
+        assert!(check_value(&[0xd1, 0, 0, 0, 5, 0, 0, 0, 1, 0x40]).is_err());
+        // Nested in a list, and as the application-properties section of a message.
+        assert!(check_value(&[0xc0, 0x05, 0x01, 0xc1, 0x02, 0x01, 0x40]).is_err());
+        let section = [0x00, 0x53, 0x74, 0xc1, 0x02, 0x01, 0x40];
+        assert!(crate::amqp::convert::decode_message(&section).is_err());
+        // An even count still passes.
+        assert_eq!(check_value(&[0xc1, 0x03, 0x02, 0x40, 0x40]).unwrap(), 5);
+    }
+
+    #[test]
+    fn compound_sizes_must_match_their_elements() {
+        // list8 of one null declaring 5 bytes: the 3 bytes left over (a map8 of size 0, which
+        // the codec would read next, unchecked) are refused.
+        assert!(check_value(&[0xc0, 0x05, 0x01, 0x40, 0xc1, 0x00, 0x00]).is_err());
+        // array8 of two ubytes with a spare byte.
+        assert!(check_value(&[0xe0, 0x05, 0x02, 0x50, 1, 2, 3]).is_err());
+        // Exact sizes pass.
+        assert_eq!(check_value(&[0xc0, 0x02, 0x01, 0x40]).unwrap(), 4);
+    }
+
+    #[test]
+    fn arrays_of_compound_values_are_refused() {
+        // array8 of one map8 { "a" => smallint 1 }: the codec would read the key and value
+        // with the array's map constructor.
+        let a = [
+            0xe0, 0x09, 0x01, 0xc1, 0x05, 0x02, 0xa1, 0x01, b'a', 0x51, 0x01,
+        ];
+        assert!(check_value(&a).is_err());
+        assert!(
+            crate::amqp::convert::decode_send(&[&[0x00, 0x53, 0x77][..], &a].concat(), 0).is_err()
+        );
+        // Arrays of scalars still pass.
+        assert_eq!(check_value(&[0xe0, 0x04, 0x02, 0x50, 1, 2]).unwrap(), 6);
     }
 
     #[tokio::test]

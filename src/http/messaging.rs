@@ -203,7 +203,10 @@ struct BatchItem {
     user_properties: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-fn parse_batch(body: &[u8]) -> Result<Vec<NewMessage>, String> {
+/// Parses a batch send body (`application/vnd.microsoft.servicebus.json`): a JSON array of
+/// `{Body, BrokerProperties, UserProperties}`. Public for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn parse_batch(body: &[u8]) -> Result<Vec<NewMessage>, String> {
     let items: Vec<BatchItem> = serde_json::from_slice(body)
         .map_err(|e| format!("The batch body is not a valid JSON array of messages: {e}"))?;
     let mut out = Vec::with_capacity(items.len());
@@ -226,6 +229,24 @@ fn parse_batch(body: &[u8]) -> Result<Vec<NewMessage>, String> {
         out.push(build_message(bp, body, None, props)?);
     }
     Ok(out)
+}
+
+/// The message of a single (non-batch) send: the `BrokerProperties` header's JSON text (if
+/// any), the body, the Content-Type and the custom properties taken from the other headers.
+/// Public for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn single_message(
+    broker_properties: Option<&str>,
+    body: Vec<u8>,
+    content_type: Option<String>,
+    properties: BTreeMap<String, Value>,
+) -> Result<NewMessage, String> {
+    let bp: SendProperties = match broker_properties {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| format!("The BrokerProperties header is not valid JSON: {e}"))?,
+        None => SendProperties::default(),
+    };
+    build_message(bp, body, content_type, properties)
 }
 
 /// POST /{queue|topic}/messages — send one message, or a batch with
@@ -256,34 +277,21 @@ pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
             Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
         }
     } else {
-        let bp: SendProperties = match req.headers.get("brokerproperties") {
-            Some(v) => {
-                let text = match v.to_str() {
-                    Ok(t) => t,
-                    Err(_) => {
-                        return error_body(
-                            StatusCode::BAD_REQUEST,
-                            "The BrokerProperties header is not valid text.",
-                        )
-                    }
-                };
-                match serde_json::from_str(text) {
-                    Ok(bp) => bp,
-                    Err(e) => {
-                        return error_body(
-                            StatusCode::BAD_REQUEST,
-                            &format!("The BrokerProperties header is not valid JSON: {e}"),
-                        )
-                    }
-                }
+        let bp = match req.headers.get("brokerproperties").map(|v| v.to_str()) {
+            Some(Ok(text)) => Some(text),
+            Some(Err(_)) => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    "The BrokerProperties header is not valid text.",
+                )
             }
-            None => SendProperties::default(),
+            None => None,
         };
         let props = match custom_properties(&req.headers) {
             Ok(p) => p,
             Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
         };
-        match build_message(bp, req.body.to_vec(), content_type, props) {
+        match single_message(bp, req.body.to_vec(), content_type, props) {
             Ok(m) => vec![m],
             Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
         }

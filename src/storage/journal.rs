@@ -900,6 +900,15 @@ fn flusher_loop(shared: &Shared) {
     }
 }
 
+/// Decodes a journal file image as [`Journal::open`] does, without touching the disk: the
+/// records, and the offset of a torn tail (the file is not truncated). Public for the fuzz
+/// targets (`fuzz/`), which check that no input panics the torn-tail/corruption decision.
+#[doc(hidden)]
+pub fn decode(buf: &[u8]) -> Result<Replay, StorageError> {
+    let (records, torn_tail) = parse_file(Path::new("<journal image>"), buf)?;
+    Ok(Replay { records, torn_tail })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
