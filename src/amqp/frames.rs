@@ -196,10 +196,12 @@ fn scan_data(buf: &[u8], code: u8, pos: usize, depth: usize) -> Result<usize, Fr
     let inner = &buf[..end];
     let mut p = start + width;
     if code == 0xe0 || code == 0xf0 {
-        if count == 0 {
+        if count == 0 && p == end {
             return Ok(end);
         }
-        // One constructor for all elements (possibly described).
+        // One constructor for all elements (possibly described), checked even for an empty
+        // array: the codec reads it and decodes the element type's header before the count
+        // stops it (an empty array of list8 underflowed it: found by the amqp_frame fuzz target).
         let mut elem = *inner.get(p).ok_or_else(|| bad("truncated array"))?;
         p += 1;
         if elem == 0x00 {
@@ -383,6 +385,24 @@ mod tests {
         );
         // Arrays of scalars still pass.
         assert_eq!(check_value(&[0xe0, 0x04, 0x02, 0x50, 1, 2]).unwrap(), 6);
+    }
+
+    #[test]
+    fn empty_arrays_of_compound_values_are_refused() {
+        // An empty array8 whose element constructor is list8: the codec reads the constructor
+        // and a list header anyway, and underflowed on a list8 size of 0.
+        assert!(check_value(&[0xe0, 0x03, 0x00, 0xc0, 0x00]).is_err());
+        assert!(check_value(&[0xe0, 0x02, 0x00, 0xc0]).is_err());
+        // The fuzz target's reproducer (mode byte, then a transfer payload) is refused cleanly.
+        let repro = include_bytes!("../../fuzz/corpus/amqp_frame/regression-empty-array-of-list8");
+        assert!(crate::amqp::convert::decode_send(&repro[1..], 0).is_err());
+        assert!(
+            crate::amqp::convert::decode_send(&repro[1..], crate::amqp::convert::BATCH_FORMAT)
+                .is_err()
+        );
+        // Empty arrays of scalars, with or without their constructor, still pass.
+        assert_eq!(check_value(&[0xe0, 0x02, 0x00, 0x50]).unwrap(), 4);
+        assert_eq!(check_value(&[0xe0, 0x01, 0x00]).unwrap(), 3);
     }
 
     #[tokio::test]

@@ -301,6 +301,16 @@ struct Parsed {
     version: Option<u16>,
 }
 
+impl Parsed {
+    /// Where a torn write starts, for [`Replay::torn_tail`] (a torn header: offset 0).
+    fn torn_tail(&self) -> Option<u64> {
+        match self.version {
+            None => Some(0),
+            Some(_) => self.torn.then_some(self.end),
+        }
+    }
+}
+
 /// Parses a whole journal file: the records, where they end, and whether a torn tail follows.
 fn parse_file(path: &Path, buf: &[u8]) -> Result<Parsed, StorageError> {
     let header = header_bytes();
@@ -452,10 +462,7 @@ impl Journal {
                 // Make sure what we replay is on disk, even if the previous process died
                 // before its fsync (the data may only have been in the page cache).
                 file.sync_data().map_err(|e| io_err(path, e))?;
-                let torn = match parsed.version {
-                    None => Some(0),
-                    Some(_) => parsed.torn.then_some(parsed.end),
-                };
+                let torn = parsed.torn_tail();
                 (parsed.records, torn, file, len, allocated)
             }
             _ => {
@@ -905,8 +912,12 @@ fn flusher_loop(shared: &Shared) {
 /// targets (`fuzz/`), which check that no input panics the torn-tail/corruption decision.
 #[doc(hidden)]
 pub fn decode(buf: &[u8]) -> Result<Replay, StorageError> {
-    let (records, torn_tail) = parse_file(Path::new("<journal image>"), buf)?;
-    Ok(Replay { records, torn_tail })
+    let parsed = parse_file(Path::new("<journal image>"), buf)?;
+    let torn_tail = parsed.torn_tail();
+    Ok(Replay {
+        records: parsed.records,
+        torn_tail,
+    })
 }
 
 #[cfg(test)]
