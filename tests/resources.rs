@@ -102,19 +102,6 @@ async fn wait_health(http: &Http, want: StatusCode, deadline: Duration) -> serde
     }
 }
 
-/// The message ids of an export.
-fn ids(doc: &serde_json::Value) -> Vec<String> {
-    messages(doc)
-        .iter()
-        .map(|m| {
-            m["message"]["content"]["message_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
-
 // ----- disk full --------------------------------------------------------------------------------
 
 /// Sends 8 KiB messages until `refusals` in a row are refused; returns the acknowledged ids
@@ -191,7 +178,7 @@ async fn disk_full(kind: Kind) {
     let logs = server.kill();
     assert!(!logs.text().contains("panicked"), "{}", logs.text());
     let server = Server::start(&store.env());
-    let found = ids(&server.http.export().await);
+    let found = message_ids(&server.http.export().await);
     let unique: BTreeSet<&String> = found.iter().collect();
     assert_eq!(unique.len(), found.len(), "no duplicates");
     for id in &acked {
@@ -222,14 +209,7 @@ async fn json_disk_full_refuses_with_503_and_recovers_by_itself() {
 
 /// Checks the documented fallback: ERROR naming `path`, `/health` degraded, still serving.
 async fn assert_fallback(server: &Server, path: &Path) {
-    let line = server
-        .logs
-        .wait_for(Duration::ZERO, |l| {
-            l.contains("Failed to initialize persistence")
-        })
-        .unwrap_or_else(|| panic!("no fallback error: {}", server.logs.text()));
-    assert!(line.contains("ERROR"), "{line}");
-    assert!(line.contains("Falling back to in-memory mode"), "{line}");
+    let line = server.fallback_line();
     assert!(line.contains("Read-only file system"), "{line}");
     assert!(line.contains(&path.display().to_string()), "{line}");
     let (status, health) = server.http.health().await;
@@ -291,7 +271,10 @@ async fn read_only(kind: Kind) {
     // Writable again: the data is all there.
     fs.remount("rw");
     let server = Server::start(&store.env());
-    assert_eq!(ids(&server.http.export().await), vec!["kept".to_string()]);
+    assert_eq!(
+        message_ids(&server.http.export().await),
+        vec!["kept".to_string()]
+    );
     server.terminate();
 }
 

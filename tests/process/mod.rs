@@ -296,6 +296,21 @@ fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
 }
 
 impl Server {
+    /// The guide's start-up fallback line (ERROR `Failed to initialize persistence (error=…).
+    /// Falling back to in-memory mode`), logged before the server answers; panics with the log
+    /// when it is missing or not an ERROR.
+    pub fn fallback_line(&self) -> String {
+        let line = self
+            .logs
+            .wait_for(Duration::ZERO, |l| {
+                l.contains("Failed to initialize persistence")
+            })
+            .unwrap_or_else(|| panic!("no fallback error: {}", self.logs.text()));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains("Falling back to in-memory mode"), "{line}");
+        line
+    }
+
     /// Starts the server with `vars` (on top of `LOCALZURE_HTTP_PORT=0`); panics with the log if
     /// it does not come up.
     pub fn start(vars: &[(String, String)]) -> Server {
@@ -895,6 +910,19 @@ pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str
 /// The messages of an export (with their decoded `message` objects).
 pub fn messages(doc: &serde_json::Value) -> Vec<serde_json::Value> {
     doc["messages"].as_array().cloned().unwrap_or_default()
+}
+
+/// The `message_id` of an exported message ("" when it has none).
+pub fn message_id(m: &serde_json::Value) -> String {
+    m["message"]["content"]["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The message ids of an export, in export order.
+pub fn message_ids(doc: &serde_json::Value) -> Vec<String> {
+    messages(doc).iter().map(message_id).collect()
 }
 
 /// Writes a file, creating parents.
