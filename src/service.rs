@@ -152,6 +152,17 @@ impl ServiceBusBackend {
         f(&self.lock_broker())
     }
 
+    /// The guide's start-up fallback: logs its ERROR line, keeps running in memory, and marks
+    /// the status degraded so `/health` and `storage stats` show it.
+    fn fall_back(&self, e: &StorageError) -> PersistenceStatus {
+        tracing::error!(
+            "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
+        );
+        *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(MemoryBackend);
+        self.set_status(|s| s.degraded = Some(e.to_string()));
+        self.status()
+    }
+
     /// Opens the configured storage, loads the last snapshot, replays the journal, snapshots
     /// and truncates the journal. If the backend cannot be opened, logs the guide's error and
     /// keeps running in memory (degraded, visible in `/health` and `storage stats`). A journal
@@ -170,13 +181,7 @@ impl ServiceBusBackend {
                     .unwrap_or_else(|e| e.into_inner()) = lock
             }
             Err(e @ StorageError::InUse { .. }) => return Err(e),
-            Err(e) => {
-                tracing::error!(
-                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
-                );
-                self.set_status(|s| s.degraded = Some(e.to_string()));
-                return Ok(self.status());
-            }
+            Err(e) => return Ok(self.fall_back(&e)),
         }
         let opened = tokio::task::spawn_blocking(move || open_backend(&cfg))
             .await
@@ -184,13 +189,7 @@ impl ServiceBusBackend {
         let backend = match opened {
             Ok(b) => b,
             Err(e @ StorageError::Unavailable(_)) => return Err(e),
-            Err(e) => {
-                tracing::error!(
-                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
-                );
-                self.set_status(|s| s.degraded = Some(e.to_string()));
-                return Ok(self.status());
-            }
+            Err(e) => return Ok(self.fall_back(&e)),
         };
         let started = Instant::now();
         let (backend, snap, read_ms) = tokio::task::spawn_blocking(move || {
@@ -203,15 +202,7 @@ impl ServiceBusBackend {
         *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) = backend;
         let snap = match snap {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(
-                    "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
-                );
-                *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Box::new(MemoryBackend);
-                self.set_status(|s| s.degraded = Some(e.to_string()));
-                return Ok(self.status());
-            }
+            Err(e) => return Ok(self.fall_back(&e)),
         };
         let now = self.now();
         if let Some(s) = &snap {
@@ -266,14 +257,8 @@ impl ServiceBusBackend {
                                  the operations in between is missing"
                             ),
                         };
-                        tracing::error!(
-                            "Failed to initialize persistence (error={e}). Falling back to in-memory mode"
-                        );
                         *self.lock_broker() = Broker::new(now);
-                        *self.inner.backend.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Box::new(MemoryBackend);
-                        self.set_status(|s| s.degraded = Some(e.to_string()));
-                        return Ok(self.status());
+                        return Ok(self.fall_back(&e));
                     }
                 }
                 let mut b = self.lock_broker();
