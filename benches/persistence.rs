@@ -18,7 +18,9 @@ use localzure::storage::Backend;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const SENDERS: usize = 64;
+fn senders() -> usize {
+    env_usize("BENCH_SENDERS", 64)
+}
 const QUEUE_XML: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"><QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"/></content></entry>"#;
 
 /// User + system CPU seconds this process has used so far (Linux `/proc/self/stat`; 0 elsewhere).
@@ -37,11 +39,31 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// With `BENCH_PERF_CTL=<fifo>` (from `perf record -D -1 --control fifo:<fifo>`), profiling
+/// covers only the send window, not server start-up or the final snapshot.
+fn perf_control(cmd: &str) {
+    if let Ok(path) = std::env::var("BENCH_PERF_CTL") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            use std::io::Write;
+            let _ = writeln!(f, "{cmd}");
+        }
+    }
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `BENCH_ONLY=sqlite,in-memory` runs just those send rows (and skips recovery/snapshot), for
+/// profiling one path with `perf`.
+fn wanted(kind: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|k| k.trim() == kind),
+        Err(_) => true,
+    }
 }
 
 fn storage(kind: StorageType, dir: &std::path::Path) -> StorageConfig {
@@ -100,7 +122,7 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
     };
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(SENDERS)
+        .pool_max_idle_per_host(senders())
         .build()
         .expect("client");
     client
@@ -109,10 +131,11 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
         .send()
         .await
         .expect("create queue");
+    perf_control("enable");
     let started = Instant::now();
     let cpu = cpu_secs();
     let mut tasks = Vec::new();
-    for s in 0..SENDERS {
+    for s in 0..senders() {
         let client = client.clone();
         let url = format!("{base}/bench/messages");
         tasks.push(tokio::spawn(async move {
@@ -133,9 +156,10 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu;
+    perf_control("disable");
     shutdown.cancel();
     let _ = server.await;
-    let sent = (SENDERS * per_sender) as f64;
+    let sent = (senders() * per_sender) as f64;
     (sent / secs, cpu / sent * 1000.0)
 }
 
@@ -176,8 +200,15 @@ fn build_store(dir: &std::path::Path, n: usize) {
     backend.apply(&delta).expect("write");
 }
 
-#[tokio::main]
-async fn main() {
+/// The binary's runtime (with the hooks group commit uses), so the figures are the server's.
+fn main() {
+    match localzure::runtime::builder().build() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => eprintln!("cannot start the runtime: {e}"),
+    }
+}
+
+async fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             "localzure::service=info",
@@ -185,13 +216,16 @@ async fn main() {
         .init();
     let per_sender = env_usize("BENCH_SENDS", 300);
     let n = env_usize("BENCH_MESSAGES", 1_000_000);
-    println!("== send throughput: {SENDERS} concurrent HTTP senders x {per_sender} messages, durable acknowledgement");
+    println!("== send throughput: {} concurrent HTTP senders x {per_sender} messages, durable acknowledgement", senders());
     let mut base = 0.0;
     for kind in [
         StorageType::InMemory,
         StorageType::Sqlite,
         StorageType::Json,
     ] {
+        if !wanted(kind.as_str()) {
+            continue;
+        }
         let (rate, cpu_per_1000) = send_throughput(kind, per_sender).await;
         if kind == StorageType::InMemory {
             base = rate;
@@ -205,15 +239,20 @@ async fn main() {
         );
     }
 
-    match redis_send_throughput(per_sender).await {
-        Some((rate, cpu_per_1000)) => println!(
-            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory; redis-server AOF, appendfsync always)  CPU {:.1} ms per 1,000 messages (LocalZure side)",
-            "redis",
-            rate,
-            (rate / base - 1.0) * 100.0,
-            cpu_per_1000 * 1000.0
-        ),
-        None => println!("redis      skipped: redis-server is not installed"),
+    if wanted("redis") {
+        match redis_send_throughput(per_sender).await {
+            Some((rate, cpu_per_1000)) => println!(
+                "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory; redis-server AOF, appendfsync always)  CPU {:.1} ms per 1,000 messages (LocalZure side)",
+                "redis",
+                rate,
+                (rate / base - 1.0) * 100.0,
+                cpu_per_1000 * 1000.0
+            ),
+            None => println!("redis      skipped: redis-server is not installed"),
+        }
+    }
+    if std::env::var("BENCH_ONLY").is_ok() {
+        return;
     }
 
     println!("== recovery and snapshot with {n} stored messages (SQLite)");

@@ -4,7 +4,7 @@
 //! - [`amqp`]: the AMQP 1.0 endpoint the Azure SDKs use (SASL, CBS, links, `$management`).
 //! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
 //! - [`cli`]: `localzure storage …`, `health`, `stop`: admin-API client or offline storage access.
-//! - [`server`]: binds, serves and shuts down in order.
+//! - [`server`]: binds, serves and shuts down in order; [`runtime`]: the tokio runtime it runs on.
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
 //!   snapshot backend, runs timers, and gives every request durable acknowledgement.
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
@@ -24,6 +24,7 @@ pub mod constants;
 pub mod entities_config;
 pub mod http;
 pub mod names;
+pub mod runtime;
 pub mod sas;
 pub mod server;
 pub mod service;

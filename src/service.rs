@@ -358,6 +358,13 @@ impl ServiceBusBackend {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(ServiceError::ShuttingDown);
         }
+        let encode =
+            |op: &Op| serde_json::to_vec(op).map_err(|e| StorageError::Other(e.to_string()));
+        // Encoded before the broker lock is taken, so other requests never wait on it.
+        let mut op_json = match self.journal() {
+            Some(_) => Some(encode(&op)?),
+            None => None,
+        };
         let (outcome, lsn, journal, changed) = {
             let mut b = self.lock_broker();
             let rec = OpRecord {
@@ -370,9 +377,12 @@ impl ServiceBusBackend {
             if applied.changed {
                 self.inner.op_counter.fetch_add(1, Ordering::SeqCst);
                 if let Some(j) = &journal {
-                    let payload =
-                        serde_json::to_vec(&rec).map_err(|e| StorageError::Other(e.to_string()))?;
-                    lsn = Some(j.append(payload));
+                    let op_json = match op_json.take() {
+                        Some(json) => json,
+                        // The journal appeared after the check above (start-up).
+                        None => encode(&rec.op)?,
+                    };
+                    lsn = Some(j.append(OpRecord::payload(rec.at, &op_json)));
                 }
             }
             let wake = b.take_wakeups();

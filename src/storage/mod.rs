@@ -35,6 +35,7 @@
 //!   crash of Redis itself is Redis's `appendonly yes` + `appendfsync always`.
 
 pub mod export;
+pub mod idle;
 pub mod journal;
 pub mod json;
 pub mod keys;

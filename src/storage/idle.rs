@@ -1,0 +1,105 @@
+//! When to close a group commit: the async runtime's idleness, as seen by its worker threads.
+//!
+//! A log flusher that writes and fsyncs as soon as one record is buffered keeps batches small
+//! when the disk is fast: on a machine whose cores are busy serving requests, each flush then
+//! costs a write, an `fdatasync`, the I/O submission and a round of wake-ups for only a few
+//! records. Waiting a fixed time to gather more would add that time to every request on an idle
+//! server. Instead a flusher waits ([`linger`]) only while every runtime worker is busy: the
+//! moment one worker has nothing left to run (it is about to park), no request on that core is
+//! about to append, so waiting longer gains nothing and the flush starts. A busy server thus
+//! commits large batches, and an idle one commits at once, as before.
+//!
+//! The signal comes from the runtime's park/unpark hooks, installed by [`install`] (the binary's
+//! runtime does this; see `crate::runtime`). Without a hooked runtime in the process, [`linger`]
+//! returns at once and flushes behave as plain "flush whenever something is buffered".
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest a flusher waits for an idle worker before flushing anyway: bounds the latency
+/// group commit may add when the runtime never idles.
+pub const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// A runtime with the hooks exists in this process.
+static HOOKED: AtomicBool = AtomicBool::new(false);
+/// Hooked worker threads parked (idle) right now.
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+/// Flushers inside [`linger`]; parking workers only take the lock when this is non-zero.
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+static GATE: Mutex<()> = Mutex::new(());
+static IDLE: Condvar = Condvar::new();
+
+/// Adds the park/unpark hooks to a runtime builder, so flushers in this process gather batches
+/// while its workers are busy.
+pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    HOOKED.store(true, Ordering::SeqCst);
+    builder.on_thread_park(on_park).on_thread_unpark(on_unpark)
+}
+
+fn on_park() {
+    PARKED.fetch_add(1, Ordering::SeqCst);
+    if LINGERING.load(Ordering::SeqCst) > 0 {
+        let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        IDLE.notify_all();
+    }
+}
+
+fn on_unpark() {
+    // Saturating: a runtime built before `install` ran never incremented.
+    let _ = PARKED.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+}
+
+/// Ends every [`linger`] wait early so its flusher re-checks `enough` (the batch filled up, or
+/// the log is closing).
+pub fn nudge() {
+    if LINGERING.load(Ordering::SeqCst) > 0 {
+        let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        IDLE.notify_all();
+    }
+}
+
+/// Why a [`linger`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LingerEnd {
+    /// No hooked runtime in this process, or a worker was already idle: no wait at all.
+    NoWait,
+    /// A worker went idle.
+    Idle,
+    /// `enough` said so (the batch is full, or the log is closing).
+    Enough,
+    /// `max` passed with every worker busy.
+    TimedOut,
+}
+
+/// Blocks the calling (flusher) thread until a hooked runtime worker is idle, `enough()` holds,
+/// or `max` has passed, whichever comes first. Returns at once when no hooked runtime exists or
+/// a worker is already idle.
+pub fn linger(max: Duration, enough: impl Fn() -> bool) -> LingerEnd {
+    if max.is_zero() || !HOOKED.load(Ordering::SeqCst) || PARKED.load(Ordering::SeqCst) > 0 {
+        return LingerEnd::NoWait;
+    }
+    let deadline = Instant::now() + max;
+    let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    // Announced before the check below, and `on_park` counts before it reads LINGERING: one of
+    // the two always sees the other, so a worker parking now is never missed.
+    LINGERING.fetch_add(1, Ordering::SeqCst);
+    let end = loop {
+        if PARKED.load(Ordering::SeqCst) > 0 {
+            break LingerEnd::Idle;
+        }
+        if enough() {
+            break LingerEnd::Enough;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break LingerEnd::TimedOut;
+        }
+        gate = IDLE
+            .wait_timeout(gate, deadline - now)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+    };
+    LINGERING.fetch_sub(1, Ordering::SeqCst);
+    end
+}
