@@ -358,8 +358,13 @@ impl ServiceBusBackend {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(ServiceError::ShuttingDown);
         }
-        let encode =
-            |op: &Op| serde_json::to_vec(op).map_err(|e| StorageError::Other(e.to_string()));
+        let encode = |op: &Op| {
+            // Sized for a typical small message, so encoding rarely regrows the buffer.
+            let mut out = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut out, op)
+                .map(|()| out)
+                .map_err(|e| StorageError::Other(e.to_string()))
+        };
         // Encoded before the broker lock is taken, so other requests never wait on it.
         let mut op_json = match self.journal() {
             Some(_) => Some(encode(&op)?),

@@ -86,6 +86,9 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// are all busy (see [`super::idle`]): larger batches save little more, and waiting longer
 /// would leave requests idle.
 pub const GROUP_COMMIT_RECORDS: usize = 32;
+/// A written batch's buffer is kept for reuse only up to this capacity (a burst of large
+/// messages should not pin its memory).
+const SPARE_BUFFER_LIMIT: usize = 1 << 20;
 /// How long the flusher waits before retrying a failed write.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// A candidate record found while scanning past a bad one must have an LSN at most this far
@@ -133,7 +136,12 @@ pub struct Replay {
 /// What a waiter is told: durable, or the error that stopped it.
 type WaitOutcome = Result<(), String>;
 /// `wait_durable` callers by the LSN they wait for.
-type Waiters = BTreeMap<u64, Vec<oneshot::Sender<WaitOutcome>>>;
+#[derive(Default)]
+struct Waiters {
+    /// Keyed by (LSN, registration number): one map entry per waiter, no per-LSN list.
+    by_lsn: BTreeMap<(u64, u64), oneshot::Sender<WaitOutcome>>,
+    registered: u64,
+}
 
 /// Records appended but not yet written.
 struct Pending {
@@ -167,6 +175,8 @@ struct FileState {
     allocated: u64,
     /// A previous write failed: cut the file back to `len` before writing again.
     needs_trim: bool,
+    /// The last written batch's buffer, emptied, for the next batch's appends.
+    spare: Vec<u8>,
 }
 
 struct Shared {
@@ -507,6 +517,7 @@ impl Journal {
                 len,
                 allocated,
                 needs_trim: false,
+                spare: Vec::new(),
             }),
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -521,7 +532,7 @@ impl Journal {
             }),
             wake: Condvar::new(),
             durable_tx,
-            waiters: Mutex::new(BTreeMap::new()),
+            waiters: Mutex::new(Waiters::default()),
             flushes: AtomicU64::new(0),
             linger_timeouts: AtomicU64::new(0),
             size: AtomicU64::new(len),
@@ -584,7 +595,9 @@ impl Journal {
                 DurableState::Ok(_) => {}
             }
             let (tx, rx) = oneshot::channel();
-            waiters.entry(lsn).or_default().push(tx);
+            waiters.registered += 1;
+            let key = (lsn, waiters.registered);
+            waiters.by_lsn.insert(key, tx);
             rx
         };
         match rx.await {
@@ -813,10 +826,10 @@ fn publish(shared: &Shared, state: DurableState) {
     let mut waiters = lock(&shared.waiters);
     let settled = match &state {
         DurableState::Ok(durable) => {
-            let later = waiters.split_off(&(durable + 1));
-            std::mem::replace(&mut *waiters, later)
+            let later = waiters.by_lsn.split_off(&(durable + 1, 0));
+            std::mem::replace(&mut waiters.by_lsn, later)
         }
-        _ => std::mem::take(&mut *waiters),
+        _ => std::mem::take(&mut waiters.by_lsn),
     };
     drop(waiters);
     let outcome = match state {
@@ -824,7 +837,7 @@ fn publish(shared: &Shared, state: DurableState) {
         DurableState::Failed { error, .. } => Err(error),
         DurableState::Closed { .. } => Err("the journal is closed".to_string()),
     };
-    for tx in settled.into_values().flatten() {
+    for tx in settled.into_values() {
         let _ = tx.send(outcome.clone());
     }
 }
@@ -838,12 +851,24 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             return Ok(());
         }
         let count = std::mem::take(&mut p.count);
-        (std::mem::take(&mut p.bytes), count, p.last_appended)
+        // The emptied buffer of the previous batch takes its place: appends reuse its
+        // capacity instead of growing a new vector, and nothing is freed across threads.
+        let spare = std::mem::take(&mut fs.spare);
+        (
+            std::mem::replace(&mut p.bytes, spare),
+            count,
+            p.last_appended,
+        )
     };
     match write_batch(shared, &mut fs, &batch) {
         Ok(()) => {
             fs.len += batch.len() as u64;
             fs.needs_trim = false;
+            if batch.capacity() <= SPARE_BUFFER_LIMIT {
+                let mut spare = batch;
+                spare.clear();
+                fs.spare = spare;
+            }
             shared.size.store(fs.len, Ordering::Relaxed);
             shared.flushes.fetch_add(1, Ordering::Relaxed);
             let was_failing = {
@@ -1031,6 +1056,36 @@ mod tests {
             .unwrap();
         rt.block_on(j.wait_durable(1000)).unwrap();
         assert_eq!(j.flush_count() - before, 1);
+    }
+
+    #[tokio::test]
+    // Deliberate: the lock only stops the flusher thread; nothing awaited here needs it.
+    #[allow(clippy::await_holding_lock)]
+    async fn several_waiters_for_one_lsn_are_all_woken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = open(&dir.path().join("ops.wal"));
+        let j = Arc::new(j);
+        // The flusher can't write while the file lock is held here.
+        let file = j.hold_file_lock();
+        let first = j.append(payload(1));
+        let second = j.append(payload(2));
+        // Three waiters on the first record, one on the second, all registered before either
+        // is durable.
+        let waits: Vec<_> = [first, first, first, second]
+            .into_iter()
+            .map(|lsn| {
+                let j = Arc::clone(&j);
+                tokio::spawn(async move { j.wait_durable(lsn).await })
+            })
+            .collect();
+        while lock(&j.shared.waiters).by_lsn.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        drop(file);
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(j.durable_lsn(), second);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
