@@ -58,8 +58,9 @@
 //! records were never acknowledged; refusing start-up is the safe reading, and the operator's
 //! remedy is documented in the persistence guide (remove the WAL file).
 
+use super::durable::Durability;
+pub use super::durable::DurableState;
 use super::StorageError;
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -68,7 +69,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// The first six bytes of every journal file.
 pub const MAGIC: &[u8; 6] = b"LZWAL\0";
@@ -95,32 +96,6 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// above the last good LSN (see the module docs).
 const LSN_PLAUSIBLE_WINDOW: u64 = 1 << 40;
 
-/// What the journal has made durable, published after every flush attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DurableState {
-    /// Every record with an LSN up to this one is on disk.
-    Ok(u64),
-    /// The last flush failed; records after `durable` are buffered and being retried.
-    Failed { durable: u64, error: String },
-    /// The journal is closed; records after `durable` will never be written by it.
-    Closed { durable: u64 },
-}
-
-impl DurableState {
-    /// The highest LSN known to be on disk.
-    pub fn durable_lsn(&self) -> u64 {
-        match self {
-            DurableState::Ok(lsn) => *lsn,
-            DurableState::Failed { durable, .. } | DurableState::Closed { durable } => *durable,
-        }
-    }
-
-    /// Whether the journal is healthy (not failed, not closed).
-    pub fn is_ok(&self) -> bool {
-        matches!(self, DurableState::Ok(_))
-    }
-}
-
 /// `(lsn, payload)` pairs in LSN order.
 pub type Records = Vec<(u64, Vec<u8>)>;
 
@@ -131,16 +106,6 @@ pub struct Replay {
     pub records: Records,
     /// The byte offset at which a torn tail was dropped (the file was truncated there).
     pub torn_tail: Option<u64>,
-}
-
-/// What a waiter is told: durable, or the error that stopped it.
-type WaitOutcome = Result<(), String>;
-/// `wait_durable` callers by the LSN they wait for.
-#[derive(Default)]
-struct Waiters {
-    /// Keyed by (LSN, registration number): one map entry per waiter, no per-LSN list.
-    by_lsn: BTreeMap<(u64, u64), oneshot::Sender<WaitOutcome>>,
-    registered: u64,
 }
 
 /// Records appended but not yet written.
@@ -185,10 +150,7 @@ struct Shared {
     file: Mutex<FileState>,
     pending: Mutex<Pending>,
     wake: Condvar,
-    durable_tx: watch::Sender<DurableState>,
-    /// `wait_durable` callers by the LSN they wait for. Lock order: after `durable_tx`'s
-    /// internal lock is released (publish first, then wake).
-    waiters: Mutex<Waiters>,
+    durable: Durability,
     flushes: AtomicU64,
     /// Group commits closed by [`super::idle::MAX_LINGER`] rather than an idle worker or a full
     /// batch.
@@ -208,7 +170,7 @@ impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
             .field("path", &self.shared.path)
-            .field("durable", &*self.shared.durable_tx.borrow())
+            .field("durable", &self.shared.durable.state())
             .finish()
     }
 }
@@ -509,7 +471,6 @@ impl Journal {
             .map_err(|e| io_err(path, e))?;
         let last_lsn = records.last().map_or(0, |r| r.0);
         let next_lsn = (last_lsn + 1).max(next_lsn_floor).max(1);
-        let (durable_tx, _) = watch::channel(DurableState::Ok(last_lsn));
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             file: Mutex::new(FileState {
@@ -531,8 +492,7 @@ impl Journal {
                 lingering: false,
             }),
             wake: Condvar::new(),
-            durable_tx,
-            waiters: Mutex::new(Waiters::default()),
+            durable: Durability::new("the journal", DurableState::Ok(last_lsn)),
             flushes: AtomicU64::new(0),
             linger_timeouts: AtomicU64::new(0),
             size: AtomicU64::new(len),
@@ -581,30 +541,7 @@ impl Journal {
     /// closed) before `lsn` became durable: the request must not be acknowledged. The record
     /// itself stays buffered and is written when the disk recovers.
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
-        let closed = || StorageError::JournalFailed("the journal is closed".into());
-        let rx = {
-            // Registered under the waiters lock, after reading the published state: the
-            // flusher publishes first and wakes waiters second, so no wake-up is missed.
-            let mut waiters = lock(&self.shared.waiters);
-            match &*self.shared.durable_tx.borrow() {
-                s if s.durable_lsn() >= lsn => return Ok(()),
-                DurableState::Failed { error, .. } => {
-                    return Err(StorageError::JournalFailed(error.clone()))
-                }
-                DurableState::Closed { .. } => return Err(closed()),
-                DurableState::Ok(_) => {}
-            }
-            let (tx, rx) = oneshot::channel();
-            waiters.registered += 1;
-            let key = (lsn, waiters.registered);
-            waiters.by_lsn.insert(key, tx);
-            rx
-        };
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(StorageError::JournalFailed(error)),
-            Err(_) => Err(closed()),
-        }
+        self.shared.durable.wait(lsn).await
     }
 
     /// Flushes everything buffered now, on the calling thread (blocking). Returns the durable
@@ -629,12 +566,12 @@ impl Journal {
 
     /// The journal's health and durable LSN, for readiness checks.
     pub fn subscribe(&self) -> watch::Receiver<DurableState> {
-        self.shared.durable_tx.subscribe()
+        self.shared.durable.subscribe()
     }
 
     /// The highest LSN known to be on disk.
     pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable_tx.borrow().durable_lsn()
+        self.shared.durable.durable_lsn()
     }
 
     /// The LSN of the most recent append (0 if none ever).
@@ -751,11 +688,7 @@ impl Journal {
 
     /// `Ok` while the journal can write; the last write error (or "closed") otherwise.
     pub fn health(&self) -> Result<(), String> {
-        match &*self.shared.durable_tx.borrow() {
-            DurableState::Ok(_) => Ok(()),
-            DurableState::Failed { error, .. } => Err(error.clone()),
-            DurableState::Closed { .. } => Err("the journal is closed".to_string()),
-        }
+        self.shared.durable.health()
     }
 
     #[cfg(test)]
@@ -820,28 +753,6 @@ fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<
     file.sync_data()
 }
 
-/// Publishes the journal's state, then wakes the waiters it settles.
-fn publish(shared: &Shared, state: DurableState) {
-    shared.durable_tx.send_replace(state.clone());
-    let mut waiters = lock(&shared.waiters);
-    let settled = match &state {
-        DurableState::Ok(durable) => {
-            let later = waiters.by_lsn.split_off(&(durable + 1, 0));
-            std::mem::replace(&mut waiters.by_lsn, later)
-        }
-        _ => std::mem::take(&mut waiters.by_lsn),
-    };
-    drop(waiters);
-    let outcome = match state {
-        DurableState::Ok(_) => Ok(()),
-        DurableState::Failed { error, .. } => Err(error),
-        DurableState::Closed { .. } => Err("the journal is closed".to_string()),
-    };
-    for tx in settled.into_values() {
-        let _ = tx.send(outcome.clone());
-    }
-}
-
 /// Writes everything buffered (one write + one fsync) and publishes the outcome.
 fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
     let mut fs = lock(&shared.file);
@@ -878,7 +789,7 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             if was_failing {
                 tracing::info!(path = %shared.path.display(), lsn = last_lsn, "journal writes recovered");
             }
-            publish(shared, DurableState::Ok(last_lsn));
+            shared.durable.publish(DurableState::Ok(last_lsn));
             Ok(())
         }
         Err(e) => {
@@ -897,14 +808,11 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             if !was_failing {
                 tracing::error!(error = %error, "journal write failed; retrying");
             }
-            let durable = shared.durable_tx.borrow().durable_lsn();
-            publish(
-                shared,
-                DurableState::Failed {
-                    durable,
-                    error: error.clone(),
-                },
-            );
+            let durable = shared.durable.durable_lsn();
+            shared.durable.publish(DurableState::Failed {
+                durable,
+                error: error.clone(),
+            });
             Err(StorageError::JournalFailed(error))
         }
     }
@@ -960,7 +868,7 @@ fn flusher_loop(shared: &Shared) {
         let _ = flush_pending(shared);
         if shutdown {
             let p = lock(&shared.pending);
-            let durable = shared.durable_tx.borrow().durable_lsn();
+            let durable = shared.durable.durable_lsn();
             if !p.bytes.is_empty() {
                 tracing::error!(
                     path = %shared.path.display(),
@@ -969,7 +877,7 @@ fn flusher_loop(shared: &Shared) {
                     "journal closed with records that could not be written"
                 );
             }
-            publish(shared, DurableState::Closed { durable });
+            shared.durable.publish(DurableState::Closed { durable });
             return;
         }
     }
@@ -1078,7 +986,7 @@ mod tests {
                 tokio::spawn(async move { j.wait_durable(lsn).await })
             })
             .collect();
-        while lock(&j.shared.waiters).by_lsn.len() < 4 {
+        while j.shared.durable.waiting() < 4 {
             tokio::task::yield_now().await;
         }
         drop(file);

@@ -34,6 +34,7 @@
 //!   A `full` delta deletes `{prefix}snap:*` by `SCAN`, never `FLUSHDB`. Durability across a
 //!   crash of Redis itself is Redis's `appendonly yes` + `appendfsync always`.
 
+pub mod durable;
 pub mod export;
 pub mod idle;
 pub mod journal;

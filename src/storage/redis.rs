@@ -36,7 +36,8 @@
 //!   has our own PID: the previous life of this container) is stale and taken over at once;
 //!   otherwise a crashed holder's lease expires after `LEASE_TTL_MS`.
 
-use super::journal::{DurableState, Records, Replay, RETRY_INTERVAL};
+use super::durable::{Durability, DurableState};
+use super::journal::{Records, Replay, GROUP_COMMIT_RECORDS, RETRY_INTERVAL};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
 use super::{
@@ -53,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 /// How long a lease lives without renewal: a crashed instance blocks a successor this long.
 pub const LEASE_TTL_MS: u64 = 10_000;
@@ -725,13 +726,17 @@ struct OpPending {
     /// The last trim sent.
     trimmed: u64,
     shutdown: bool,
+    /// The flusher is gathering a group commit; an append that fills the batch ends the wait.
+    lingering: bool,
+    /// The last send failed: retry without gathering.
+    failing: bool,
 }
 
 struct OpShared {
     target: RedisTarget,
     pending: Mutex<OpPending>,
     wake: Notify,
-    durable_tx: watch::Sender<DurableState>,
+    durable: Durability,
     /// `(lsn, bytes)` of the records in the stream, for `size_bytes`.
     sizes: Mutex<VecDeque<(u64, u64)>>,
     size: AtomicU64,
@@ -748,7 +753,7 @@ impl std::fmt::Debug for RedisOpLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOpLog")
             .field("target", &self.shared.target.display)
-            .field("durable", &*self.shared.durable_tx.borrow())
+            .field("durable", &self.shared.durable.state())
             .finish()
     }
 }
@@ -770,7 +775,6 @@ impl RedisOpLog {
         let sizes: VecDeque<(u64, u64)> =
             records.iter().map(|(l, p)| (*l, p.len() as u64)).collect();
         let size = sizes.iter().map(|s| s.1).sum();
-        let (durable_tx, _) = watch::channel(DurableState::Ok(next_lsn - 1));
         let shared = Arc::new(OpShared {
             target,
             pending: Mutex::new(OpPending {
@@ -779,7 +783,7 @@ impl RedisOpLog {
                 ..OpPending::default()
             }),
             wake: Notify::new(),
-            durable_tx,
+            durable: Durability::new("the operation log", DurableState::Ok(next_lsn - 1)),
             sizes: Mutex::new(sizes),
             size: AtomicU64::new(size),
             inject_failure: AtomicBool::new(false),
@@ -794,8 +798,8 @@ impl RedisOpLog {
                 {
                     Ok(rt) => rt.block_on(flusher(&s2)),
                     Err(e) => {
-                        let durable = s2.durable_tx.borrow().durable_lsn();
-                        s2.durable_tx.send_replace(DurableState::Failed {
+                        let durable = s2.durable.durable_lsn();
+                        s2.durable.publish(DurableState::Failed {
                             durable,
                             error: format!("cannot start the Redis log flusher: {e}"),
                         });
@@ -891,6 +895,20 @@ async fn flusher(shared: &OpShared) {
     let script = ::redis::Script::new(APPEND_SCRIPT);
     let mut con: Option<::redis::aio::MultiplexedConnection> = None;
     loop {
+        // Group commit, as for the file journal: while the server's workers are all busy, let
+        // the batch grow (up to GROUP_COMMIT_RECORDS or MAX_LINGER) before sending it.
+        let gather = {
+            let mut p = lock(&shared.pending);
+            p.lingering = !p.records.is_empty() && !p.shutdown && !p.failing;
+            p.lingering
+        };
+        if gather {
+            super::idle::linger(super::idle::MAX_LINGER, || {
+                let p = lock(&shared.pending);
+                p.shutdown || p.records.len() >= GROUP_COMMIT_RECORDS
+            });
+            lock(&shared.pending).lingering = false;
+        }
         let (batch, trim, shutdown) = {
             let p = lock(&shared.pending);
             let trim = if p.trim_through > p.trimmed {
@@ -952,6 +970,7 @@ async fn flusher(shared: &OpShared) {
                 let last = batch.last().map(|b| b.0);
                 {
                     let mut p = lock(&shared.pending);
+                    p.failing = false;
                     for _ in 0..batch.len() {
                         p.records.pop_front();
                     }
@@ -959,38 +978,35 @@ async fn flusher(shared: &OpShared) {
                 }
                 let through = lock(&shared.pending).trim_through;
                 prune_sizes(shared, through, &batch);
-                // Read the old value in its own statement: a `borrow()` guard alive during
-                // `send_replace` would deadlock the channel.
-                let before = shared.durable_tx.borrow().durable_lsn();
+                let before = shared.durable.durable_lsn();
                 let durable = last.unwrap_or(before).max(before);
-                shared.durable_tx.send_replace(DurableState::Ok(durable));
+                shared.durable.publish(DurableState::Ok(durable));
             }
             Err(error) => {
-                let durable = shared.durable_tx.borrow().durable_lsn();
-                let was_ok = shared.durable_tx.borrow().is_ok();
+                let durable = shared.durable.durable_lsn();
+                let was_ok = shared.durable.state().is_ok();
                 if was_ok {
                     tracing::error!("Redis operation log write failed (retrying): {error}");
                 }
-                shared.durable_tx.send_replace(DurableState::Failed {
+                shared.durable.publish(DurableState::Failed {
                     durable,
                     error: format!("Redis {}: {error}", t.display),
                 });
                 if shutdown {
                     break;
                 }
+                lock(&shared.pending).failing = true;
                 con = None;
                 tokio::time::sleep(RETRY_INTERVAL).await;
             }
         }
     }
-    let durable = shared.durable_tx.borrow().durable_lsn();
+    let durable = shared.durable.durable_lsn();
     let left = lock(&shared.pending).records.len();
     if left > 0 {
         tracing::error!("the Redis operation log closed with {left} records unwritten");
     }
-    shared
-        .durable_tx
-        .send_replace(DurableState::Closed { durable });
+    shared.durable.publish(DurableState::Closed { durable });
 }
 
 /// Adds `written` to the size accounting and drops everything at or below `through`.
@@ -1012,27 +1028,17 @@ impl OpLog for RedisOpLog {
         p.next_lsn += 1;
         p.last_appended = lsn;
         p.records.push_back((lsn, payload));
+        let full = p.lingering && p.records.len() == GROUP_COMMIT_RECORDS;
         drop(p);
         self.shared.wake.notify_one();
+        if full {
+            super::idle::nudge();
+        }
         lsn
     }
 
     fn wait_durable(&self, lsn: u64) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move {
-            let mut rx = self.shared.durable_tx.subscribe();
-            let state = rx
-                .wait_for(|s| s.durable_lsn() >= lsn || !s.is_ok())
-                .await
-                .map(|s| (*s).clone())
-                .map_err(|_| StorageError::JournalFailed("the operation log is closed".into()))?;
-            match state {
-                s if s.durable_lsn() >= lsn => Ok(()),
-                DurableState::Failed { error, .. } => Err(StorageError::JournalFailed(error)),
-                _ => Err(StorageError::JournalFailed(
-                    "the operation log is closed".into(),
-                )),
-            }
-        })
+        Box::pin(async move { self.shared.durable.wait(lsn).await })
     }
 
     fn last_lsn(&self) -> u64 {
@@ -1062,6 +1068,7 @@ impl OpLog for RedisOpLog {
     fn close(&self) {
         lock(&self.shared.pending).shutdown = true;
         self.shared.wake.notify_one();
+        super::idle::nudge();
         if let Some(h) = lock(&self.flusher).take() {
             if h.join().is_err() {
                 tracing::error!("the Redis log flusher panicked");
@@ -1070,11 +1077,7 @@ impl OpLog for RedisOpLog {
     }
 
     fn health(&self) -> Result<(), String> {
-        match &*self.shared.durable_tx.borrow() {
-            DurableState::Ok(_) => Ok(()),
-            DurableState::Failed { error, .. } => Err(error.clone()),
-            DurableState::Closed { .. } => Err("the operation log is closed".to_string()),
-        }
+        self.shared.durable.health()
     }
 }
 
