@@ -103,3 +103,17 @@ pub fn linger(max: Duration, enough: impl Fn() -> bool) -> LingerEnd {
     LINGERING.fetch_sub(1, Ordering::SeqCst);
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Library users on their own runtime (and every unit test here) never install the hooks:
+    /// a flusher must then never wait. (The hooked behaviour is tested in
+    /// `tests/group_commit.rs`, its own process, because the signal is process-wide.)
+    #[test]
+    fn without_a_hooked_runtime_linger_never_waits() {
+        assert!(!HOOKED.load(Ordering::SeqCst));
+        assert_eq!(linger(Duration::from_secs(3600), || false), LingerEnd::NoWait);
+    }
+}
