@@ -8,7 +8,7 @@ use super::{Broker, DupHistory, Outcome, Queue, Receivable, Subscription, Topic}
 use crate::names;
 use crate::storage::EntityKey;
 use crate::time::Millis;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn bad(e: String) -> BrokerError {
     BrokerError::BadRequest(e)
@@ -391,43 +391,64 @@ impl Broker {
     }
 
     /// Deletes entities idle past AutoDeleteOnIdle.
-    pub(super) fn auto_delete_idle(&mut self, now: Millis) {
+    /// Deletes the entities among `candidates` whose auto-delete-on-idle time has passed
+    /// (queues, then topics, then subscriptions of topics still there).
+    pub(super) fn auto_delete_idle(&mut self, now: Millis, candidates: &BTreeSet<EntityId>) {
         let idle = |p: &EntityProps, t: &EntityTimes| {
             !p.auto_delete_on_idle.is_infinite()
                 && p.auto_delete_on_idle.after(t.accessed_at) <= now
         };
-        let queues: Vec<String> = self
-            .queues
-            .values()
-            .filter(|q| idle(&q.props, &q.times))
-            .map(|q| q.name.clone())
-            .collect();
+        // Names found first, deleted after: deleting a topic removes its subscriptions, which
+        // then are simply not found.
+        let mut queues = Vec::new();
+        let mut topics = Vec::new();
+        let mut subs = Vec::new();
+        for id in candidates {
+            match id {
+                EntityId::Queue(k) => {
+                    if let Some(q) = self.queues.get(k).filter(|q| idle(&q.props, &q.times)) {
+                        queues.push(q.name.clone());
+                    }
+                }
+                EntityId::Topic(k) => {
+                    if let Some(t) = self.topics.get(k).filter(|t| idle(&t.props, &t.times)) {
+                        topics.push(t.name.clone());
+                    }
+                }
+                EntityId::Subscription(tk, sk) => subs.push((tk, sk)),
+            }
+        }
         for q in queues {
             let _ = self.delete_queue(&q);
         }
-        let topics: Vec<String> = self
-            .topics
-            .values()
-            .filter(|t| idle(&t.props, &t.times))
-            .map(|t| t.name.clone())
-            .collect();
         for t in topics {
             let _ = self.delete_topic(&t);
         }
-        let subs: Vec<(String, String)> = self
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.subs
-                    .values()
-                    .filter(|s| idle(&s.props, &s.times))
-                    .map(|s| (t.name.clone(), s.name.clone()))
-                    .collect::<Vec<_>>()
+        let subs: Vec<(String, String)> = subs
+            .into_iter()
+            .filter_map(|(tk, sk)| {
+                let t = self.topics.get(tk)?;
+                let s = t.subs.get(sk).filter(|s| idle(&s.props, &s.times))?;
+                Some((t.name.clone(), s.name.clone()))
             })
             .collect();
         for (t, s) in subs {
             let _ = self.delete_subscription(&t, &s);
         }
+    }
+
+    /// Every entity, for the full-scan tick the tests compare with the indexed one.
+    #[cfg(test)]
+    pub(super) fn all_entity_ids(&self) -> BTreeSet<EntityId> {
+        let mut ids: BTreeSet<EntityId> =
+            self.queues.keys().cloned().map(EntityId::Queue).collect();
+        for (tk, t) in &self.topics {
+            ids.insert(EntityId::Topic(tk.clone()));
+            for sk in t.subs.keys() {
+                ids.insert(EntityId::Subscription(tk.clone(), sk.clone()));
+            }
+        }
+        ids
     }
 }
 

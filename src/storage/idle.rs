@@ -114,6 +114,9 @@ mod tests {
     #[test]
     fn without_a_hooked_runtime_linger_never_waits() {
         assert!(!HOOKED.load(Ordering::SeqCst));
-        assert_eq!(linger(Duration::from_secs(3600), || false), LingerEnd::NoWait);
+        assert_eq!(
+            linger(Duration::from_secs(3600), || false),
+            LingerEnd::NoWait
+        );
     }
 }
