@@ -7,6 +7,9 @@
 //!
 //! Sizes can be lowered for a quick run: `BENCH_MESSAGES=100000 BENCH_SENDS=200`.
 
+#[path = "../tests/process/mod.rs"]
+mod process;
+
 use localzure::broker::entity::EntityProps;
 use localzure::broker::message::NewMessage;
 use localzure::broker::op::{Op, OpRecord};
@@ -26,7 +29,12 @@ const QUEUE_XML: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom"><content t
 /// User + system CPU seconds this process has used so far (Linux `/proc/self/stat`; 0 elsewhere).
 /// Printed next to wall-clock figures because the machine the figures come from is shared.
 fn cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_secs_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds of the process whose `stat` file this is.
+fn cpu_secs_of(stat_path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
         return 0.0;
     };
     // Fields after the command name (which is in parentheses and may contain spaces).
@@ -57,7 +65,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `BENCH_ONLY=sqlite,in-memory` runs just those send rows (and skips recovery/snapshot), for
+/// `BENCH_ONLY=sqlite,in-memory` (or `redis`, `process`) runs just those send rows (and skips recovery/snapshot), for
 /// profiling one path with `perf`.
 fn wanted(kind: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
@@ -120,7 +128,27 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
         let s = shutdown.clone();
         tokio::spawn(async move { localzure::server::run(listener, b, &config, s).await })
     };
-    let base = format!("http://{addr}");
+    let (rate, cpu) = send_load(&format!("http://{addr}"), per_sender, cpu_secs).await;
+    shutdown.cancel();
+    let _ = server.await;
+    (rate, cpu)
+}
+
+/// The same load against the real `localzure` binary as its own process (the way it runs in
+/// Docker), client in this process; CPU is the server's plus the client's.
+async fn send_throughput_process(kind: process::Kind, per_sender: usize) -> (f64, f64) {
+    let store = process::Store::new(kind);
+    let server = process::Server::start(&store.env());
+    let pid = server.pid();
+    let both = move || cpu_secs() + cpu_secs_of(&format!("/proc/{pid}/stat"));
+    let (rate, cpu) = send_load(&server.base_url, per_sender, both).await;
+    server.terminate();
+    (rate, cpu)
+}
+
+/// Creates the queue, runs the senders, and returns messages per second and CPU seconds (as
+/// `cpu` counts them) per 1,000 messages.
+async fn send_load(base: &str, per_sender: usize, cpu: impl Fn() -> f64) -> (f64, f64) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(senders())
         .build()
@@ -133,7 +161,7 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
         .expect("create queue");
     perf_control("enable");
     let started = Instant::now();
-    let cpu = cpu_secs();
+    let cpu_before = cpu();
     let mut tasks = Vec::new();
     for s in 0..senders() {
         let client = client.clone();
@@ -155,12 +183,10 @@ async fn send_throughput_with(cfg: StorageConfig, per_sender: usize) -> (f64, f6
         t.await.expect("sender");
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu;
+    let used = cpu() - cpu_before;
     perf_control("disable");
-    shutdown.cancel();
-    let _ = server.await;
     let sent = (senders() * per_sender) as f64;
-    (sent / secs, cpu / sent * 1000.0)
+    (sent / secs, used / sent * 1000.0)
 }
 
 /// Builds a SQLite store holding `n` messages over 10 queues, with a snapshot LSN of 0.
@@ -200,6 +226,17 @@ fn build_store(dir: &std::path::Path, n: usize) {
     backend.apply(&delta).expect("write");
 }
 
+/// Prints one throughput row against the in-memory rate `base`.
+fn row(name: &str, rate: f64, base: f64, cpu_per_1000: f64, note: &str) {
+    println!(
+        "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory{note})  CPU {:.1} ms per 1,000 messages",
+        name,
+        rate,
+        (rate / base - 1.0) * 100.0,
+        cpu_per_1000 * 1000.0
+    );
+}
+
 /// The binary's runtime (with the hooks group commit uses), so the figures are the server's.
 fn main() {
     match localzure::runtime::builder().build() {
@@ -230,25 +267,30 @@ async fn run() {
         if kind == StorageType::InMemory {
             base = rate;
         }
-        println!(
-            "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory)  CPU {:.1} ms per 1,000 messages",
-            kind.as_str(),
-            rate,
-            (rate / base - 1.0) * 100.0,
-            cpu_per_1000 * 1000.0
-        );
+        row(kind.as_str(), rate, base, cpu_per_1000, "");
     }
 
     if wanted("redis") {
         match redis_send_throughput(per_sender).await {
-            Some((rate, cpu_per_1000)) => println!(
-                "{:<10} {:>9.0} msg/s  ({:+.1}% vs in-memory; redis-server AOF, appendfsync always)  CPU {:.1} ms per 1,000 messages (LocalZure side)",
+            Some((rate, cpu_per_1000)) => row(
                 "redis",
                 rate,
-                (rate / base - 1.0) * 100.0,
-                cpu_per_1000 * 1000.0
+                base,
+                cpu_per_1000,
+                "; redis-server AOF, appendfsync always; CPU: LocalZure side",
             ),
             None => println!("redis      skipped: redis-server is not installed"),
+        }
+    }
+    if wanted("process") {
+        println!("== the same senders against the localzure binary as its own process (CPU: server + client)");
+        let mut base = 0.0;
+        for kind in [process::Kind::Memory, process::Kind::Sqlite] {
+            let (rate, cpu_per_1000) = send_throughput_process(kind, per_sender).await;
+            if kind == process::Kind::Memory {
+                base = rate;
+            }
+            row(kind.as_str(), rate, base, cpu_per_1000, "");
         }
     }
     if std::env::var("BENCH_ONLY").is_ok() {
