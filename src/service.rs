@@ -358,19 +358,20 @@ impl ServiceBusBackend {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(ServiceError::ShuttingDown);
         }
-        let encode = |op: &Op| {
-            // Sized for a typical small message, so encoding rarely regrows the buffer.
-            let mut out = Vec::with_capacity(1024);
-            serde_json::to_writer(&mut out, op)
-                .map(|()| out)
-                .map_err(|e| StorageError::Other(e.to_string()))
-        };
-        // Encoded before the broker lock is taken, so other requests never wait on it.
-        let mut op_json = match self.journal() {
-            Some(_) => Some(encode(&op)?),
+        // The log is set once, by `initialize_persistence`, before requests are served. The
+        // operation is encoded before the broker lock is taken, so other requests never wait
+        // on it (sized for a typical small message, so encoding rarely regrows the buffer).
+        let journal = self.journal();
+        let op_json = match &journal {
+            Some(_) => {
+                let mut out = Vec::with_capacity(1024);
+                serde_json::to_writer(&mut out, &op)
+                    .map_err(|e| StorageError::Other(e.to_string()))?;
+                Some(out)
+            }
             None => None,
         };
-        let (outcome, lsn, journal, changed) = {
+        let (outcome, lsn, changed) = {
             let mut b = self.lock_broker();
             let rec = OpRecord {
                 at: self.inner.clock.now(),
@@ -378,22 +379,16 @@ impl ServiceBusBackend {
             };
             let applied = b.apply(&rec);
             let mut lsn = None;
-            let journal = self.journal();
             if applied.changed {
                 self.inner.op_counter.fetch_add(1, Ordering::SeqCst);
-                if let Some(j) = &journal {
-                    let op_json = match op_json.take() {
-                        Some(json) => json,
-                        // The journal appeared after the check above (start-up).
-                        None => encode(&rec.op)?,
-                    };
-                    lsn = Some(j.append(OpRecord::payload(rec.at, &op_json)));
+                if let (Some(j), Some(op_json)) = (&journal, &op_json) {
+                    lsn = Some(j.append(OpRecord::payload(rec.at, op_json)));
                 }
             }
             let wake = b.take_wakeups();
             drop(b);
             self.wake(wake);
-            (applied.result, lsn, journal, applied.changed)
+            (applied.result, lsn, applied.changed)
         };
         // Only a change can move the earliest deadline, so only a change wakes the timer.
         if changed {
