@@ -1,7 +1,8 @@
 //! Group commit gated by the runtime's idleness (`storage::idle`), on the binary's runtime
 //! (`localzure::runtime::builder`). Its own test binary: installing the hooks is process-wide.
 
-use localzure::storage::journal::{Journal, GROUP_COMMIT_RECORDS};
+use localzure::storage::idle::GROUP_COMMIT_RECORDS;
+use localzure::storage::journal::Journal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// group commit may add when the runtime never idles.
 pub const MAX_LINGER: Duration = Duration::from_millis(1);
 
+/// A group commit is closed once it holds this many records, even while the runtime's workers
+/// are all busy: larger batches save little more, and waiting longer would leave requests idle.
+pub const GROUP_COMMIT_RECORDS: usize = 32;
+
 /// A runtime with the hooks exists in this process.
 static HOOKED: AtomicBool = AtomicBool::new(false);
 /// Hooked worker threads parked (idle) right now.
@@ -56,6 +60,37 @@ pub fn nudge() {
     if LINGERING.load(Ordering::SeqCst) > 0 {
         let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
         IDLE.notify_all();
+    }
+}
+
+/// One log flusher's group commit: the flusher gathers ([`Gather::wait`]) and its appends
+/// report the batch size ([`Gather::appended`]), so filling the batch ends the wait early.
+/// Shared by the file journal and the Redis log.
+#[derive(Debug, Default)]
+pub struct Gather {
+    waiting: AtomicBool,
+}
+
+impl Gather {
+    /// Called after an append with the number of records now buffered.
+    pub fn appended(&self, buffered: usize) {
+        // `wait` sets the flag before its first look at the batch: either it sees this record,
+        // or this sees the flag.
+        if buffered == GROUP_COMMIT_RECORDS && self.waiting.load(Ordering::SeqCst) {
+            nudge();
+        }
+    }
+
+    /// Waits while every worker is busy, until [`GROUP_COMMIT_RECORDS`] are buffered, the log
+    /// is `closing`, or [`MAX_LINGER`] passes. `state` returns (records buffered, closing).
+    pub fn wait(&self, state: impl Fn() -> (usize, bool)) -> LingerEnd {
+        self.waiting.store(true, Ordering::SeqCst);
+        let end = linger(MAX_LINGER, || {
+            let (buffered, closing) = state();
+            closing || buffered >= GROUP_COMMIT_RECORDS
+        });
+        self.waiting.store(false, Ordering::SeqCst);
+        end
     }
 }
 

@@ -26,11 +26,11 @@
 //! and health checks read. Each [`Journal::wait_durable`] caller registers for its own LSN and
 //! is woken only once that LSN is durable (or the journal fails), not on every flush.
 //!
-//! Before a flush the flusher may wait to gather more records ([`super::idle::linger`]): only
-//! while every worker of the server's runtime is busy, until [`GROUP_COMMIT_RECORDS`] records
-//! are buffered, and never longer than [`super::idle::MAX_LINGER`]. An idle server flushes at
-//! once; a saturated one writes fewer, larger batches (fewer `fdatasync`s, I/O submissions and
-//! wake-ups per request).
+//! Before a flush the flusher may wait to gather more records ([`super::idle::Gather`]): only
+//! while every worker of the server's runtime is busy, until
+//! [`super::idle::GROUP_COMMIT_RECORDS`] records are buffered, and never longer than
+//! [`super::idle::MAX_LINGER`]. An idle server flushes at once; a saturated one writes fewer,
+//! larger batches (fewer `fdatasync`s, I/O submissions and wake-ups per request).
 //!
 //! When a write or fsync fails (disk full, permissions), the batch stays buffered, the failure is
 //! published (every waiter for a record not yet durable gets [`StorageError::JournalFailed`]),
@@ -83,10 +83,6 @@ pub const PREALLOC_CHUNK: u64 = 1 << 20;
 pub const HEADER_LEN: u64 = 8;
 /// Length of a record's frame header (len + crc + lsn).
 pub const FRAME_HEADER_LEN: usize = 16;
-/// A group commit is closed once it holds this many records, even while the runtime's workers
-/// are all busy (see [`super::idle`]): larger batches save little more, and waiting longer
-/// would leave requests idle.
-pub const GROUP_COMMIT_RECORDS: usize = 32;
 /// A written batch's buffer is kept for reuse only up to this capacity (a burst of large
 /// messages should not pin its memory).
 const SPARE_BUFFER_LIMIT: usize = 1 << 20;
@@ -125,9 +121,6 @@ struct Pending {
     /// The flusher is waiting on the condvar (appends only signal it then: a notify is a
     /// syscall even when nobody waits).
     flusher_idle: bool,
-    /// The flusher is gathering a group commit ([`super::idle::linger`]); an append that fills
-    /// the batch ends the wait.
-    lingering: bool,
 }
 
 /// The open file and its last known good length.
@@ -155,6 +148,7 @@ struct Shared {
     /// Group commits closed by [`super::idle::MAX_LINGER`] rather than an idle worker or a full
     /// batch.
     linger_timeouts: AtomicU64,
+    gather: super::idle::Gather,
     size: AtomicU64,
     /// Test hook: make every write fail.
     inject_failure: AtomicBool,
@@ -489,12 +483,12 @@ impl Journal {
                 last_failure: None,
                 shutdown: false,
                 flusher_idle: false,
-                lingering: false,
             }),
             wake: Condvar::new(),
             durable: Durability::new("the journal", DurableState::Ok(last_lsn)),
             flushes: AtomicU64::new(0),
             linger_timeouts: AtomicU64::new(0),
+            gather: super::idle::Gather::default(),
             size: AtomicU64::new(len),
             inject_failure: AtomicBool::new(false),
         });
@@ -524,14 +518,12 @@ impl Journal {
         encode_frame(&mut p.bytes, lsn, &payload);
         p.count += 1;
         let idle = std::mem::replace(&mut p.flusher_idle, false);
-        let full = p.lingering && p.count == GROUP_COMMIT_RECORDS;
+        let buffered = p.count;
         drop(p);
         if idle {
             self.shared.wake.notify_one();
         }
-        if full {
-            super::idle::nudge();
-        }
+        self.shared.gather.appended(buffered);
         lsn
     }
 
@@ -852,17 +844,15 @@ fn flusher_loop(shared: &Shared) {
         // Group commit: gather more records while the runtime's workers are all busy (not when
         // closing, nor when retrying a failed write).
         let gather = !shutdown && !p.failing;
-        p.lingering = gather;
         drop(p);
         if gather {
-            let end = super::idle::linger(super::idle::MAX_LINGER, || {
+            let end = shared.gather.wait(|| {
                 let p = lock(&shared.pending);
-                p.shutdown || p.count >= GROUP_COMMIT_RECORDS
+                (p.count, p.shutdown)
             });
             if end == super::idle::LingerEnd::TimedOut {
                 shared.linger_timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            lock(&shared.pending).lingering = false;
         }
         // Errors are published by flush_pending; the loop retries.
         let _ = flush_pending(shared);

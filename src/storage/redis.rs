@@ -37,7 +37,7 @@
 //!   otherwise a crashed holder's lease expires after `LEASE_TTL_MS`.
 
 use super::durable::{Durability, DurableState};
-use super::journal::{Records, Replay, GROUP_COMMIT_RECORDS, RETRY_INTERVAL};
+use super::journal::{Records, Replay, RETRY_INTERVAL};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
 use super::{
@@ -726,8 +726,6 @@ struct OpPending {
     /// The last trim sent.
     trimmed: u64,
     shutdown: bool,
-    /// The flusher is gathering a group commit; an append that fills the batch ends the wait.
-    lingering: bool,
     /// The last send failed: retry without gathering.
     failing: bool,
 }
@@ -741,6 +739,7 @@ struct OpShared {
     sizes: Mutex<VecDeque<(u64, u64)>>,
     size: AtomicU64,
     inject_failure: AtomicBool,
+    gather: super::idle::Gather,
 }
 
 /// The operation log as a Redis stream, with group commit (see the module docs).
@@ -787,6 +786,7 @@ impl RedisOpLog {
             sizes: Mutex::new(sizes),
             size: AtomicU64::new(size),
             inject_failure: AtomicBool::new(false),
+            gather: super::idle::Gather::default(),
         });
         let s2 = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -896,18 +896,16 @@ async fn flusher(shared: &OpShared) {
     let mut con: Option<::redis::aio::MultiplexedConnection> = None;
     loop {
         // Group commit, as for the file journal: while the server's workers are all busy, let
-        // the batch grow (up to GROUP_COMMIT_RECORDS or MAX_LINGER) before sending it.
+        // the batch grow before sending it.
         let gather = {
-            let mut p = lock(&shared.pending);
-            p.lingering = !p.records.is_empty() && !p.shutdown && !p.failing;
-            p.lingering
+            let p = lock(&shared.pending);
+            !p.records.is_empty() && !p.shutdown && !p.failing
         };
         if gather {
-            super::idle::linger(super::idle::MAX_LINGER, || {
+            shared.gather.wait(|| {
                 let p = lock(&shared.pending);
-                p.shutdown || p.records.len() >= GROUP_COMMIT_RECORDS
+                (p.records.len(), p.shutdown)
             });
-            lock(&shared.pending).lingering = false;
         }
         let (batch, trim, shutdown) = {
             let p = lock(&shared.pending);
@@ -1028,12 +1026,10 @@ impl OpLog for RedisOpLog {
         p.next_lsn += 1;
         p.last_appended = lsn;
         p.records.push_back((lsn, payload));
-        let full = p.lingering && p.records.len() == GROUP_COMMIT_RECORDS;
+        let buffered = p.records.len();
         drop(p);
         self.shared.wake.notify_one();
-        if full {
-            super::idle::nudge();
-        }
+        self.shared.gather.appended(buffered);
         lsn
     }
 
