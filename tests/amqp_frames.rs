@@ -484,23 +484,37 @@ async fn holds_a_thousand_connections() {
 
 // ----- SAS validation on links ----------------------------------------------------------------
 
-#[tokio::test]
-async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
+/// A server validating SAS tokens against `key`, on a manual clock, with queues `q` and
+/// `other`; `tweak` adjusts the options. Returns the server, its clock and the clock's seconds.
+async fn sas_server(
+    key: &localzure::sas::SasKey,
+    tweak: impl FnOnce(&mut AmqpOptions),
+) -> (Server, Arc<ManualClock>, u64) {
     let start: i64 = 1_700_000_000_000;
     let clock = Arc::new(ManualClock::new(start));
     let backend = ServiceBusBackend::with_clock(None, clock.clone());
-    let key = localzure::sas::SasKey {
-        name: "RootManageSharedAccessKey".into(),
-        key: "secret-key".into(),
-    };
-    let opts = AmqpOptions {
+    let mut opts = AmqpOptions {
         sas: Some(key.clone()),
         ..AmqpOptions::default()
     };
+    tweak(&mut opts);
     let s = Server::start_with(backend, opts).await;
     s.queue("q", EntityProps::default()).await;
     s.queue("other", EntityProps::default()).await;
-    let now = (start / 1000) as u64;
+    (s, clock, (start / 1000) as u64)
+}
+
+fn sas_key() -> localzure::sas::SasKey {
+    localzure::sas::SasKey {
+        name: "RootManageSharedAccessKey".into(),
+        key: "secret-key".into(),
+    }
+}
+
+#[tokio::test]
+async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
+    let key = sas_key();
+    let (s, clock, now) = sas_server(&key, |_| {}).await;
     let mut c = Client::connect(s.addr).await;
     c.open_cbs().await;
 
@@ -569,4 +583,143 @@ async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
         other => panic!("expected credit, got {other:?}"),
     }
     s.stop().await;
+}
+
+#[tokio::test]
+async fn with_sas_expired_tokens_drop_their_links_and_renewed_ones_keep_them() {
+    let key = sas_key();
+    // Checked every 50 ms so the test sees the drops quickly.
+    let (s, clock, now) = sas_server(&key, |o| o.grant_check_ms = 50).await;
+    let mut c = Client::connect(s.addr).await;
+    c.open_cbs().await;
+
+    // `$management` links need a token for their entity too.
+    c.expect_unauthorized(0, Role::Sender, "q/$management")
+        .await;
+    c.expect_unauthorized(1, Role::Receiver, "amqps://localhost/q/$management")
+        .await;
+
+    let q_token = localzure::sas::token(&key, "sb://localhost/q", now + 60);
+    assert_eq!(
+        c.put_token(0, "sb://localhost/q", &q_token).await,
+        AV::Int(202)
+    );
+    let other_token = localzure::sas::token(&key, "sb://localhost/other", now + 120);
+    assert_eq!(
+        c.put_token(1, "sb://localhost/other", &other_token).await,
+        AV::Int(202)
+    );
+    c.attach_sender(2, "q").await;
+    c.recv().await; // credit
+    c.attach_receiver(3, "amqps://localhost/q", false).await;
+    c.attach_sender(4, "q/$management").await;
+    c.recv().await; // credit
+    c.attach_receiver(5, "q/$management", false).await;
+    c.flow(5, 0, 10, false).await;
+    c.attach_sender(6, "other").await;
+    c.recv().await; // credit
+    let peek = AV::Map(
+        [(AV::String("from-sequence-number".into()), AV::Long(1))]
+            .into_iter()
+            .collect(),
+    );
+    let r = c
+        .mgmt_request(4, 2, "com.microsoft:peek-message", peek.clone())
+        .await;
+    assert_eq!(r.app_property("statusCode"), Some(&AV::Int(204)));
+
+    // q's token expires: every link to q (entity and management) is dropped; other's stay.
+    clock.advance(61_000);
+    assert_eq!(c.expect_dropped(4).await, vec![2, 3, 4, 5]);
+    c.quiet(Duration::from_millis(300)).await;
+    send_messages_on(&mut c, 6, 3).await;
+    assert_eq!(s.count(&QueuePath::queue("other")), 1);
+
+    // A renewed token for other (before it expires) keeps its link past the first expiry.
+    let renewed = localzure::sas::token(&key, "sb://localhost/other", now + 3600);
+    assert_eq!(
+        c.put_token(4, "sb://localhost/other", &renewed).await,
+        AV::Int(202)
+    );
+    clock.advance(120_000);
+    c.quiet(Duration::from_millis(300)).await;
+    send_messages_on(&mut c, 6, 5).await;
+    assert_eq!(s.count(&QueuePath::queue("other")), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_sas_a_management_request_after_expiry_is_refused() {
+    let key = sas_key();
+    // No periodic check during this test: the request itself must be refused.
+    let (s, clock, now) = sas_server(&key, |o| o.grant_check_ms = 3_600_000).await;
+    let mut c = Client::connect(s.addr).await;
+    c.open_cbs().await;
+    let token = localzure::sas::token(&key, "sb://localhost/q", now + 60);
+    assert_eq!(
+        c.put_token(0, "sb://localhost/q", &token).await,
+        AV::Int(202)
+    );
+    c.attach_sender(2, "q/$management").await;
+    c.recv().await; // credit
+    c.attach_receiver(3, "q/$management", false).await;
+    c.flow(3, 0, 10, false).await;
+    clock.advance(61_000);
+    let r = c
+        .mgmt_request(
+            2,
+            1,
+            "com.microsoft:peek-message",
+            AV::Map(Default::default()),
+        )
+        .await;
+    assert_eq!(r.app_property("statusCode"), Some(&AV::Int(401)));
+    assert_eq!(
+        r.app_property("errorCondition"),
+        Some(&AV::Symbol(Symbol::from("amqp:unauthorized-access")))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_sas_a_connection_without_a_token_is_closed_after_the_grace() {
+    let key = sas_key();
+    let (s, _clock, now) = sas_server(&key, |o| {
+        o.token_grace_ms = 200;
+        o.grant_check_ms = 50;
+    })
+    .await;
+    let mut idle = Client::connect(s.addr).await;
+    let mut authorized = Client::connect(s.addr).await;
+    authorized.open_cbs().await;
+    let token = localzure::sas::token(&key, "sb://localhost/q", now + 60);
+    assert_eq!(
+        authorized.put_token(0, "sb://localhost/q", &token).await,
+        AV::Int(202)
+    );
+    match idle.recv().await.0 {
+        Performative::Close(Close { error }) => {
+            assert_eq!(condition(&error), "amqp:unauthorized-access", "{error:?}");
+        }
+        other => panic!("expected close, got {other:?}"),
+    }
+    authorized.quiet(Duration::from_millis(400)).await;
+    s.stop().await;
+}
+
+/// Sends one message on the already attached sender link `handle` (delivery `id`) and waits
+/// for its acceptance.
+async fn send_messages_on(c: &mut Client, handle: u32, id: u32) {
+    c.transfer(handle, id, 0, &encode_simple(&format!("m{id}"), None, b"x"))
+        .await;
+    loop {
+        match c.recv().await.0 {
+            Performative::Disposition(d) => {
+                assert!(matches!(d.state, Some(DeliveryState::Accepted(_))), "{d:?}");
+                return;
+            }
+            Performative::Flow(_) => {}
+            other => panic!("expected disposition, got {other:?}"),
+        }
+    }
 }

@@ -9,7 +9,11 @@
 //! 401 with the reason as status-description, as Azure does. An accepted token is then a
 //! [`Grant`] of its connection: a link to an entity attaches only while the connection holds an
 //! unexpired grant covering the entity's path; otherwise it is attached and at once detached
-//! with `amqp:unauthorized-access`, as Azure answers.
+//! with `amqp:unauthorized-access`, as Azure answers. The same holds for an entity's
+//! `$management` links, and each management request is checked again. As in Service Bus, when
+//! a token expires without a renewal (a new put-token for the same audience) the links it
+//! covered are detached with `amqp:unauthorized-access`, and a connection that puts no valid
+//! token within 20 seconds of opening is closed (`crate::amqp::connection`).
 
 use super::convert::{encode_response, AmqpMessage, ConvertError};
 use crate::sas::SasKey;

@@ -120,6 +120,7 @@ where
         locks: Arc::new(Mutex::new(HashMap::new())),
         tasks: Vec::new(),
         grants: Arc::new(Mutex::new(Vec::new())),
+        opened_at: Instant::now(),
     };
     let result = conn.run(frame_rx, events_rx, &mut wr, shutdown).await;
     reader.abort();
@@ -313,6 +314,42 @@ struct Conn {
     tasks: Vec<JoinHandle<()>>,
     /// Accepted put-tokens of this connection (only recorded with SAS validation on).
     grants: Arc<Mutex<Vec<cbs::Grant>>>,
+    /// When the connection started (the deadline for its first token counts from here).
+    opened_at: Instant,
+}
+
+/// The entity whose token a link needs (with SAS validation on); `None` for `$cbs` links and
+/// links already closed.
+fn link_entity(kind: &Kind) -> Option<String> {
+    match kind {
+        Kind::In {
+            target: InTarget::Entity(p) | InTarget::Management(p),
+            ..
+        } => Some(p.clone()),
+        Kind::In {
+            target: InTarget::Cbs,
+            ..
+        }
+        | Kind::Closed => None,
+        Kind::Replies { source, .. } => match address::parse(source) {
+            Node::Management(p) => Some(p),
+            _ => None,
+        },
+        Kind::Out(o) => Some(o.path.display()),
+    }
+}
+
+/// The refusal of a link or management request that no unexpired token of its connection
+/// covers (`claim`: "Send" or "Listen", as Azure words it).
+fn unauthorized_error(entity: &str, claim: &str) -> WireError {
+    WireError::new(
+        "amqp:unauthorized-access",
+        format!(
+            "Unauthorized access. '{claim}' claim(s) are required to perform this operation. Resource: 'sb://localhost/{}'.",
+            entity.to_ascii_lowercase()
+        ),
+        401,
+    )
 }
 
 fn error(condition: &str, description: impl Into<String>) -> AmqpError {
@@ -402,6 +439,9 @@ impl Conn {
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let mut result = Ok(());
+        let grant_check = Duration::from_millis(u64::from(self.opts.grant_check_ms.max(1)));
+        let mut grant_check_at = Instant::now() + grant_check;
+        let grant_checks = self.opts.sas.is_some();
         loop {
             let heartbeat_at = self
                 .remote_idle
@@ -428,6 +468,10 @@ impl Conn {
                             result = Err(e);
                         }
                     }
+                }
+                _ = tokio::time::sleep_until(grant_check_at), if grant_checks => {
+                    self.enforce_grants();
+                    grant_check_at = Instant::now() + grant_check;
                 }
                 _ = tokio::time::sleep_until(heartbeat_at.min(idle_deadline)) => {
                     if Instant::now() >= idle_deadline {
@@ -656,13 +700,50 @@ impl Conn {
         if cbs::granted(&grants, entity, now) {
             return None;
         }
-        Some(error(
-            "amqp:unauthorized-access",
-            format!(
-                "Unauthorized access. '{claim}' claim(s) are required to perform this operation. Resource: 'sb://localhost/{}'.",
+        Some(wire(&unauthorized_error(entity, claim)))
+    }
+
+    /// With SAS validation on, what Service Bus does as tokens age: every link whose entity no
+    /// unexpired token of the connection covers any more (its token expired and was not
+    /// renewed) is detached with `amqp:unauthorized-access`, and a connection that has put no
+    /// valid token within `token_grace_ms` of opening is closed.
+    fn enforce_grants(&mut self) {
+        if self.opts.sas.is_none() || self.closed {
+            return;
+        }
+        let now = u64::try_from(self.backend.now().div_euclid(1000)).unwrap_or(0);
+        let (any, expired) = {
+            let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+            let mut expired = Vec::new();
+            for (ch, s) in &self.sessions {
+                for (handle, l) in &s.links {
+                    if let Some(entity) = link_entity(&l.kind) {
+                        if !cbs::granted(&grants, &entity, now) {
+                            expired.push((*ch, *handle, entity));
+                        }
+                    }
+                }
+            }
+            (!grants.is_empty(), expired)
+        };
+        let grace = Duration::from_millis(u64::from(self.opts.token_grace_ms));
+        if !any && self.opened_at.elapsed() >= grace {
+            self.close_with(Some(error(
+                "amqp:unauthorized-access",
+                format!(
+                    "No valid token was put on $cbs within {} seconds of opening the connection.",
+                    grace.as_secs_f64()
+                ),
+            )));
+            return;
+        }
+        for (ch, handle, entity) in expired {
+            let why = format!(
+                "Unauthorized access. The token for 'sb://localhost/{}' has expired; put a new one on $cbs to keep links open.",
                 entity.to_ascii_lowercase()
-            ),
-        ))
+            );
+            self.detach_with(ch, handle, error("amqp:unauthorized-access", why));
+        }
     }
 
     /// A client sender: to an entity, `$cbs`, or a management node.
@@ -672,7 +753,13 @@ impl Conn {
         reply.rcv_settle_mode = ReceiverSettleMode::First;
         let target = match address::parse(&address) {
             Node::Cbs => InTarget::Cbs,
-            Node::Management(p) => InTarget::Management(p),
+            Node::Management(p) => {
+                if let Some(err) = self.unauthorized(&p, "Listen") {
+                    self.refuse_attach(ch, reply, err, link_id);
+                    return;
+                }
+                InTarget::Management(p)
+            }
             Node::Entity(p) => {
                 if let Some(err) = self.unauthorized(&p, "Send") {
                     self.refuse_attach(ch, reply, err, link_id);
@@ -716,7 +803,14 @@ impl Conn {
     fn attach_outgoing(&mut self, ch: u16, a: Attach, link_id: u64) {
         let source = source_address(&a);
         let reply = self.attach_reply(&a, Role::Sender);
-        let path = match address::parse(&source) {
+        let node = address::parse(&source);
+        if let Node::Management(p) = &node {
+            if let Some(err) = self.unauthorized(p, "Listen") {
+                self.refuse_attach(ch, reply, err, link_id);
+                return;
+            }
+        }
+        let path = match node {
             Node::Cbs | Node::Management(_) => {
                 self.send(ch, Performative::Attach(reply), &[]);
                 if let Some(s) = self.sessions.get_mut(&ch) {
@@ -1103,7 +1197,19 @@ impl Conn {
                             }
                             message
                         }),
-                        Some(path) => management::respond(&backend, path, &request, &locks).await,
+                        Some(path) => {
+                            // Tokens expire while a management link stays open.
+                            let now = u64::try_from(backend.now().div_euclid(1000)).unwrap_or(0);
+                            let allowed = sas.is_none() || {
+                                let all = grants.lock().unwrap_or_else(|e| e.into_inner());
+                                cbs::granted(&all, path, now)
+                            };
+                            if allowed {
+                                management::respond(&backend, path, &request, &locks).await
+                            } else {
+                                management::refuse(&request, &unauthorized_error(path, "Listen"))
+                            }
+                        }
                     };
                     match response {
                         Ok(message) => {

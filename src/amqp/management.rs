@@ -91,16 +91,21 @@ pub async fn respond(
             ],
             body,
         ),
-        Err(e) => encode_response(
-            request.message_id(),
-            vec![
-                ("statusCode", AV::Int(e.status)),
-                ("statusDescription", AV::String(e.description)),
-                ("errorCondition", AV::Symbol(e.condition.as_str().into())),
-            ],
-            AV::Null,
-        ),
+        Err(e) => refuse(request, &e),
     }
+}
+
+/// The failure response to `request`: status, description and error condition, no body.
+pub fn refuse(request: &AmqpMessage, e: &WireError) -> Result<Vec<u8>, ConvertError> {
+    encode_response(
+        request.message_id(),
+        vec![
+            ("statusCode", AV::Int(e.status)),
+            ("statusDescription", AV::String(e.description.clone())),
+            ("errorCondition", AV::Symbol(e.condition.as_str().into())),
+        ],
+        AV::Null,
+    )
 }
 
 async fn dispatch(

@@ -10,7 +10,7 @@
 //!   behind credit, session acceptance, releasing undelivered messages.
 //! - [`address`]: link addresses → entities (`queue`, `topic`, `topic/Subscriptions/sub`,
 //!   `…/$DeadLetterQueue`, `$cbs`, `…/$management`).
-//! - [`cbs`]: the `$cbs` put-token node (any token is accepted).
+//! - [`cbs`]: the `$cbs` put-token node (any token is accepted unless SAS validation is on).
 //! - [`management`]: the `$management` request/response operations.
 //! - [`convert`]: AMQP message ⇄ broker message.
 //!
@@ -44,8 +44,15 @@ pub struct AmqpOptions {
     pub idle_timeout_ms: u32,
     /// Default wait for a next-available session receiver when the client gives none.
     pub session_accept_timeout_ms: u32,
-    /// When set, CBS put-token validates SAS tokens against this key (401 when bad).
+    /// When set, CBS put-token validates SAS tokens against this key (401 when bad), and links
+    /// live only while an accepted, unexpired token covers their entity.
     pub sas: Option<crate::sas::SasKey>,
+    /// With SAS validation on: a connection that has put no valid token this long after it
+    /// opened is closed (Service Bus allows 20 seconds).
+    pub token_grace_ms: u32,
+    /// With SAS validation on: how often a connection re-checks that its links' tokens are
+    /// unexpired (and the grace above).
+    pub grant_check_ms: u32,
 }
 
 impl Default for AmqpOptions {
@@ -56,6 +63,8 @@ impl Default for AmqpOptions {
             idle_timeout_ms: 240_000,
             session_accept_timeout_ms: 60_000,
             sas: None,
+            token_grace_ms: 20_000,
+            grant_check_ms: 1_000,
         }
     }
 }

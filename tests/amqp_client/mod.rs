@@ -316,6 +316,60 @@ impl Client {
         }
     }
 
+    /// Sends a `$management` request (delivery `id` on the sender link `handle`) and returns
+    /// the response (the reply link must have credit).
+    pub async fn mgmt_request(
+        &mut self,
+        handle: u32,
+        id: u32,
+        operation: &str,
+        body: AV,
+    ) -> convert::AmqpMessage {
+        let req = convert::encode_request(
+            AV::Ulong(id as u64),
+            Some("mgmt-replies"),
+            vec![("operation", AV::String(operation.into()))],
+            body,
+        )
+        .unwrap();
+        self.transfer(handle, id, 0, &req).await;
+        loop {
+            match self.recv().await {
+                (Performative::Transfer(_), payload) => {
+                    return convert::decode_message(&payload).unwrap();
+                }
+                (Performative::Disposition(_), _) => {}
+                (other, _) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Expects the server to detach `count` links with `amqp:unauthorized-access`, answers
+    /// each detach, and returns their handles in order.
+    pub async fn expect_dropped(&mut self, count: usize) -> Vec<u32> {
+        let mut handles = Vec::new();
+        while handles.len() < count {
+            match self.recv().await.0 {
+                Performative::Detach(d) => {
+                    assert!(d.closed);
+                    assert_eq!(condition(&d.error), "amqp:unauthorized-access", "{d:?}");
+                    let h = d.handle.0;
+                    handles.push(h);
+                    let answer = Detach {
+                        handle: Handle(h),
+                        closed: true,
+                        error: None,
+                    };
+                    self.send(0, Performative::Detach(answer), &[]).await;
+                }
+                Performative::Flow(_) | Performative::Disposition(_) => {}
+                other => panic!("expected a detach, got {other:?}"),
+            }
+        }
+        handles.sort_unstable();
+        handles
+    }
+
     /// Attaches a link and expects it refused with `amqp:unauthorized-access`.
     pub async fn expect_unauthorized(&mut self, handle: u32, role: Role, address: &str) {
         self.send(

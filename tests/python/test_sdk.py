@@ -376,7 +376,14 @@ def test_sas_validation_refuses_a_wrong_key():
         with ServiceBusClient.from_connection_string(conn(key)) as c:
             with c.get_queue_sender(q) as sender:
                 sender.send_messages(ServiceBusMessage("authorized"))
+                # Management requests go over the entity's $management link, which needs the
+                # same token.
+                later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+                seqs = sender.schedule_messages(ServiceBusMessage("later"), later)
+                sender.cancel_scheduled_messages(seqs)
             with c.get_queue_receiver(q, max_wait_time=5) as receiver:
+                peeked = receiver.peek_messages(max_message_count=5)
+                assert [body(m) for m in peeked] == ["authorized"]
                 got = receive_n(receiver, 1)
                 assert [body(m) for m in got] == ["authorized"]
                 receiver.complete_message(got[0])
