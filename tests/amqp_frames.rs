@@ -723,3 +723,204 @@ async fn send_messages_on(c: &mut Client, handle: u32, id: u32) {
         }
     }
 }
+
+// ----- rule management on a subscription's $management node -----------------------------------
+
+fn string_map(entries: Vec<(&str, AV)>) -> AV {
+    localzure::amqp::convert::string_map(entries)
+}
+
+fn status(r: &convert::AmqpMessage) -> AV {
+    r.app_property("statusCode").cloned().unwrap_or(AV::Null)
+}
+
+/// The `rules` list of an enumerate-rules response.
+fn rules_of(r: &convert::AmqpMessage) -> Vec<AV> {
+    let rules = match &r.body {
+        convert::AmqpBody::Value(v) => convert::map_get(v, "rules").cloned(),
+        _ => None,
+    };
+    match rules {
+        Some(AV::List(l)) => l,
+        other => panic!("expected a rules list, got {other:?} in {r:?}"),
+    }
+}
+
+fn described_parts(v: &AV) -> (serde_amqp::descriptor::Descriptor, Vec<AV>) {
+    match v {
+        AV::Described(d) => match &d.value {
+            AV::List(l) => (d.descriptor.clone(), l.clone()),
+            other => panic!("expected a described list, got {other:?}"),
+        },
+        other => panic!("expected a described value, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn subscription_rules_are_managed_over_amqp() {
+    use serde_amqp::descriptor::Descriptor::Code;
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    for op in [
+        Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        },
+        Op::CreateSubscription {
+            topic: "t".into(),
+            name: "s".into(),
+            props: EntityProps::default(),
+            rule: None,
+        },
+    ] {
+        s.backend.execute(op).await.unwrap();
+    }
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(0, "t/Subscriptions/s/$management").await;
+    c.recv().await; // credit
+    c.attach_receiver(1, "t/Subscriptions/s/$management", false)
+        .await;
+    c.flow(1, 0, 100, false).await;
+    let page = || string_map(vec![("skip", AV::Int(0)), ("top", AV::Int(10))]);
+
+    // A new subscription has the $Default rule: a true filter, no action.
+    let r = c
+        .mgmt_request(0, 0, "com.microsoft:enumerate-rules", page())
+        .await;
+    assert_eq!(status(&r), AV::Int(200));
+    let rules = rules_of(&r);
+    assert_eq!(rules.len(), 1);
+    let (code, fields) = described_parts(convert::map_get(&rules[0], "rule-description").unwrap());
+    assert_eq!(code, Code(0x0000013700000004));
+    assert_eq!(described_parts(&fields[0]).0, Code(0x000001370000007));
+    assert_eq!(described_parts(&fields[1]).0, Code(0x0000013700000005));
+    assert_eq!(fields[2], AV::String("$Default".into()));
+
+    // Add a SQL rule with an action and a correlation rule, as the SDKs' rule managers do.
+    let sql = string_map(vec![
+        ("rule-name", AV::String("red".into())),
+        (
+            "rule-description",
+            string_map(vec![
+                (
+                    "sql-filter",
+                    string_map(vec![("expression", AV::String("color = 'red'".into()))]),
+                ),
+                (
+                    "sql-rule-action",
+                    string_map(vec![("expression", AV::String("SET tagged = 1".into()))]),
+                ),
+                ("rule-name", AV::String("red".into())),
+            ]),
+        ),
+    ]);
+    let r = c
+        .mgmt_request(0, 1, "com.microsoft:add-rule", sql.clone())
+        .await;
+    assert_eq!(status(&r), AV::Int(200));
+    let corr = string_map(vec![
+        ("rule-name", AV::String("by-label".into())),
+        (
+            "rule-description",
+            string_map(vec![
+                (
+                    "correlation-filter",
+                    string_map(vec![
+                        ("correlation-id", AV::Null),
+                        ("label", AV::String("urgent".into())),
+                        ("properties", string_map(vec![])),
+                    ]),
+                ),
+                ("sql-rule-action", AV::Null),
+            ]),
+        ),
+    ]);
+    let r = c.mgmt_request(0, 2, "com.microsoft:add-rule", corr).await;
+    assert_eq!(status(&r), AV::Int(200));
+    // The same name again conflicts; removing a rule that isn't there is not found.
+    let r = c.mgmt_request(0, 3, "com.microsoft:add-rule", sql).await;
+    assert_eq!(status(&r), AV::Int(409));
+    let r = c
+        .mgmt_request(
+            0,
+            4,
+            "com.microsoft:remove-rule",
+            string_map(vec![("rule-name", AV::String("nope".into()))]),
+        )
+        .await;
+    assert_eq!(status(&r), AV::Int(404));
+    let r = c
+        .mgmt_request(
+            0,
+            5,
+            "com.microsoft:remove-rule",
+            string_map(vec![("rule-name", AV::String("$Default".into()))]),
+        )
+        .await;
+    assert_eq!(status(&r), AV::Int(200));
+
+    // Listed back in name order with their descriptors and contents.
+    let r = c
+        .mgmt_request(0, 6, "com.microsoft:enumerate-rules", page())
+        .await;
+    let rules = rules_of(&r);
+    let described: Vec<_> = rules
+        .iter()
+        .map(|r| described_parts(convert::map_get(r, "rule-description").unwrap()).1)
+        .collect();
+    assert_eq!(described[0][2], AV::String("by-label".into()));
+    let (code, corr_fields) = described_parts(&described[0][0]);
+    assert_eq!(code, Code(0x000001370000009));
+    assert_eq!(corr_fields[0], AV::Null);
+    assert_eq!(corr_fields[4], AV::String("urgent".into()));
+    assert_eq!(described[1][2], AV::String("red".into()));
+    let (code, sql_fields) = described_parts(&described[1][0]);
+    assert_eq!(code, Code(0x000001370000006));
+    assert_eq!(sql_fields[0], AV::String("color = 'red'".into()));
+    let (code, action_fields) = described_parts(&described[1][1]);
+    assert_eq!(code, Code(0x0000013700000006));
+    assert_eq!(action_fields[0], AV::String("SET tagged = 1".into()));
+    // Paging past the end is 204.
+    let r = c
+        .mgmt_request(
+            0,
+            7,
+            "com.microsoft:enumerate-rules",
+            string_map(vec![("skip", AV::Int(2)), ("top", AV::Int(10))]),
+        )
+        .await;
+    assert_eq!(status(&r), AV::Int(204));
+
+    // The rules route: only the red message and the urgent one reach the subscription.
+    for (color, label) in [("red", "x"), ("blue", "x"), ("blue", "urgent")] {
+        let mut m = localzure::broker::message::NewMessage {
+            message_id: format!("{color}-{label}"),
+            label: Some(label.into()),
+            ..Default::default()
+        };
+        m.properties.insert(
+            "color".into(),
+            localzure::broker::value::Value::String(color.into()),
+        );
+        s.backend
+            .execute(Op::Send {
+                entity: "t".into(),
+                messages: vec![m],
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.count(&QueuePath::subscription("t", "s")), 2);
+
+    // Rules belong to subscriptions: a queue's node refuses them.
+    let mut c2 = Client::connect(s.addr).await;
+    c2.attach_sender(0, "q/$management").await;
+    c2.recv().await;
+    c2.attach_receiver(1, "q/$management", false).await;
+    c2.flow(1, 0, 10, false).await;
+    let r = c2
+        .mgmt_request(0, 0, "com.microsoft:enumerate-rules", page())
+        .await;
+    assert_eq!(status(&r), AV::Int(400));
+    s.stop().await;
+}

@@ -398,13 +398,13 @@ fn sym(s: &str) -> AV {
     AV::Symbol(Symbol::from(s))
 }
 
-fn opt_string(s: &Option<String>) -> AV {
+pub(crate) fn opt_string(s: &Option<String>) -> AV {
     s.as_ref()
         .map(|s| AV::String(s.clone()))
         .unwrap_or(AV::Null)
 }
 
-fn described(code: u64, value: AV) -> AV {
+pub(crate) fn described(code: u64, value: AV) -> AV {
     AV::Described(Box::new(Described {
         descriptor: Descriptor::Code(code),
         value,

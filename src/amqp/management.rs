@@ -18,6 +18,11 @@
 //! | `com.microsoft:get-session-state` | session-id | session-state: binary |
 //! | `com.microsoft:set-session-state` | session-id, session-state | — |
 //! | `com.microsoft:get-message-sessions` | skip, top | skip, sessions-ids (204 when none) |
+//! | `com.microsoft:add-rule` (subscriptions) | rule-name, rule-description | — |
+//! | `com.microsoft:remove-rule` (subscriptions) | rule-name | — |
+//! | `com.microsoft:enumerate-rules` (subscriptions) | skip, top | rules: [{rule-description}] (204 when none) |
+//!
+//! The rule bodies and described types are in [`super::rules`].
 
 use super::address::queue_path;
 use super::convert::{
@@ -25,7 +30,7 @@ use super::convert::{
     properties_from_entries, string_map, text_of, uuid_of, uuid_value, AmqpBody, AmqpMessage,
     ConvertError, Encoding,
 };
-use super::{wire_error, WireError};
+use super::{rules, wire_error, WireError};
 use crate::broker::message::Message;
 use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, Settlement};
 use crate::broker::Outcome;
@@ -302,11 +307,7 @@ async fn dispatch(
             ok(empty_map())
         }
         "com.microsoft:get-message-sessions" => {
-            let skip = map_get(body, "skip").and_then(int_of).unwrap_or(0).max(0) as usize;
-            let top = map_get(body, "top")
-                .and_then(int_of)
-                .unwrap_or(100)
-                .clamp(0, 1000) as usize;
+            let (skip, top) = page_of(body);
             let ids = backend
                 .read(|b| b.list_sessions(&path))
                 .map_err(|e| wire_error(&e.into()))?;
@@ -324,11 +325,77 @@ async fn dispatch(
                 ("sessions-ids", array(page)),
             ]))
         }
+        "com.microsoft:add-rule" => {
+            let (topic, subscription) = subscription_of(&path)?;
+            let rule = rules::rule_from_request(body, backend.now()).map_err(bad_request)?;
+            backend
+                .execute(Op::CreateRule {
+                    topic,
+                    subscription,
+                    rule,
+                })
+                .await
+                .map_err(|e| wire_error(&e))?;
+            ok(empty_map())
+        }
+        "com.microsoft:remove-rule" => {
+            let (topic, subscription) = subscription_of(&path)?;
+            let name = map_get(body, "rule-name")
+                .and_then(text_of)
+                .ok_or_else(|| bad_request("rule-name is required"))?;
+            backend
+                .execute(Op::DeleteRule {
+                    topic,
+                    subscription,
+                    name,
+                })
+                .await
+                .map_err(|e| wire_error(&e))?;
+            ok(empty_map())
+        }
+        "com.microsoft:enumerate-rules" => {
+            let (topic, subscription) = subscription_of(&path)?;
+            let (skip, top) = page_of(body);
+            let all = backend
+                .read(|b| b.rules(&topic, &subscription))
+                .map_err(|e| wire_error(&e.into()))?;
+            let page: Vec<AV> = all
+                .iter()
+                .skip(skip)
+                .take(top)
+                .map(rules::rule_entry)
+                .collect();
+            if page.is_empty() {
+                return Ok((204, AV::Null));
+            }
+            ok(string_map(vec![("rules", AV::List(page))]))
+        }
         other => Err(WireError::new(
             "amqp:not-implemented",
             format!("The operation '{other}' is not supported by LocalZure."),
             501,
         )),
+    }
+}
+
+/// The `skip` and `top` of a paged listing (top defaults to 100, at most 1,000).
+fn page_of(body: &AV) -> (usize, usize) {
+    let skip = map_get(body, "skip").and_then(int_of).unwrap_or(0).max(0) as usize;
+    let top = map_get(body, "top")
+        .and_then(int_of)
+        .unwrap_or(100)
+        .clamp(0, 1000) as usize;
+    (skip, top)
+}
+
+/// The (topic, subscription) of a rule operation's node: rules belong to subscriptions.
+fn subscription_of(path: &QueuePath) -> Result<(String, String), WireError> {
+    match &path.subscription {
+        Some(sub) if !path.dead_letter => Ok((path.entity.clone(), sub.clone())),
+        _ => Err(bad_request(format!(
+            "Rules belong to subscriptions; '{}' is not one.",
+            path.display()
+        ))),
     }
 }
 

@@ -12,6 +12,7 @@
 //!   `…/$DeadLetterQueue`, `$cbs`, `…/$management`).
 //! - [`cbs`]: the `$cbs` put-token node (any token is accepted unless SAS validation is on).
 //! - [`management`]: the `$management` request/response operations.
+//! - [`rules`]: subscription rules as the `$management` rule operations carry them.
 //! - [`convert`]: AMQP message ⇄ broker message.
 //!
 //! Every state change goes through [`ServiceBusBackend::execute`] (or `receive_wait`), so the
@@ -24,6 +25,7 @@ pub mod convert;
 pub mod frames;
 pub mod link;
 pub mod management;
+pub mod rules;
 
 use crate::broker::error::BrokerError;
 use crate::service::{ServiceBusBackend, ServiceError};

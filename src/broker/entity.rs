@@ -163,6 +163,9 @@ pub struct CorrelationFilter {
     pub properties: BTreeMap<String, Value>,
 }
 
+/// The SQL compatibility level Service Bus gives filters and actions that name none.
+pub const DEFAULT_COMPATIBILITY_LEVEL: i32 = 20;
+
 /// A SqlFilter as stored: the expression text, its parameters and compatibility level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]

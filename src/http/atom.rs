@@ -54,7 +54,7 @@ const MAX_DEPTH: usize = 64;
 /// Longest duration text accepted (the longest real one, TimeSpan.MaxValue, has 26 chars).
 const MAX_DURATION_LEN: usize = 64;
 /// Rules' SQL compatibility level when the body gives none (the SDKs always send 20).
-const DEFAULT_COMPATIBILITY_LEVEL: i32 = 20;
+use crate::broker::entity::DEFAULT_COMPATIBILITY_LEVEL;
 /// Durations at or above this many ticks mean "infinite": .NET's TimeSpan.MaxValue is
 /// `P10675199DT2H48M5.4775807S`, and Python sends `P10675199DT2H48M5.477539S` for it.
 const INFINITE_THRESHOLD_TICKS: i64 = 10_675_199 * 86_400 * 10_000_000;
