@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The JavaScript SDK suite: the official @azure/service-bus package (pinned in
 # tests/js/package-lock.json, installed from npm into tests/js/node_modules) against the real
-# binary, for what the Python SDK has no API for: subscription rules over AMQP
-# (ServiceBusRuleManager). Needs node >= 18 and npm; the tests start the binary on ephemeral
-# ports with a temporary data dir.
+# binary over AMQP: everyday queue operations (tests/js/messaging.test.mjs) and what the Python
+# SDK has no API for, subscription rules (ServiceBusRuleManager, tests/js/rules.test.mjs).
+# Needs node >= 18 and npm; the tests start the binary on ephemeral ports with a temporary
+# data dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -250,9 +250,43 @@ pub fn decode_amqp_body(body: &Bytes) -> Result<Option<(Performative, Bytes)>, F
         return Ok(None);
     }
     let (perf_bytes, rest) = split_value(body)?;
-    let performative: Performative = serde_amqp::from_slice(perf_bytes)?;
+    let performative: Performative = match serde_amqp::from_slice(perf_bytes) {
+        Ok(p) => p,
+        Err(e) => symbol_keyed(perf_bytes).ok_or(e)?,
+    };
     let payload = body.slice(body.len() - rest.len()..);
     Ok(Some((performative, payload)))
+}
+
+/// Decodes a performative whose maps have string keys where AMQP says symbols (`fields` such as
+/// an error's `info`): rhea, the JavaScript SDK's AMQP stack, sends a dead-letter `rejected`
+/// outcome's `DeadLetterReason`/`DeadLetterErrorDescription` that way, and the typed decoder
+/// refuses it. Every map in a performative is symbol-keyed by the spec, so the keys are turned
+/// into symbols and the performative decoded again. Only tried after the strict decode failed.
+fn symbol_keyed(bytes: &[u8]) -> Option<Performative> {
+    let mut value: serde_amqp::Value = serde_amqp::from_slice(bytes).ok()?;
+    symbolize_keys(&mut value);
+    serde_amqp::from_slice(&serde_amqp::to_vec(&value).ok()?).ok()
+}
+
+fn symbolize_keys(value: &mut serde_amqp::Value) {
+    use serde_amqp::Value as V;
+    match value {
+        V::Map(m) => {
+            let entries = std::mem::take(m);
+            for (k, mut v) in entries {
+                symbolize_keys(&mut v);
+                let k = match k {
+                    V::String(s) => V::Symbol(serde_amqp::primitives::Symbol::from(s)),
+                    other => other,
+                };
+                m.insert(k, v);
+            }
+        }
+        V::List(items) => items.iter_mut().for_each(symbolize_keys),
+        V::Described(d) => symbolize_keys(&mut d.value),
+        _ => {}
+    }
 }
 
 /// Encodes a frame with the given type, channel and body (no extended header).
@@ -305,6 +339,60 @@ pub fn descriptor_code(bytes: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use fe2o3_amqp_types::performatives::{Close, End};
+
+    /// What rhea (the JavaScript SDK) sends to dead-letter: a `rejected` outcome whose error
+    /// `info` map has string keys.
+    #[test]
+    fn string_keyed_fields_decode_as_symbols() {
+        use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition, Fields, Role};
+        use fe2o3_amqp_types::messaging::{DeliveryState, Rejected};
+        use fe2o3_amqp_types::performatives::Disposition;
+        use serde_amqp::primitives::Symbol;
+        use serde_amqp::Value as V;
+        let mut info = Fields::new();
+        info.insert(Symbol::from("DeadLetterReason"), V::String("bad".into()));
+        let perf = Performative::Disposition(Disposition {
+            role: Role::Receiver,
+            first: 2,
+            last: Some(2),
+            settled: false,
+            state: Some(DeliveryState::Rejected(Rejected {
+                error: Some(AmqpError::new(
+                    ErrorCondition::Custom(Symbol::from("com.microsoft:dead-letter")),
+                    None,
+                    Some(info),
+                )),
+            })),
+            batchable: false,
+        });
+        // Re-key every map with strings, as rhea encodes them.
+        fn stringify(v: &mut V) {
+            match v {
+                V::Map(m) => {
+                    for (k, mut val) in std::mem::take(m) {
+                        stringify(&mut val);
+                        let k = match k {
+                            V::Symbol(s) => V::String(s.0),
+                            other => other,
+                        };
+                        m.insert(k, val);
+                    }
+                }
+                V::List(l) => l.iter_mut().for_each(stringify),
+                V::Described(d) => stringify(&mut d.value),
+                _ => {}
+            }
+        }
+        let mut generic: V = serde_amqp::from_slice(&serde_amqp::to_vec(&perf).unwrap()).unwrap();
+        stringify(&mut generic);
+        let rhea_bytes = serde_amqp::to_vec(&generic).unwrap();
+        assert!(serde_amqp::from_slice::<Performative>(&rhea_bytes).is_err());
+        let decoded = decode_amqp_body(&Bytes::from(rhea_bytes))
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(decoded, perf);
+    }
 
     #[test]
     fn performative_round_trips_with_payload() {
