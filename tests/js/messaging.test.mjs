@@ -6,14 +6,21 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { ServiceBusClient } from "@azure/service-bus";
-import { SB_NS, connectionString, put, receiveAll, startServer } from "./server.mjs";
+import {
+  CLIENT_OPTIONS,
+  SB_NS,
+  connectionString,
+  put,
+  receiveAll,
+  startServer,
+} from "./server.mjs";
 
 let server;
 let client;
 
 before(async () => {
   server = await startServer();
-  client = new ServiceBusClient(connectionString(server));
+  client = new ServiceBusClient(connectionString(server), CLIENT_OPTIONS);
 });
 
 after(async () => {

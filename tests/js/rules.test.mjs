@@ -5,11 +5,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ServiceBusClient } from "@azure/service-bus";
-import { SB_NS, connectionString, put, receiveAll, startServer } from "./server.mjs";
+import {
+  CLIENT_OPTIONS,
+  SB_NS,
+  connectionString,
+  put,
+  receiveAll,
+  startServer,
+} from "./server.mjs";
 
 test("rule manager: create, list and delete rules; the rules route messages", async () => {
   const server = await startServer();
-  const client = new ServiceBusClient(connectionString(server));
+  const client = new ServiceBusClient(connectionString(server), CLIENT_OPTIONS);
   try {
     await put(server, "orders", `<TopicDescription xmlns="${SB_NS}"/>`);
     await put(server, "orders/subscriptions/audit", `<SubscriptionDescription xmlns="${SB_NS}"/>`);

@@ -58,6 +58,10 @@ export async function put(server, path, description) {
   assert.equal(r.status, 201, `PUT ${path}: ${await r.text()}`);
 }
 
+/** Fail fast: a broken operation should fail its test in seconds, not after the SDK's default
+ * retries (minutes). */
+export const CLIENT_OPTIONS = { retryOptions: { maxRetries: 1, timeoutInMs: 10_000 } };
+
 export function connectionString(server) {
   return (
     `Endpoint=sb://localhost:${server.amqp};SharedAccessKeyName=RootManageSharedAccessKey;` +
