@@ -4,20 +4,10 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ServiceBusClient } from "@azure/service-bus";
-import {
-  CLIENT_OPTIONS,
-  SB_NS,
-  connectionString,
-  put,
-  receiveAll,
-  startServer,
-} from "./server.mjs";
+import { SB_NS, put, receiveAll, withServer } from "./server.mjs";
 
-test("message properties and body types round-trip; topic fan-out", async () => {
-  const server = await startServer();
-  const client = new ServiceBusClient(connectionString(server), CLIENT_OPTIONS);
-  try {
+test("message properties and body types round-trip; topic fan-out", () =>
+  withServer(async (server, client) => {
     await put(server, "pq", `<QueueDescription xmlns="${SB_NS}"/>`);
     const sender = client.createSender("pq");
     const when = new Date("2030-01-02T03:04:05.678Z");
@@ -72,8 +62,5 @@ test("message properties and body types round-trip; topic fan-out", async () => 
       await r.close();
     }
     await ts.close();
-  } finally {
-    await client.close();
-    server.proc.kill("SIGTERM");
-  }
-});
+  }),
+);

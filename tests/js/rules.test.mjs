@@ -4,20 +4,10 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ServiceBusClient } from "@azure/service-bus";
-import {
-  CLIENT_OPTIONS,
-  SB_NS,
-  connectionString,
-  put,
-  receiveAll,
-  startServer,
-} from "./server.mjs";
+import { SB_NS, put, receiveAll, withServer } from "./server.mjs";
 
-test("rule manager: create, list and delete rules; the rules route messages", async () => {
-  const server = await startServer();
-  const client = new ServiceBusClient(connectionString(server), CLIENT_OPTIONS);
-  try {
+test("rule manager: create, list and delete rules; the rules route messages", () =>
+  withServer(async (server, client) => {
     await put(server, "orders", `<TopicDescription xmlns="${SB_NS}"/>`);
     await put(server, "orders/subscriptions/audit", `<SubscriptionDescription xmlns="${SB_NS}"/>`);
     const rules = client.createRuleManager("orders", "audit");
@@ -76,8 +66,5 @@ test("rule manager: create, list and delete rules; the rules route messages", as
     assert.deepEqual(await receiver.receiveMessages(1, { maxWaitTimeInMs: 500 }), []);
     await receiver.close();
     await sender.close();
-  } finally {
-    await client.close();
-    server.proc.kill("SIGTERM");
-  }
-});
+  }),
+);

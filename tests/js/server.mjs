@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ServiceBusClient } from "@azure/service-bus";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BINARY =
@@ -61,6 +62,18 @@ export async function put(server, path, description) {
 /** Fail fast: a broken operation should fail its test in seconds, not after the SDK's default
  * retries (minutes). */
 export const CLIENT_OPTIONS = { retryOptions: { maxRetries: 1, timeoutInMs: 10_000 } };
+
+/** Runs `body(server, client)` against a fresh server and SDK client; stops both after. */
+export async function withServer(body) {
+  const server = await startServer();
+  const client = new ServiceBusClient(connectionString(server), CLIENT_OPTIONS);
+  try {
+    await body(server, client);
+  } finally {
+    await client.close();
+    server.proc.kill("SIGTERM");
+  }
+}
 
 export function connectionString(server) {
   return (
