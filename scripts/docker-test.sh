@@ -12,6 +12,9 @@
 # COMPOSE (command; default `docker compose` when available, else docker-compose),
 # SKIP_BUILD=1 (use the existing image).
 set -euo pipefail
+# With pipefail, `producer | grep -q X` can fail although X is there: grep -q exits at the first
+# match and the producer (docker logs, curl, ...) dies of SIGPIPE. Checks therefore read the
+# whole input: `producer | grep X >/dev/null`.
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-localzure:latest}
@@ -144,9 +147,9 @@ compose up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; die "compose up"; }
 wait_healthy "$C" 60
 echo "  healthy $(elapsed "$t") s after compose up"
 [ "$(docker container inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$C")" = true ] || die "compose service is not read-only"
-curl -sSf "$URL/health" | grep -q '"status":"healthy"' || die "GET /health from the host"
-curl -sSf "$URL/health" | grep -q '"type":"sqlite"' || die "compose service is not on SQLite"
-logs_since 0 | grep -q 'connection string: Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;' ||
+curl -sSf "$URL/health" | grep '"status":"healthy"' >/dev/null || die "GET /health from the host"
+curl -sSf "$URL/health" | grep '"type":"sqlite"' >/dev/null || die "compose service is not on SQLite"
+logs_since 0 | grep 'connection string: Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;' >/dev/null ||
   die "connection string not printed at start"
 ok "localzure healthy on SQLite, read-only root, connection string logged"
 
@@ -166,7 +169,7 @@ done
 app_rc=$(timeout 120 docker wait "$app") || die "example-app did not finish within 120 s"
 docker logs "$app" 2>&1 | sed 's/^/  /'
 [ "$app_rc" = 0 ] || die "example-app exited $app_rc"
-docker logs "$app" 2>&1 | grep -q 'round trip ok' || die "example-app round trip"
+docker logs "$app" 2>&1 | grep 'round trip ok' >/dev/null || die "example-app round trip"
 ok "example app (compose network, http://localzure:5300): round trip + 3 messages to orders"
 
 active=$(stat_field active)
@@ -182,8 +185,8 @@ MEASURED[stop]="$(elapsed "$t") s"
 rc=$(docker container inspect -f '{{.State.ExitCode}}' "$C")
 logs_since "$since" | tail -n 8 | sed 's/^/  /'
 [ "$rc" = 0 ] || die "localzure exited $rc on SIGTERM"
-logs_since "$since" | grep -q 'final snapshot written' || die "no 'final snapshot written' in the logs"
-logs_since "$since" | grep -q 'storage compacted' || die "no 'storage compacted' in the logs"
+logs_since "$since" | grep 'final snapshot written' >/dev/null || die "no 'final snapshot written' in the logs"
+logs_since "$since" | grep 'storage compacted' >/dev/null || die "no 'storage compacted' in the logs"
 awk -v s="${MEASURED[stop]% s}" 'BEGIN { exit !(s < 10) }' || die "stop took ${MEASURED[stop]}"
 ok "stopped in ${MEASURED[stop]}, exit 0, final snapshot + compaction logged"
 
@@ -302,20 +305,20 @@ compose --profile redis up -d redis localzure-redis >"$WORK/up-redis.log" 2>&1 |
   { cat "$WORK/up-redis.log"; die "compose --profile redis up"; }
 wait_healthy localzure-redis-server 60
 wait_healthy "$RC" 60
-curl -sSf "$RURL/health" | grep -q '"type":"redis"' || die "$RC is not on Redis: $(curl -sS "$RURL/health")"
+curl -sSf "$RURL/health" | grep '"type":"redis"' >/dev/null || die "$RC is not on Redis: $(curl -sS "$RURL/health")"
 URL=$RURL create_queue rq
 for id in r-1 r-2; do [ "$(URL=$RURL send rq "$id")" = 201 ] || die "send $id to $RC"; done
 compose --profile redis restart localzure-redis >/dev/null 2>&1 || die "restart $RC"
 wait_healthy "$RC" 60
-LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep -q 'Messages: *2 active' ||
+LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep 'Messages: *2 active' >/dev/null ||
   die "state not kept across a restart of $RC: $(LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats)"
 [ "$(URL=$RURL send rq r-3)" = 201 ] || die "send r-3"
 docker kill -s KILL "$RC" >/dev/null
 docker start "$RC" >/dev/null
 wait_healthy "$RC" 60
-LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep -q 'Messages: *3 active' ||
+LOCALZURE_CONTAINER=$RC bash scripts/storage.sh stats | grep 'Messages: *3 active' >/dev/null ||
   die "acknowledged send lost across SIGKILL of $RC"
-docker logs "$RC" 2>&1 | grep -q 'took over the stale Redis lease' ||
+docker logs "$RC" 2>&1 | grep 'took over the stale Redis lease' >/dev/null ||
   die "the restarted container did not take over its own stale lease"
 ok "redis profile: compose up, restart keeps 2 messages, SIGKILL keeps the acknowledged third (stale lease taken over)"
 

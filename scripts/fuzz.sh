@@ -16,7 +16,7 @@ FUZZ_TARGETS="${FUZZ_TARGETS:-atom broker_properties sql_filter journal amqp_fra
 CARGO_FUZZ_VERSION=0.13.2
 
 echo "== fuzz (${FUZZ_SECONDS}s per target)"
-if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+if ! cargo fuzz --version 2>/dev/null | grep "$CARGO_FUZZ_VERSION" >/dev/null; then
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 export RUSTC_BOOTSTRAP=1
