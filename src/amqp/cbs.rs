@@ -45,6 +45,39 @@ pub fn granted(grants: &[Grant], entity: &str, now_secs: u64) -> bool {
         .any(|g| g.expires > now_secs && crate::sas::covers(&g.scope, &entity))
 }
 
+/// Seconds since the epoch of a broker time (token expiries are in seconds).
+pub fn secs(now: crate::time::Millis) -> u64 {
+    u64::try_from(now.div_euclid(1000)).unwrap_or(0)
+}
+
+/// The accepted put-tokens of one connection, shared by its attach checks, its management
+/// requests (checked when they run) and its expiry checks.
+#[derive(Debug, Default)]
+pub struct Grants(std::sync::Mutex<Vec<Grant>>);
+
+impl Grants {
+    fn all(&self) -> std::sync::MutexGuard<'_, Vec<Grant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an accepted token; a renewed token replaces the one for the same audience.
+    pub fn record(&self, grant: Grant) {
+        let mut all = self.all();
+        all.retain(|old| old.scope != grant.scope);
+        all.push(grant);
+    }
+
+    /// Whether an unexpired token covers `entity` at broker time `now`.
+    pub fn cover(&self, entity: &str, now: crate::time::Millis) -> bool {
+        granted(&self.all(), entity, secs(now))
+    }
+
+    /// Whether any token was ever accepted on the connection.
+    pub fn any(&self) -> bool {
+        !self.all().is_empty()
+    }
+}
+
 /// The token of a put-token request and its audience's entity path (lowercase).
 fn token_and_audience(request: &AmqpMessage) -> Option<(String, String)> {
     let token = match &request.body {

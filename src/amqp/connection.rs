@@ -119,7 +119,7 @@ where
         next_link_id: 1,
         locks: Arc::new(Mutex::new(HashMap::new())),
         tasks: Vec::new(),
-        grants: Arc::new(Mutex::new(Vec::new())),
+        grants: Arc::new(cbs::Grants::default()),
         opened_at: Instant::now(),
     };
     let result = conn.run(frame_rx, events_rx, &mut wr, shutdown).await;
@@ -313,7 +313,7 @@ struct Conn {
     locks: SessionLocks,
     tasks: Vec<JoinHandle<()>>,
     /// Accepted put-tokens of this connection (only recorded with SAS validation on).
-    grants: Arc<Mutex<Vec<cbs::Grant>>>,
+    grants: Arc<cbs::Grants>,
     /// When the connection started (the deadline for its first token counts from here).
     opened_at: Instant,
 }
@@ -695,9 +695,7 @@ impl Conn {
     /// put-token of this connection covers (`claim`: "Send" or "Listen", as Azure words it).
     fn unauthorized(&self, entity: &str, claim: &str) -> Option<AmqpError> {
         self.opts.sas.as_ref()?;
-        let now = u64::try_from(self.backend.now().div_euclid(1000)).unwrap_or(0);
-        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
-        if cbs::granted(&grants, entity, now) {
+        if self.grants.cover(entity, self.backend.now()) {
             return None;
         }
         Some(wire(&unauthorized_error(entity, claim)))
@@ -711,21 +709,18 @@ impl Conn {
         if self.opts.sas.is_none() || self.closed {
             return;
         }
-        let now = u64::try_from(self.backend.now().div_euclid(1000)).unwrap_or(0);
-        let (any, expired) = {
-            let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
-            let mut expired = Vec::new();
-            for (ch, s) in &self.sessions {
-                for (handle, l) in &s.links {
-                    if let Some(entity) = link_entity(&l.kind) {
-                        if !cbs::granted(&grants, &entity, now) {
-                            expired.push((*ch, *handle, entity));
-                        }
+        let now = self.backend.now();
+        let mut expired = Vec::new();
+        for (ch, s) in &self.sessions {
+            for (handle, l) in &s.links {
+                if let Some(entity) = link_entity(&l.kind) {
+                    if !self.grants.cover(&entity, now) {
+                        expired.push((*ch, *handle, entity));
                     }
                 }
             }
-            (!grants.is_empty(), expired)
-        };
+        }
+        let any = self.grants.any();
         let grace = Duration::from_millis(u64::from(self.opts.token_grace_ms));
         if !any && self.opened_at.elapsed() >= grace {
             self.close_with(Some(error(
@@ -1181,29 +1176,19 @@ impl Conn {
                         }
                     };
                     let response = match &mgmt {
-                        None => cbs::respond(
-                            &request,
-                            sas.as_ref(),
-                            u64::try_from(backend.now().div_euclid(1000)).unwrap_or(0),
-                        )
-                        .map(|(message, grant)| {
-                            // Remembered before the answer goes out: the client attaches
-                            // only after reading it.
-                            if let Some(g) = grant {
-                                let mut all = grants.lock().unwrap_or_else(|e| e.into_inner());
-                                // A renewed token replaces the one for the same audience.
-                                all.retain(|old| old.scope != g.scope);
-                                all.push(g);
-                            }
-                            message
-                        }),
+                        None => cbs::respond(&request, sas.as_ref(), cbs::secs(backend.now())).map(
+                            |(message, grant)| {
+                                // Remembered before the answer goes out: the client attaches
+                                // only after reading it.
+                                if let Some(g) = grant {
+                                    grants.record(g);
+                                }
+                                message
+                            },
+                        ),
                         Some(path) => {
                             // Tokens expire while a management link stays open.
-                            let now = u64::try_from(backend.now().div_euclid(1000)).unwrap_or(0);
-                            let allowed = sas.is_none() || {
-                                let all = grants.lock().unwrap_or_else(|e| e.into_inner());
-                                cbs::granted(&all, path, now)
-                            };
+                            let allowed = sas.is_none() || grants.cover(path, backend.now());
                             if allowed {
                                 management::respond(&backend, path, &request, &locks).await
                             } else {
