@@ -30,7 +30,8 @@ use super::convert::{
     properties_from_entries, string_map, text_of, uuid_of, uuid_value, AmqpBody, AmqpMessage,
     ConvertError, Encoding,
 };
-use super::{rules, wire_error, WireError};
+use super::errors::{wire_error, WireError};
+use super::rules;
 use crate::broker::message::Message;
 use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, Settlement};
 use crate::broker::Outcome;

@@ -22,13 +22,14 @@ pub mod address;
 pub mod cbs;
 pub mod connection;
 pub mod convert;
+pub mod errors;
 pub mod frames;
 pub mod link;
 pub mod management;
 pub mod rules;
+pub mod symbols;
 
-use crate::broker::error::BrokerError;
-use crate::service::{ServiceBusBackend, ServiceError};
+use crate::service::ServiceBusBackend;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -68,67 +69,6 @@ impl Default for AmqpOptions {
             token_grace_ms: 20_000,
             grant_check_ms: 1_000,
         }
-    }
-}
-
-/// An error as the AMQP wire carries it: a condition symbol, a description, and the HTTP-like
-/// status code that `$management` responses carry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WireError {
-    pub condition: String,
-    pub description: String,
-    pub status: i32,
-}
-
-impl WireError {
-    pub fn new(condition: &str, description: impl Into<String>, status: i32) -> Self {
-        WireError {
-            condition: condition.to_string(),
-            description: description.into(),
-            status,
-        }
-    }
-}
-
-/// Maps a service error to the condition and status the service sends (the one place the AMQP
-/// plane translates errors; the SDKs turn the condition into their exception types).
-pub fn wire_error(e: &ServiceError) -> WireError {
-    let d = e.to_string();
-    match e {
-        ServiceError::Broker(b) => match b {
-            BrokerError::EntityNotFound(_) => WireError::new("amqp:not-found", d, 404),
-            BrokerError::EntityExists(_) => {
-                WireError::new("com.microsoft:entity-already-exists", d, 409)
-            }
-            BrokerError::BadRequest(_)
-            | BrokerError::FilterSyntax(_)
-            | BrokerError::SessionRequired(_) => {
-                WireError::new("com.microsoft:argument-error", d, 400)
-            }
-            BrokerError::MessageLockLost => {
-                WireError::new("com.microsoft:message-lock-lost", d, 410)
-            }
-            BrokerError::MessageNotFound(_) => {
-                WireError::new("com.microsoft:message-not-found", d, 404)
-            }
-            BrokerError::SessionLockLost(_) => {
-                WireError::new("com.microsoft:session-lock-lost", d, 410)
-            }
-            BrokerError::SessionCannotBeLocked(_) => {
-                WireError::new("com.microsoft:session-cannot-be-locked", d, 409)
-            }
-            BrokerError::MessageTooLarge { .. } => {
-                WireError::new("amqp:link:message-size-exceeded", d, 413)
-            }
-            BrokerError::QuotaExceeded(_) => WireError::new("amqp:resource-limit-exceeded", d, 403),
-            BrokerError::EntityDisabled(_)
-            | BrokerError::SendDisabled(_)
-            | BrokerError::ReceiveDisabled(_) => {
-                WireError::new("com.microsoft:entity-disabled", d, 400)
-            }
-        },
-        ServiceError::Storage(_) => WireError::new("amqp:internal-error", d, 500),
-        ServiceError::ShuttingDown => WireError::new("com.microsoft:server-busy", d, 503),
     }
 }
 
