@@ -26,7 +26,6 @@ pub mod errors;
 pub mod frames;
 pub mod link;
 pub mod management;
-pub mod rules;
 pub mod symbols;
 
 use crate::service::ServiceBusBackend;
