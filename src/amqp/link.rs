@@ -56,8 +56,8 @@ pub fn settlement_of(state: &DeliveryState) -> Option<Settlement> {
                 if let Some(info) = &e.info {
                     for (k, v) in info.iter() {
                         match k.0.as_str() {
-                            "DeadLetterReason" => reason = convert::text_of(v),
-                            "DeadLetterErrorDescription" => description = convert::text_of(v),
+                            sym::DEAD_LETTER_REASON => reason = convert::text_of(v),
+                            sym::DEAD_LETTER_ERROR_DESCRIPTION => description = convert::text_of(v),
                             _ => {}
                         }
                     }

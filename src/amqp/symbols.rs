@@ -98,3 +98,52 @@ pub const OP_ADD_RULE: &str = "com.microsoft:add-rule";
 pub const OP_REMOVE_RULE: &str = "com.microsoft:remove-rule";
 /// List a subscription's rules.
 pub const OP_ENUMERATE_RULES: &str = "com.microsoft:enumerate-rules";
+
+// ----- message annotations (azure-sdk-for-python `_common/constants.py` `_X_OPT_*`) -----------
+
+/// The message's sequence number.
+pub const X_OPT_SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
+/// When the message was enqueued.
+pub const X_OPT_ENQUEUED_TIME: &str = "x-opt-enqueued-time";
+/// The sequence number it had when first enqueued (before auto-forwarding / dead-lettering).
+pub const X_OPT_ENQUEUE_SEQUENCE_NUMBER: &str = "x-opt-enqueue-sequence-number";
+/// When the message's lock expires.
+pub const X_OPT_LOCKED_UNTIL: &str = "x-opt-locked-until";
+/// The message's lock token.
+pub const X_OPT_LOCK_TOKEN: &str = "x-opt-lock-token";
+/// When a scheduled message becomes active.
+pub const X_OPT_SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
+/// The partition key.
+pub const X_OPT_PARTITION_KEY: &str = "x-opt-partition-key";
+/// The entity a dead-lettered message came from.
+pub const X_OPT_DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
+/// 0 active, 1 deferred, 2 scheduled.
+pub const X_OPT_MESSAGE_STATE: &str = "x-opt-message-state";
+
+// ----- dead-letter details (the `info` of a dead-letter `rejected` error) ---------------------
+
+/// The dead-letter reason.
+pub const DEAD_LETTER_REASON: &str = "DeadLetterReason";
+/// The dead-letter error description.
+pub const DEAD_LETTER_ERROR_DESCRIPTION: &str = "DeadLetterErrorDescription";
+
+// ----- request/response nodes and properties --------------------------------------------------
+
+/// The claims-based-security node.
+pub const CBS_NODE: &str = "$cbs";
+/// The management node (alone, or as the last segment of `{entity}/$management`).
+pub const MANAGEMENT_NODE: &str = "$management";
+/// The application property naming a `$cbs` / `$management` request's operation.
+pub const OPERATION: &str = "operation";
+/// The `$cbs` operation that presents a token.
+pub const PUT_TOKEN: &str = "put-token";
+/// The status of a `$cbs` response (CBS spelling).
+pub const CBS_STATUS_CODE: &str = "status-code";
+/// The status text of a `$cbs` response (CBS spelling).
+pub const CBS_STATUS_DESCRIPTION: &str = "status-description";
+/// The status of a `$management` response.
+pub const STATUS_CODE: &str = "statusCode";
+/// The status text of a `$management` response.
+pub const STATUS_DESCRIPTION: &str = "statusDescription";
+/// The error condition of a failed `$management` response.
+pub const ERROR_CONDITION: &str = "errorCondition";

@@ -83,7 +83,7 @@ pub async fn respond(
     locks: &SessionLocks,
 ) -> Result<Vec<u8>, ConvertError> {
     let operation = request
-        .app_property("operation")
+        .app_property(sym::OPERATION)
         .and_then(text_of)
         .unwrap_or_default();
     let body = match &request.body {

@@ -144,9 +144,9 @@ pub(super) fn response(request: &AmqpMessage, result: OpResult) -> Result<Vec<u8
         Ok((status, body)) => encode_response(
             request.message_id(),
             vec![
-                ("statusCode", AV::Int(status)),
+                (sym::STATUS_CODE, AV::Int(status)),
                 (
-                    "statusDescription",
+                    sym::STATUS_DESCRIPTION,
                     AV::String(if status == 204 { "No Content" } else { "OK" }.into()),
                 ),
             ],
@@ -161,9 +161,12 @@ pub fn refuse(request: &AmqpMessage, e: &WireError) -> Result<Vec<u8>, ConvertEr
     encode_response(
         request.message_id(),
         vec![
-            ("statusCode", AV::Int(e.status)),
-            ("statusDescription", AV::String(e.description.clone())),
-            ("errorCondition", AV::Symbol(e.condition.as_str().into())),
+            (sym::STATUS_CODE, AV::Int(e.status)),
+            (sym::STATUS_DESCRIPTION, AV::String(e.description.clone())),
+            (
+                sym::ERROR_CONDITION,
+                AV::Symbol(e.condition.as_str().into()),
+            ),
         ],
         AV::Null,
     )
