@@ -50,33 +50,37 @@ impl WireError {
     }
 }
 
-/// Maps a service error to the condition and status the service sends (the one place the AMQP
-/// plane translates errors; the SDKs turn the condition into their exception types).
+/// A service error as the service sends it on the AMQP wire (the SDKs turn the condition into
+/// their exception types). Every AMQP path that reports a broker or storage failure goes
+/// through here.
 pub fn wire_error(e: &ServiceError) -> WireError {
-    let d = e.to_string();
+    let (condition, status) = condition_of(e);
+    WireError::new(condition, e.to_string(), status)
+}
+
+/// The condition and `$management` status of each service error: the one place the AMQP
+/// plane translates them (the shared per-error table planned for both planes replaces this
+/// function, and only its call in [`wire_error`] changes).
+fn condition_of(e: &ServiceError) -> (&'static str, i32) {
     match e {
         ServiceError::Broker(b) => match b {
-            BrokerError::EntityNotFound(_) => WireError::new(sym::NOT_FOUND, d, 404),
-            BrokerError::EntityExists(_) => WireError::new(sym::ENTITY_ALREADY_EXISTS, d, 409),
+            BrokerError::EntityNotFound(_) => (sym::NOT_FOUND, 404),
+            BrokerError::EntityExists(_) => (sym::ENTITY_ALREADY_EXISTS, 409),
             BrokerError::BadRequest(_)
             | BrokerError::FilterSyntax(_)
-            | BrokerError::SessionRequired(_) => WireError::new(sym::ARGUMENT_ERROR, d, 400),
-            BrokerError::MessageLockLost => WireError::new(sym::MESSAGE_LOCK_LOST, d, 410),
-            BrokerError::MessageNotFound(_) => WireError::new(sym::MESSAGE_NOT_FOUND, d, 404),
-            BrokerError::SessionLockLost(_) => WireError::new(sym::SESSION_LOCK_LOST, d, 410),
-            BrokerError::SessionCannotBeLocked(_) => {
-                WireError::new(sym::SESSION_CANNOT_BE_LOCKED, d, 409)
-            }
-            BrokerError::MessageTooLarge { .. } => {
-                WireError::new(sym::MESSAGE_SIZE_EXCEEDED, d, 413)
-            }
-            BrokerError::QuotaExceeded(_) => WireError::new(sym::RESOURCE_LIMIT_EXCEEDED, d, 403),
+            | BrokerError::SessionRequired(_) => (sym::ARGUMENT_ERROR, 400),
+            BrokerError::MessageLockLost => (sym::MESSAGE_LOCK_LOST, 410),
+            BrokerError::MessageNotFound(_) => (sym::MESSAGE_NOT_FOUND, 404),
+            BrokerError::SessionLockLost(_) => (sym::SESSION_LOCK_LOST, 410),
+            BrokerError::SessionCannotBeLocked(_) => (sym::SESSION_CANNOT_BE_LOCKED, 409),
+            BrokerError::MessageTooLarge { .. } => (sym::MESSAGE_SIZE_EXCEEDED, 413),
+            BrokerError::QuotaExceeded(_) => (sym::RESOURCE_LIMIT_EXCEEDED, 403),
             BrokerError::EntityDisabled(_)
             | BrokerError::SendDisabled(_)
-            | BrokerError::ReceiveDisabled(_) => WireError::new(sym::ENTITY_DISABLED, d, 400),
+            | BrokerError::ReceiveDisabled(_) => (sym::ENTITY_DISABLED, 400),
         },
-        ServiceError::Storage(_) => WireError::new(sym::INTERNAL_ERROR, d, 500),
-        ServiceError::ShuttingDown => WireError::new(sym::SERVER_BUSY, d, 503),
+        ServiceError::Storage(_) => (sym::INTERNAL_ERROR, 500),
+        ServiceError::ShuttingDown => (sym::SERVER_BUSY, 503),
     }
 }
 

@@ -2,18 +2,38 @@
 //!
 //! - [`frames`]: protocol headers, frame layout, performative/payload split (the codec itself is
 //!   `fe2o3-amqp-types` / `serde_amqp`).
-//! - [`connection`]: one task per TCP connection: SASL, open/begin/attach/flow/transfer/
-//!   disposition/detach/end/close, credit, drain, settlement, heartbeats. The state machine is
-//!   ours because fe2o3-amqp's acceptor side breaks PEEK_LOCK with these SDKs (4-byte delivery
-//!   tags, no settled echo for single deliveries, echoing the client's rejected error).
+//! - [`connection`]: one task per TCP connection. The state machine is ours because
+//!   fe2o3-amqp's acceptor side breaks PEEK_LOCK with these SDKs (4-byte delivery tags, no
+//!   settled echo for single deliveries, echoing the client's rejected error). One file per
+//!   concern:
+//!   - `connection/mod.rs`: `serve`, the run loop (frames, events, heartbeats, idle timeout),
+//!     open/begin/end/close and teardown;
+//!   - `connection/sasl.rs`: the SASL exchange and protocol header;
+//!   - `connection/state.rs`: connection, session and link state, events, sequential workers;
+//!   - `connection/attach.rs`: attach/detach, session receivers waiting for a session, link
+//!     cleanup;
+//!   - `connection/transfer.rs`: incoming transfers (sends, `$cbs` and `$management`
+//!     requests);
+//!   - `connection/delivery.rs`: outgoing delivery: flow, credit, drain, the pump, receives,
+//!     management replies;
+//!   - `connection/settlement.rs`: dispositions;
+//!   - `connection/authorization.rs`: SAS grants of links and their expiry.
 //! - [`link`]: the broker side of links: outcomes → settlements, the cancellable receive
 //!   behind credit, session acceptance, releasing undelivered messages.
 //! - [`address`]: link addresses → entities (`queue`, `topic`, `topic/Subscriptions/sub`,
 //!   `…/$DeadLetterQueue`, `$cbs`, `…/$management`).
 //! - [`cbs`]: the `$cbs` put-token node (any token is accepted unless SAS validation is on).
-//! - [`management`]: the `$management` request/response operations.
-//! - [`rules`]: subscription rules as the `$management` rule operations carry them.
+//! - [`management`]: the `$management` request/response operations, routed from a table of
+//!   operation name → handler: `management/messages.rs` (peek, renew-lock, schedule, cancel,
+//!   update-disposition, receive-by-sequence-number), `management/sessions.rs` (session lock,
+//!   state, listing), `management/rules.rs` (add/remove/enumerate rules) with
+//!   `management/rule_descriptions.rs` (rule bodies and described types), and
+//!   `management/request.rs` (request parsing and responses shared by all).
 //! - [`convert`]: AMQP message ⇄ broker message.
+//! - [`symbols`]: every AMQP symbol we speak: error conditions, `com.microsoft:*` link
+//!   properties and operations, message annotations, node and property names.
+//! - [`errors`]: the error vocabulary: [`errors::WireError`], the one service-error →
+//!   condition mapping ([`errors::wire_error`]), and the `error` of performatives.
 //!
 //! Every state change goes through [`ServiceBusBackend::execute`] (or `receive_wait`), so the
 //! AMQP and REST planes see the same broker and the same durability.

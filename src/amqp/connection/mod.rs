@@ -14,10 +14,10 @@
 //! `com.microsoft:dead-letter` = dead-letter; session receivers via the
 //! `com.microsoft:session-filter` source filter with the lock expiry in the attach properties.
 //!
-//! Files: [`sasl`] (the SASL exchange and protocol header), [`state`] (connection, session and
-//! link state), [`attach`] (attach, detach, session accept), [`transfer`] (incoming transfers:
-//! sends, `$cbs` and `$management` requests), [`delivery`] (outgoing delivery: flow, credit,
-//! drain, the pump and the receives behind it), [`settlement`] (dispositions), [`authorization`]
+//! Files: `sasl.rs` (the SASL exchange and protocol header), `state.rs` (connection, session and
+//! link state), `attach.rs` (attach, detach, session accept), `transfer.rs` (incoming transfers:
+//! sends, `$cbs` and `$management` requests), `delivery.rs` (outgoing delivery: flow, credit,
+//! drain, the pump and the receives behind it), `settlement.rs` (dispositions), `authorization.rs`
 //! (SAS grants and their expiry). This file holds the run loop, frame dispatch and teardown.
 
 mod attach;

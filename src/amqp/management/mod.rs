@@ -22,9 +22,9 @@
 //! | `com.microsoft:remove-rule` (subscriptions) | rule-name | — |
 //! | `com.microsoft:enumerate-rules` (subscriptions) | skip, top | rules: [{rule-description}] (204 when none) |
 //!
-//! Files: [`request`] (the parsed request, responses, shared argument readers), one file per
-//! operation family ([`messages`], [`sessions`], [`rules`]; rule bodies and described types in
-//! [`rule_descriptions`]), and here the table routing an operation name to its handler.
+//! Files: `request.rs` (the parsed request, responses, shared argument readers), one file per
+//! operation family (`messages.rs`, `sessions.rs`, `rules.rs`; rule bodies and described types
+//! in [`rule_descriptions`]), and here the table routing an operation name to its handler.
 
 mod messages;
 mod request;
