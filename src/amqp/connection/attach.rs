@@ -94,16 +94,7 @@ impl Conn {
             &[],
         );
         if let Some(s) = self.sessions.get_mut(&ch) {
-            s.links.insert(
-                handle.0,
-                Link {
-                    id: link_id,
-                    credit: 0,
-                    delivery_count: 0,
-                    drain: false,
-                    kind: Kind::Closed,
-                },
-            );
+            s.links.insert(handle.0, Link::new(link_id, Kind::Closed));
         }
     }
 
@@ -164,16 +155,17 @@ impl Conn {
             s.links.insert(
                 a.handle.0,
                 Link {
-                    id: link_id,
                     credit: SENDER_CREDIT,
                     delivery_count,
-                    drain: false,
-                    kind: Kind::In {
-                        target,
-                        address: address::normalize(&address).to_ascii_lowercase(),
-                        worker,
-                        partial: None,
-                    },
+                    ..Link::new(
+                        link_id,
+                        Kind::In {
+                            target,
+                            address: address::normalize(&address).to_ascii_lowercase(),
+                            worker,
+                            partial: None,
+                        },
+                    )
                 },
             );
         }
@@ -197,18 +189,15 @@ impl Conn {
                 if let Some(s) = self.sessions.get_mut(&ch) {
                     s.links.insert(
                         a.handle.0,
-                        Link {
-                            id: link_id,
-                            credit: 0,
-                            delivery_count: 0,
-                            drain: false,
-                            kind: Kind::Replies {
+                        Link::new(
+                            link_id,
+                            Kind::Replies {
                                 source: address::normalize(&source).to_ascii_lowercase(),
                                 target: address::normalize(&target_address(&a))
                                     .to_ascii_lowercase(),
                                 queue: VecDeque::new(),
                             },
-                        },
+                        ),
                     );
                 }
                 return;
@@ -313,16 +302,8 @@ impl Conn {
             self.send(ch, Performative::Attach(reply), &[]);
         }
         if let Some(s) = self.sessions.get_mut(&ch) {
-            s.links.insert(
-                a.handle.0,
-                Link {
-                    id: link_id,
-                    credit: 0,
-                    delivery_count: 0,
-                    drain: false,
-                    kind: Kind::Out(Box::new(out)),
-                },
-            );
+            s.links
+                .insert(a.handle.0, Link::new(link_id, Kind::Out(Box::new(out))));
         }
     }
 
@@ -358,13 +339,7 @@ impl Conn {
         };
         let old = std::mem::replace(&mut link.kind, Kind::Closed);
         let id = link.id;
-        self.cleanup_link(Link {
-            id,
-            credit: 0,
-            delivery_count: 0,
-            drain: false,
-            kind: old,
-        });
+        self.cleanup_link(Link::new(id, old));
         self.send(
             ch,
             Performative::Detach(Detach {

@@ -126,6 +126,19 @@ pub(super) struct Link {
     pub(super) kind: Kind,
 }
 
+impl Link {
+    /// A link with no credit yet, as attach creates it.
+    pub(super) fn new(id: u64, kind: Kind) -> Self {
+        Link {
+            id,
+            credit: 0,
+            delivery_count: 0,
+            drain: false,
+            kind,
+        }
+    }
+}
+
 /// An outgoing delivery the client has not settled yet.
 pub(super) struct Unsettled {
     pub(super) path: QueuePath,

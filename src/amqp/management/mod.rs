@@ -114,3 +114,18 @@ pub async fn respond(
     };
     response(request, result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HANDLERS;
+
+    #[test]
+    fn every_operation_has_one_handler() {
+        let mut names: Vec<&str> = HANDLERS.iter().map(|(name, _)| *name).collect();
+        assert!(names.iter().all(|n| n.starts_with("com.microsoft:")));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), HANDLERS.len(), "an operation is routed twice");
+        assert_eq!(names.len(), 13);
+    }
+}
