@@ -5,6 +5,7 @@
 //! compared case-insensitively (the broker looks entities up by lowercase key), as the service
 //! does.
 
+use super::symbols as sym;
 use crate::broker::op::QueuePath;
 
 /// What a link address names.
@@ -37,14 +38,17 @@ pub fn normalize(address: &str) -> String {
 /// Classifies an address.
 pub fn parse(address: &str) -> Node {
     let path = normalize(address);
-    if path.eq_ignore_ascii_case("$cbs") {
+    if path.eq_ignore_ascii_case(sym::CBS_NODE) {
         return Node::Cbs;
     }
     let lower = path.to_ascii_lowercase();
-    if lower == "$management" {
+    if lower == sym::MANAGEMENT_NODE {
         return Node::Management(String::new());
     }
-    if let Some(stripped) = lower.strip_suffix("/$management") {
+    if let Some(stripped) = lower
+        .strip_suffix(sym::MANAGEMENT_NODE)
+        .and_then(|s| s.strip_suffix('/'))
+    {
         return Node::Management(path[..stripped.len()].to_string());
     }
     Node::Entity(path)

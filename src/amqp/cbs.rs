@@ -16,6 +16,7 @@
 //! token within 20 seconds of opening is closed (`crate::amqp::connection`).
 
 use super::convert::{encode_response, AmqpMessage, ConvertError};
+use super::symbols as sym;
 use crate::sas::SasKey;
 use serde_amqp::Value as AV;
 
@@ -105,11 +106,11 @@ pub fn respond(
     now_secs: u64,
 ) -> Result<(Vec<u8>, Option<Grant>), ConvertError> {
     let operation = request
-        .app_property("operation")
+        .app_property(sym::OPERATION)
         .and_then(super::convert::text_of)
         .unwrap_or_default();
     let mut grant = None;
-    let (code, description) = if operation == "put-token" || operation.is_empty() {
+    let (code, description) = if operation == sym::PUT_TOKEN || operation.is_empty() {
         match sas.map(|key| check(request, key, now_secs)) {
             Some(Err(reason)) => (401, reason),
             Some(Ok(())) => {
@@ -127,8 +128,8 @@ pub fn respond(
     let bytes = encode_response(
         request.message_id(),
         vec![
-            ("status-code", AV::Int(code)),
-            ("status-description", AV::String(description)),
+            (sym::CBS_STATUS_CODE, AV::Int(code)),
+            (sym::CBS_STATUS_DESCRIPTION, AV::String(description)),
         ],
         AV::Null,
     )?;

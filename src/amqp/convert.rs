@@ -14,6 +14,11 @@
 //! `x-opt-message-state` on receive; header ttl and delivery-count.
 
 use super::frames::{split_value, FrameError};
+use super::symbols::{
+    X_OPT_DEADLETTER_SOURCE, X_OPT_ENQUEUED_TIME, X_OPT_ENQUEUE_SEQUENCE_NUMBER,
+    X_OPT_LOCKED_UNTIL, X_OPT_LOCK_TOKEN, X_OPT_MESSAGE_STATE, X_OPT_PARTITION_KEY,
+    X_OPT_SCHEDULED_ENQUEUE_TIME, X_OPT_SEQUENCE_NUMBER,
+};
 use crate::broker::message::{Message, MessageState, NewMessage};
 use crate::broker::value::Value;
 use crate::time::{Millis, TimeSpan, MAX_MILLIS};
@@ -308,10 +313,10 @@ impl AmqpMessage {
             AV::Uint(ms) if *ms > 0 => Some(TimeSpan::from_millis(*ms as i64)),
             _ => None,
         };
-        let scheduled = annotation(&self.annotations, "x-opt-scheduled-enqueue-time")
+        let scheduled = annotation(&self.annotations, X_OPT_SCHEDULED_ENQUEUE_TIME)
             .and_then(millis_of)
             .filter(|t| *t > 0);
-        let partition_key = annotation(&self.annotations, "x-opt-partition-key").and_then(text_of);
+        let partition_key = annotation(&self.annotations, X_OPT_PARTITION_KEY).and_then(text_of);
         NewMessage {
             message_id,
             body: self.body_bytes(),
@@ -432,38 +437,38 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
     ]);
     let mut ann: OrderedMap<AV, AV> = OrderedMap::new();
     ann.insert(
-        sym("x-opt-sequence-number"),
+        sym(X_OPT_SEQUENCE_NUMBER),
         AV::Long(m.sequence_number as i64),
     );
     ann.insert(
-        sym("x-opt-enqueued-time"),
+        sym(X_OPT_ENQUEUED_TIME),
         AV::Timestamp(Timestamp::from_milliseconds(m.enqueued_time)),
     );
     ann.insert(
-        sym("x-opt-enqueue-sequence-number"),
+        sym(X_OPT_ENQUEUE_SEQUENCE_NUMBER),
         AV::Long(m.enqueued_sequence_number as i64),
     );
     if let (Some(lock), Encoding::Delivery) = (m.lock, how) {
         ann.insert(
-            sym("x-opt-locked-until"),
+            sym(X_OPT_LOCKED_UNTIL),
             AV::Timestamp(Timestamp::from_milliseconds(lock.locked_until)),
         );
         ann.insert(
-            sym("x-opt-lock-token"),
+            sym(X_OPT_LOCK_TOKEN),
             AV::Uuid(serde_amqp::primitives::Uuid::from(lock.token.into_bytes())),
         );
     }
     if let Some(t) = c.scheduled_enqueue_time {
         ann.insert(
-            sym("x-opt-scheduled-enqueue-time"),
+            sym(X_OPT_SCHEDULED_ENQUEUE_TIME),
             AV::Timestamp(Timestamp::from_milliseconds(t)),
         );
     }
     if let Some(pk) = &c.partition_key {
-        ann.insert(sym("x-opt-partition-key"), AV::String(pk.clone()));
+        ann.insert(sym(X_OPT_PARTITION_KEY), AV::String(pk.clone()));
     }
     if let Some(src) = &m.dead_letter_source {
-        ann.insert(sym("x-opt-deadletter-source"), AV::String(src.clone()));
+        ann.insert(sym(X_OPT_DEADLETTER_SOURCE), AV::String(src.clone()));
     }
     let state = match m.state {
         MessageState::Active => 0,
@@ -471,7 +476,7 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
         MessageState::Scheduled => 2,
     };
     if state != 0 {
-        ann.insert(sym("x-opt-message-state"), AV::Int(state));
+        ann.insert(sym(X_OPT_MESSAGE_STATE), AV::Int(state));
     }
     let expiry = if m.expires_at >= MAX_MILLIS {
         AV::Null
@@ -715,13 +720,13 @@ mod tests {
         let back = decoded.to_new_message();
         assert_eq!(back, content);
         assert_eq!(
-            annotation(&decoded.annotations, "x-opt-sequence-number"),
+            annotation(&decoded.annotations, X_OPT_SEQUENCE_NUMBER),
             Some(&AV::Long(7))
         );
-        assert!(annotation(&decoded.annotations, "x-opt-lock-token").is_some());
+        assert!(annotation(&decoded.annotations, X_OPT_LOCK_TOKEN).is_some());
         let peek = decode_message(&encode_message(&m, Encoding::Peek).unwrap()).unwrap();
         assert_eq!(field(&peek.header, 4), &AV::Uint(1));
-        assert!(annotation(&peek.annotations, "x-opt-lock-token").is_none());
+        assert!(annotation(&peek.annotations, X_OPT_LOCK_TOKEN).is_none());
     }
 
     #[test]

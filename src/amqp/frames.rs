@@ -350,7 +350,10 @@ mod tests {
         use serde_amqp::primitives::Symbol;
         use serde_amqp::Value as V;
         let mut info = Fields::new();
-        info.insert(Symbol::from("DeadLetterReason"), V::String("bad".into()));
+        info.insert(
+            Symbol::from(crate::amqp::symbols::DEAD_LETTER_REASON),
+            V::String("bad".into()),
+        );
         let perf = Performative::Disposition(Disposition {
             role: Role::Receiver,
             first: 2,
@@ -358,7 +361,7 @@ mod tests {
             settled: false,
             state: Some(DeliveryState::Rejected(Rejected {
                 error: Some(AmqpError::new(
-                    ErrorCondition::Custom(Symbol::from("com.microsoft:dead-letter")),
+                    ErrorCondition::Custom(Symbol::from(crate::amqp::symbols::DEAD_LETTER)),
                     None,
                     Some(info),
                 )),

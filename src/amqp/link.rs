@@ -7,7 +7,8 @@
 //! handed to the connection (which delivers or releases them).
 
 use super::convert;
-use super::{wire_error, WireError};
+use super::errors::{wire_error, WireError};
+use super::symbols as sym;
 use crate::broker::message::Message;
 use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
 use crate::broker::Outcome;
@@ -55,8 +56,8 @@ pub fn settlement_of(state: &DeliveryState) -> Option<Settlement> {
                 if let Some(info) = &e.info {
                     for (k, v) in info.iter() {
                         match k.0.as_str() {
-                            "DeadLetterReason" => reason = convert::text_of(v),
-                            "DeadLetterErrorDescription" => description = convert::text_of(v),
+                            sym::DEAD_LETTER_REASON => reason = convert::text_of(v),
+                            sym::DEAD_LETTER_ERROR_DESCRIPTION => description = convert::text_of(v),
                             _ => {}
                         }
                     }
@@ -138,7 +139,7 @@ pub async fn accept_session(
         let now = Instant::now();
         if now >= deadline || cancel.is_cancelled() {
             return Err(WireError::new(
-                "com.microsoft:timeout",
+                sym::TIMEOUT,
                 "No session is available to accept within the operation timeout.",
                 408,
             ));

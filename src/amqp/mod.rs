@@ -2,18 +2,38 @@
 //!
 //! - [`frames`]: protocol headers, frame layout, performative/payload split (the codec itself is
 //!   `fe2o3-amqp-types` / `serde_amqp`).
-//! - [`connection`]: one task per TCP connection: SASL, open/begin/attach/flow/transfer/
-//!   disposition/detach/end/close, credit, drain, settlement, heartbeats. The state machine is
-//!   ours because fe2o3-amqp's acceptor side breaks PEEK_LOCK with these SDKs (4-byte delivery
-//!   tags, no settled echo for single deliveries, echoing the client's rejected error).
+//! - [`connection`]: one task per TCP connection. The state machine is ours because
+//!   fe2o3-amqp's acceptor side breaks PEEK_LOCK with these SDKs (4-byte delivery tags, no
+//!   settled echo for single deliveries, echoing the client's rejected error). One file per
+//!   concern:
+//!   - `connection/mod.rs`: `serve`, the run loop (frames, events, heartbeats, idle timeout),
+//!     open/begin/end/close and teardown;
+//!   - `connection/sasl.rs`: the SASL exchange and protocol header;
+//!   - `connection/state.rs`: connection, session and link state, events, sequential workers;
+//!   - `connection/attach.rs`: attach/detach, session receivers waiting for a session, link
+//!     cleanup;
+//!   - `connection/transfer.rs`: incoming transfers (sends, `$cbs` and `$management`
+//!     requests);
+//!   - `connection/delivery.rs`: outgoing delivery: flow, credit, drain, the pump, receives,
+//!     management replies;
+//!   - `connection/settlement.rs`: dispositions;
+//!   - `connection/authorization.rs`: SAS grants of links and their expiry.
 //! - [`link`]: the broker side of links: outcomes → settlements, the cancellable receive
 //!   behind credit, session acceptance, releasing undelivered messages.
 //! - [`address`]: link addresses → entities (`queue`, `topic`, `topic/Subscriptions/sub`,
 //!   `…/$DeadLetterQueue`, `$cbs`, `…/$management`).
 //! - [`cbs`]: the `$cbs` put-token node (any token is accepted unless SAS validation is on).
-//! - [`management`]: the `$management` request/response operations.
-//! - [`rules`]: subscription rules as the `$management` rule operations carry them.
+//! - [`management`]: the `$management` request/response operations, routed from a table of
+//!   operation name → handler: `management/messages.rs` (peek, renew-lock, schedule, cancel,
+//!   update-disposition, receive-by-sequence-number), `management/sessions.rs` (session lock,
+//!   state, listing), `management/rules.rs` (add/remove/enumerate rules) with
+//!   `management/rule_descriptions.rs` (rule bodies and described types), and
+//!   `management/request.rs` (request parsing and responses shared by all).
 //! - [`convert`]: AMQP message ⇄ broker message.
+//! - [`symbols`]: every AMQP symbol we speak: error conditions, `com.microsoft:*` link
+//!   properties and operations, message annotations, node and property names.
+//! - [`errors`]: the error vocabulary: [`errors::WireError`], the one service-error →
+//!   condition mapping ([`errors::wire_error`]), and the `error` of performatives.
 //!
 //! Every state change goes through [`ServiceBusBackend::execute`] (or `receive_wait`), so the
 //! AMQP and REST planes see the same broker and the same durability.
@@ -22,13 +42,13 @@ pub mod address;
 pub mod cbs;
 pub mod connection;
 pub mod convert;
+pub mod errors;
 pub mod frames;
 pub mod link;
 pub mod management;
-pub mod rules;
+pub mod symbols;
 
-use crate::broker::error::BrokerError;
-use crate::service::{ServiceBusBackend, ServiceError};
+use crate::service::ServiceBusBackend;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -68,67 +88,6 @@ impl Default for AmqpOptions {
             token_grace_ms: 20_000,
             grant_check_ms: 1_000,
         }
-    }
-}
-
-/// An error as the AMQP wire carries it: a condition symbol, a description, and the HTTP-like
-/// status code that `$management` responses carry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WireError {
-    pub condition: String,
-    pub description: String,
-    pub status: i32,
-}
-
-impl WireError {
-    pub fn new(condition: &str, description: impl Into<String>, status: i32) -> Self {
-        WireError {
-            condition: condition.to_string(),
-            description: description.into(),
-            status,
-        }
-    }
-}
-
-/// Maps a service error to the condition and status the service sends (the one place the AMQP
-/// plane translates errors; the SDKs turn the condition into their exception types).
-pub fn wire_error(e: &ServiceError) -> WireError {
-    let d = e.to_string();
-    match e {
-        ServiceError::Broker(b) => match b {
-            BrokerError::EntityNotFound(_) => WireError::new("amqp:not-found", d, 404),
-            BrokerError::EntityExists(_) => {
-                WireError::new("com.microsoft:entity-already-exists", d, 409)
-            }
-            BrokerError::BadRequest(_)
-            | BrokerError::FilterSyntax(_)
-            | BrokerError::SessionRequired(_) => {
-                WireError::new("com.microsoft:argument-error", d, 400)
-            }
-            BrokerError::MessageLockLost => {
-                WireError::new("com.microsoft:message-lock-lost", d, 410)
-            }
-            BrokerError::MessageNotFound(_) => {
-                WireError::new("com.microsoft:message-not-found", d, 404)
-            }
-            BrokerError::SessionLockLost(_) => {
-                WireError::new("com.microsoft:session-lock-lost", d, 410)
-            }
-            BrokerError::SessionCannotBeLocked(_) => {
-                WireError::new("com.microsoft:session-cannot-be-locked", d, 409)
-            }
-            BrokerError::MessageTooLarge { .. } => {
-                WireError::new("amqp:link:message-size-exceeded", d, 413)
-            }
-            BrokerError::QuotaExceeded(_) => WireError::new("amqp:resource-limit-exceeded", d, 403),
-            BrokerError::EntityDisabled(_)
-            | BrokerError::SendDisabled(_)
-            | BrokerError::ReceiveDisabled(_) => {
-                WireError::new("com.microsoft:entity-disabled", d, 400)
-            }
-        },
-        ServiceError::Storage(_) => WireError::new("amqp:internal-error", d, 500),
-        ServiceError::ShuttingDown => WireError::new("com.microsoft:server-busy", d, 503),
     }
 }
 

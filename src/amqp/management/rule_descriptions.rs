@@ -13,7 +13,7 @@
 //! filter codes' historical short form (0x000001370000006 = 0x1370000006 for the SQL filter,
 //! which the SQL rule action's 0x0000013700000006 does not collide with).
 
-use super::convert::{
+use crate::amqp::convert::{
     described, map_get, opt_string, properties_from_entries, string_map, text_of, value_to_amqp,
 };
 use crate::broker::entity::{

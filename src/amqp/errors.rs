@@ -1,0 +1,99 @@
+//! The AMQP plane's error vocabulary: [`WireError`] (condition, description, status), the one
+//! mapping of service errors to it ([`wire_error`]), the errors the AMQP layer raises itself,
+//! and the conversion to the `error` field of a performative or outcome.
+
+use super::symbols as sym;
+use crate::broker::error::BrokerError;
+use crate::service::ServiceError;
+use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition};
+use serde_amqp::primitives::Symbol;
+
+/// An error as the AMQP wire carries it: a condition symbol, a description, and the HTTP-like
+/// status code that `$management` responses carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub condition: String,
+    pub description: String,
+    pub status: i32,
+}
+
+impl WireError {
+    pub fn new(condition: &str, description: impl Into<String>, status: i32) -> Self {
+        WireError {
+            condition: condition.to_string(),
+            description: description.into(),
+            status,
+        }
+    }
+
+    /// A malformed or missing request argument (400, `com.microsoft:argument-error`).
+    pub fn bad_request(description: impl Into<String>) -> Self {
+        WireError::new(sym::ARGUMENT_ERROR, description, 400)
+    }
+
+    /// Something failed on our side (500, `amqp:internal-error`).
+    pub fn internal(description: impl Into<String>) -> Self {
+        WireError::new(sym::INTERNAL_ERROR, description, 500)
+    }
+
+    /// The refusal of a link or management request that no unexpired token of its connection
+    /// covers (`claim`: "Send" or "Listen", as Azure words it).
+    pub fn unauthorized(entity: &str, claim: &str) -> Self {
+        WireError::new(
+            sym::UNAUTHORIZED_ACCESS,
+            format!(
+                "Unauthorized access. '{claim}' claim(s) are required to perform this operation. Resource: 'sb://localhost/{}'.",
+                entity.to_ascii_lowercase()
+            ),
+            401,
+        )
+    }
+}
+
+/// A service error as the service sends it on the AMQP wire (the SDKs turn the condition into
+/// their exception types). Every AMQP path that reports a broker or storage failure goes
+/// through here.
+pub fn wire_error(e: &ServiceError) -> WireError {
+    let (condition, status) = condition_of(e);
+    WireError::new(condition, e.to_string(), status)
+}
+
+/// The condition and `$management` status of each service error: the one place the AMQP
+/// plane translates them (the shared per-error table planned for both planes replaces this
+/// function, and only its call in [`wire_error`] changes).
+fn condition_of(e: &ServiceError) -> (&'static str, i32) {
+    match e {
+        ServiceError::Broker(b) => match b {
+            BrokerError::EntityNotFound(_) => (sym::NOT_FOUND, 404),
+            BrokerError::EntityExists(_) => (sym::ENTITY_ALREADY_EXISTS, 409),
+            BrokerError::BadRequest(_)
+            | BrokerError::FilterSyntax(_)
+            | BrokerError::SessionRequired(_) => (sym::ARGUMENT_ERROR, 400),
+            BrokerError::MessageLockLost => (sym::MESSAGE_LOCK_LOST, 410),
+            BrokerError::MessageNotFound(_) => (sym::MESSAGE_NOT_FOUND, 404),
+            BrokerError::SessionLockLost(_) => (sym::SESSION_LOCK_LOST, 410),
+            BrokerError::SessionCannotBeLocked(_) => (sym::SESSION_CANNOT_BE_LOCKED, 409),
+            BrokerError::MessageTooLarge { .. } => (sym::MESSAGE_SIZE_EXCEEDED, 413),
+            BrokerError::QuotaExceeded(_) => (sym::RESOURCE_LIMIT_EXCEEDED, 403),
+            BrokerError::EntityDisabled(_)
+            | BrokerError::SendDisabled(_)
+            | BrokerError::ReceiveDisabled(_) => (sym::ENTITY_DISABLED, 400),
+        },
+        ServiceError::Storage(_) => (sym::INTERNAL_ERROR, 500),
+        ServiceError::ShuttingDown => (sym::SERVER_BUSY, 503),
+    }
+}
+
+/// The `error` of a close, detach or rejected outcome: `condition` with a description.
+pub fn error(condition: &str, description: impl Into<String>) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::Custom(Symbol::from(condition)),
+        Some(description.into()),
+        None,
+    )
+}
+
+/// A [`WireError`] as the `error` of a close, detach or rejected outcome.
+pub fn wire(e: &WireError) -> AmqpError {
+    error(&e.condition, e.description.clone())
+}

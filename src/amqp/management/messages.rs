@@ -1,0 +1,191 @@
+//! Message operations of `$management`: peek, renew-lock, schedule, cancel-scheduled,
+//! update-disposition (settle by lock token) and receive-by-sequence-number (deferred
+//! messages).
+
+use super::request::{messages_response, ok, ok_empty, OpResult, Request};
+use crate::amqp::convert::{
+    array, decode_message, int_of, map_get, properties_from_entries, string_map, text_of, uuid_of,
+    Encoding,
+};
+use crate::amqp::errors::{wire_error, WireError};
+use crate::broker::op::{Op, ReceiveMode, Settlement};
+use crate::broker::Outcome;
+use futures::future::BoxFuture;
+use serde_amqp::primitives::Timestamp;
+use serde_amqp::Value as AV;
+
+/// `com.microsoft:peek-message`: from-sequence-number, message-count, session-id?
+pub(super) fn peek<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let from = r
+            .get("from-sequence-number")
+            .and_then(int_of)
+            .unwrap_or(1)
+            .max(0) as u64;
+        let max = r
+            .get("message-count")
+            .and_then(int_of)
+            .unwrap_or(1)
+            .clamp(0, 1000) as usize;
+        let msgs = r
+            .backend
+            .read(|b| match &r.session_id {
+                Some(s) => b.peek_session(&r.path, s, from, max),
+                None => b.peek(&r.path, from, max),
+            })
+            .map_err(|e| wire_error(&e.into()))?;
+        messages_response(&msgs, Encoding::Peek, false)
+    })
+}
+
+/// `com.microsoft:renew-lock`: lock-tokens → expirations.
+pub(super) fn renew_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let mut expirations = Vec::new();
+        for t in r.list("lock-tokens") {
+            let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
+            let out = r
+                .backend
+                .execute(Op::RenewLock {
+                    from: r.path.clone(),
+                    lock_token: token,
+                })
+                .await
+                .map_err(|e| wire_error(&e))?;
+            if let Outcome::LockRenewed { locked_until } = out {
+                expirations.push(AV::Timestamp(Timestamp::from_milliseconds(locked_until)));
+            }
+        }
+        ok(string_map(vec![("expirations", array(expirations))]))
+    })
+}
+
+/// `com.microsoft:schedule-message`: messages [{message-id, message, session-id?}] →
+/// sequence-numbers.
+pub(super) fn schedule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let mut messages = Vec::new();
+        for entry in r.list("messages") {
+            let bytes = match map_get(&entry, "message") {
+                Some(AV::Binary(b)) => b.to_vec(),
+                _ => {
+                    return Err(WireError::bad_request(
+                        "a scheduled message has no 'message'",
+                    ))
+                }
+            };
+            let decoded =
+                decode_message(&bytes).map_err(|e| WireError::bad_request(e.to_string()))?;
+            let mut m = decoded.to_new_message();
+            if let Some(id) = map_get(&entry, "message-id").and_then(text_of) {
+                m.message_id = id;
+            }
+            if let Some(s) = map_get(&entry, "session-id").and_then(text_of) {
+                m.session_id = Some(s);
+            }
+            messages.push(m);
+        }
+        let out = r
+            .backend
+            .execute(Op::Send {
+                entity: r.entity_path.to_string(),
+                messages,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        let seqs = match out {
+            Outcome::Sent { sequence_numbers } => sequence_numbers,
+            _ => Vec::new(),
+        };
+        ok(string_map(vec![(
+            "sequence-numbers",
+            array(seqs.into_iter().map(|s| AV::Long(s as i64)).collect()),
+        )]))
+    })
+}
+
+/// `com.microsoft:cancel-scheduled-message`: sequence-numbers.
+pub(super) fn cancel_scheduled<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let seqs = r.sequence_numbers()?;
+        r.backend
+            .execute(Op::CancelScheduled {
+                entity: r.entity_path.to_string(),
+                sequence_numbers: seqs,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        ok_empty()
+    })
+}
+
+/// `com.microsoft:update-disposition`: disposition-status, lock-tokens, deadletter-reason?,
+/// deadletter-description?, properties-to-modify?
+pub(super) fn update_disposition<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let status = r.text("disposition-status").unwrap_or_default();
+        let properties = match r.get("properties-to-modify") {
+            Some(AV::Map(m)) => {
+                let entries: Vec<(AV, AV)> =
+                    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                properties_from_entries(&entries)
+            }
+            _ => Default::default(),
+        };
+        let settlement = match status.as_str() {
+            "completed" => Settlement::Complete,
+            "abandoned" => Settlement::Abandon { properties },
+            "defered" | "deferred" => Settlement::Defer { properties },
+            "suspended" => Settlement::DeadLetter {
+                reason: r.text("deadletter-reason"),
+                description: r.text("deadletter-description"),
+                properties,
+            },
+            other => {
+                return Err(WireError::bad_request(format!(
+                    "unknown disposition '{other}'"
+                )))
+            }
+        };
+        for t in r.list("lock-tokens") {
+            let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
+            r.backend
+                .execute(Op::Settle {
+                    from: r.path.clone(),
+                    lock_token: token,
+                    settlement: settlement.clone(),
+                })
+                .await
+                .map_err(|e| wire_error(&e))?;
+        }
+        ok_empty()
+    })
+}
+
+/// `com.microsoft:receive-by-sequence-number`: sequence-numbers, receiver-settle-mode,
+/// session-id? → messages with lock tokens.
+pub(super) fn receive_by_sequence_number<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let seqs = r.sequence_numbers()?;
+        let mode = match r.get("receiver-settle-mode").and_then(int_of) {
+            Some(0) => ReceiveMode::ReceiveAndDelete,
+            _ => ReceiveMode::PeekLock,
+        };
+        let tokens = seqs.iter().map(|_| uuid::Uuid::new_v4()).collect();
+        let out = r
+            .backend
+            .execute(Op::ReceiveDeferred {
+                from: r.path.clone(),
+                sequence_numbers: seqs,
+                mode,
+                lock_tokens: tokens,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        let msgs = match out {
+            Outcome::Received(m) => m,
+            _ => Vec::new(),
+        };
+        messages_response(&msgs, Encoding::Delivery, mode == ReceiveMode::PeekLock)
+    })
+}

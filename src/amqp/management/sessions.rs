@@ -1,0 +1,100 @@
+//! Session operations of `$management`: renew-session-lock, get/set-session-state and
+//! get-message-sessions (the listing behind `ServiceBusSessionReceiver` browsing).
+
+use super::request::{no_content, ok, ok_empty, OpResult, Request};
+use crate::amqp::convert::{array, string_map};
+use crate::amqp::errors::{wire_error, WireError};
+use crate::broker::op::Op;
+use crate::broker::Outcome;
+use futures::future::BoxFuture;
+use serde_amqp::primitives::Timestamp;
+use serde_amqp::Value as AV;
+use serde_bytes::ByteBuf;
+
+/// `com.microsoft:renew-session-lock`: session-id → expiration.
+pub(super) fn renew_session_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let session = r.session_ref()?;
+        let out = r
+            .backend
+            .execute(Op::RenewSessionLock {
+                from: r.path.clone(),
+                session,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        let until = match out {
+            Outcome::LockRenewed { locked_until } => locked_until,
+            _ => r.backend.now(),
+        };
+        ok(string_map(vec![(
+            "expiration",
+            AV::Timestamp(Timestamp::from_milliseconds(until)),
+        )]))
+    })
+}
+
+/// `com.microsoft:get-session-state`: session-id → session-state.
+pub(super) fn get_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let id = r
+            .session_id
+            .clone()
+            .ok_or_else(|| WireError::bad_request("session-id is required"))?;
+        let state = r
+            .backend
+            .read(|b| b.session_state(&r.path, &id))
+            .map_err(|e| wire_error(&e.into()))?;
+        ok(string_map(vec![(
+            "session-state",
+            state
+                .map(|s| AV::Binary(ByteBuf::from(s)))
+                .unwrap_or(AV::Null),
+        )]))
+    })
+}
+
+/// `com.microsoft:set-session-state`: session-id, session-state.
+pub(super) fn set_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let state = match r.get("session-state") {
+            Some(AV::Binary(b)) => Some(b.to_vec()),
+            Some(AV::String(s)) => Some(s.clone().into_bytes()),
+            _ => None,
+        };
+        let session = r.session_ref()?;
+        r.backend
+            .execute(Op::SetSessionState {
+                from: r.path.clone(),
+                session,
+                state,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?;
+        ok_empty()
+    })
+}
+
+/// `com.microsoft:get-message-sessions`: skip, top → skip, sessions-ids (204 when none).
+pub(super) fn get_message_sessions<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
+    Box::pin(async move {
+        let (skip, top) = r.page();
+        let ids = r
+            .backend
+            .read(|b| b.list_sessions(&r.path))
+            .map_err(|e| wire_error(&e.into()))?;
+        let page: Vec<AV> = ids
+            .into_iter()
+            .skip(skip)
+            .take(top)
+            .map(AV::String)
+            .collect();
+        if page.is_empty() {
+            return no_content();
+        }
+        ok(string_map(vec![
+            ("skip", AV::Int(skip as i32)),
+            ("sessions-ids", array(page)),
+        ]))
+    })
+}
