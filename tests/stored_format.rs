@@ -451,3 +451,320 @@ async fn generate() {
         drop(b);
     }
 }
+
+// ----- opening the fixtures -------------------------------------------------------------------
+
+/// A copy of a fixture store in a temp dir (the open migrates, replays and snapshots in place).
+fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_store(&fixtures_v1().join(name), dir.path());
+    dir
+}
+
+/// The server as a library on a manual clock just after the fixtures were written (nothing in
+/// them has expired or come due).
+fn backend_at_fixture_time(cfg: Option<StorageConfig>) -> ServiceBusBackend {
+    ServiceBusBackend::with_clock(cfg, Arc::new(ManualClock::new(T0 + 2_000)))
+}
+
+/// The export document of a backend, as JSON without the export time.
+fn state_of(b: &ServiceBusBackend) -> serde_json::Value {
+    let mut text = Vec::new();
+    b.export()
+        .unwrap()
+        .write_streaming(&mut text, |_| {})
+        .unwrap();
+    without_export_time(serde_json::from_slice(&text).unwrap())
+}
+
+fn without_export_time(mut doc: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("exportedAt");
+    }
+    doc
+}
+
+/// The state every fixture holds, written out: entities with their properties and rules, and
+/// every message with its place, state, sequence number, body and properties.
+fn check_state(doc: &serde_json::Value) {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let entities: Vec<(String, String)> = doc["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let topic = e["topic"]
+                .as_str()
+                .map(|t| format!("{t}/"))
+                .unwrap_or_default();
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                format!("{topic}{}", e["name"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("Queue", "orders"),
+        ("Queue", "Sessions"),
+        ("Queue", "work"),
+        ("Topic", "events"),
+        ("Subscription", "events/big"),
+        ("Subscription", "events/high"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    let mut sorted = entities.clone();
+    sorted.sort();
+    let mut want_sorted = want;
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "entities");
+    let entity = |name: &str| {
+        doc["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["description"].clone())
+            .unwrap_or_else(|| panic!("no entity {name}"))
+    };
+    let orders = entity("orders");
+    assert_eq!(orders["props"]["lock_duration"], 300 * 10_000_000i64);
+    assert_eq!(orders["props"]["requires_duplicate_detection"], true);
+    assert_eq!(
+        orders["props"]["dead_lettering_on_message_expiration"],
+        true
+    );
+    assert_eq!(orders["props"]["max_delivery_count"], 2);
+    assert_eq!(orders["props"]["user_metadata"], "golden fixture");
+    assert_eq!(orders["next_seq"], 5, "orders assigned 1..=4");
+    assert_eq!(
+        orders["dup"].as_array().map(Vec::len),
+        Some(4),
+        "duplicate-detection history: {orders}"
+    );
+    let sessions = entity("Sessions");
+    assert_eq!(sessions["props"]["requires_session"], true);
+    let s1 = &sessions["sessions"]["s1"];
+    assert_eq!(
+        s1["state"],
+        serde_json::json!(b"state-2".to_vec()),
+        "{sessions}"
+    );
+    assert_eq!(s1["lock"]["token"], token(3).to_string());
+    assert_eq!(
+        entity("events")["props"]["default_message_time_to_live"],
+        86_400 * 10_000_000i64
+    );
+    let high = entity("high");
+    assert_eq!(high["props"]["lock_duration"], 120 * 10_000_000i64);
+    assert_eq!(high["rules"][0]["name"], "corr");
+    assert_eq!(high["rules"][0]["filter"]["Correlation"]["label"], "high");
+    let big = entity("big");
+    assert_eq!(big["rules"][0]["name"], "sql");
+    assert_eq!(
+        big["rules"][0]["filter"]["Sql"]["expression"],
+        "amount > @min"
+    );
+    assert_eq!(big["rules"][0]["action"]["expression"], "SET tier = 'gold'");
+
+    // Every message: (entity, dead-letter, id) -> (state, sequence number, delivery count,
+    // locked by, body).
+    let mut got = BTreeMap::new();
+    for m in doc["messages"].as_array().unwrap() {
+        let msg = &m["message"];
+        got.insert(
+            (
+                m["entity"]["name"].as_str().unwrap().to_string(),
+                m["deadLetter"].as_bool().unwrap(),
+                msg["content"]["message_id"].as_str().unwrap().to_string(),
+            ),
+            (
+                msg["state"].as_str().unwrap().to_string(),
+                msg["sequence_number"].as_u64().unwrap(),
+                msg["delivery_count"].as_u64().unwrap(),
+                msg["lock"]["token"].as_str().map(str::to_string),
+                msg["content"]["body"].as_str().unwrap().to_string(),
+            ),
+        );
+    }
+    let key = |e: &str, dl: bool, id: &str| (e.to_string(), dl, id.to_string());
+    let val = |state: &str, seq: u64, dc: u64, lock: Option<u128>, body: String| {
+        (
+            state.to_string(),
+            seq,
+            dc,
+            lock.map(|n| token(n).to_string()),
+            body,
+        )
+    };
+    let bin = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2, 254, 255]);
+    let want: BTreeMap<_, _> = [
+        (
+            key("orders", true, "dlq-1"),
+            val("Active", 1, 1, None, b64("to the dead-letter queue")),
+        ),
+        (
+            key("orders", false, "deferred-1"),
+            val("Deferred", 2, 1, None, b64("for later, by sequence number")),
+        ),
+        (
+            key("orders", false, "active-1"),
+            val("Active", 3, 0, None, b64("{\"order\": 1}")),
+        ),
+        (
+            key("orders", false, "scheduled-1"),
+            val("Scheduled", 4, 0, None, b64("later")),
+        ),
+        (
+            key("Sessions", false, "sess-1"),
+            val("Active", 1, 0, None, b64("in session s1")),
+        ),
+        (
+            key("Sessions", false, "sess-2"),
+            val("Active", 2, 0, None, b64("in session s2")),
+        ),
+        (
+            key("work", false, "locked-1"),
+            val("Active", 1, 1, Some(4), bin),
+        ),
+        (
+            key("high", false, "ev-1"),
+            val("Active", 1, 0, None, b64("high and big")),
+        ),
+        (
+            key("high", false, "ev-2"),
+            val("Active", 2, 0, None, b64("high only")),
+        ),
+        (
+            key("big", true, "ev-1"),
+            val("Active", 1, 1, None, b64("high and big")),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "messages");
+
+    let find = |e: &str, dl: bool, id: &str| {
+        doc["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| {
+                m["entity"]["name"] == e
+                    && m["deadLetter"] == dl
+                    && m["message"]["content"]["message_id"] == id
+            })
+            .map(|m| m["message"].clone())
+            .unwrap()
+    };
+    let active = find("orders", false, "active-1");
+    let c = &active["content"];
+    for (field, value) in [
+        ("correlation_id", "c-42"),
+        ("label", "new"),
+        ("to", "shipping"),
+        ("reply_to", "replies"),
+        ("content_type", "application/json"),
+        ("partition_key", "pk"),
+    ] {
+        assert_eq!(c[field], value, "{field}: {active}");
+    }
+    assert_eq!(c["time_to_live"], 3600 * 10_000_000i64);
+    assert_eq!(active["expires_at"], T0 + 3_600_000);
+    let p = &c["properties"];
+    assert_eq!(
+        p["customer"],
+        serde_json::json!({"t": "String", "v": "alice"}),
+        "{p}"
+    );
+    assert_eq!(p["priority"], serde_json::json!({"t": "Int", "v": 5}));
+    assert_eq!(p["vip"], serde_json::json!({"t": "Bool", "v": true}));
+    assert_eq!(p["ratio"], serde_json::json!({"t": "Double", "v": 0.25}));
+    assert_eq!(
+        p["due"],
+        serde_json::json!({"t": "DateTime", "v": T0 + 86_400_000})
+    );
+    assert_eq!(p["nothing"], serde_json::json!({"t": "Null"}));
+    assert_eq!(
+        find("orders", false, "scheduled-1")["content"]["scheduled_enqueue_time"],
+        T0 + 3_600_000
+    );
+    let dlq = find("orders", true, "dlq-1");
+    assert_eq!(
+        dlq["content"]["properties"]["DeadLetterReason"],
+        serde_json::json!({"t": "String", "v": "Golden"}),
+        "{dlq}"
+    );
+    assert_eq!(
+        dlq["content"]["properties"]["stage"],
+        serde_json::json!({"t": "Int", "v": 2})
+    );
+    assert_eq!(
+        find("orders", false, "deferred-1")["content"]["properties"]["deferred_by"],
+        serde_json::json!({"t": "String", "v": "generator"})
+    );
+    assert_eq!(
+        find("Sessions", false, "sess-2")["content"]["session_id"],
+        "s2"
+    );
+    let locked = find("work", false, "locked-1");
+    assert_eq!(locked["lock"]["locked_until"], T0 + 1_000 + 60_000);
+    assert_eq!(
+        find("high", false, "ev-1")["content"]["properties"]["region"],
+        serde_json::json!({"t": "String", "v": "eu"})
+    );
+    assert_eq!(
+        find("big", true, "ev-1")["content"]["properties"]["tier"],
+        serde_json::json!({"t": "String", "v": "gold"}),
+        "the SQL rule's action ran"
+    );
+}
+
+/// The golden export document, as JSON without the export time.
+fn golden_export() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures_v1().join("export.json")).unwrap();
+    without_export_time(serde_json::from_str(&text).unwrap())
+}
+
+/// Opens a fixture store as the service does at start-up and checks the whole state.
+async fn opens_with_full_state(kind: StorageType, name: &str) {
+    let dir = fixture_copy(name);
+    let b = backend_at_fixture_time(Some(storage_config(kind, dir.path())));
+    let status = b.initialize_persistence().await.unwrap();
+    assert_eq!(status.degraded, None, "{status:?}");
+    assert!(
+        status.replayed >= 8,
+        "the journal records after the snapshot are replayed: {status:?}"
+    );
+    let doc = state_of(&b);
+    check_state(&doc);
+    assert_eq!(
+        doc,
+        golden_export(),
+        "{name} fixture against the golden export"
+    );
+    b.shutdown_persistence().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_fixture_opens_with_its_full_state() {
+    opens_with_full_state(StorageType::Sqlite, "sqlite").await;
+}
+
+#[tokio::test]
+async fn json_fixture_opens_with_its_full_state() {
+    opens_with_full_state(StorageType::Json, "json").await;
+}
+
+#[tokio::test]
+async fn export_fixture_imports_with_its_full_state() {
+    let text = std::fs::read_to_string(fixtures_v1().join("export.json")).unwrap();
+    let doc = localzure::storage::export::ExportDocument::parse(&text).unwrap();
+    let b = backend_at_fixture_time(None);
+    b.import(doc).await.unwrap();
+    let state = state_of(&b);
+    check_state(&state);
+    assert_eq!(state, golden_export());
+}
