@@ -768,3 +768,160 @@ async fn export_fixture_imports_with_its_full_state() {
     check_state(&state);
     assert_eq!(state, golden_export());
 }
+
+// ----- data from a newer format version is refused --------------------------------------------
+
+/// Asserts `text` names the version found and the newest supported one.
+fn names_both_versions(text: &str, found: i64, supported: i64) {
+    assert!(
+        text.contains(&format!("version {found}")),
+        "names the version found ({found}): {text}"
+    );
+    assert!(
+        text.contains(&format!("newer than this binary supports ({supported})")),
+        "names the supported version ({supported}): {text}"
+    );
+}
+
+/// Opening a store the service cannot read falls back to memory, degraded: the error is in
+/// the log and in `/health` (`storage.degraded`), as for every storage failure at start-up.
+async fn falls_back_naming(cfg: StorageConfig, found: i64, supported: i64) {
+    let b = backend_at_fixture_time(Some(cfg));
+    let status = b.initialize_persistence().await.unwrap();
+    let degraded = status.degraded.expect("a newer format refuses the store");
+    names_both_versions(&degraded, found, supported);
+    assert_eq!(
+        b.read(|broker| broker.totals().queues),
+        0,
+        "nothing of the newer store was read"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_fixture_with_a_newer_schema_is_refused() {
+    let dir = fixture_copy("sqlite");
+    let cfg = storage_config(StorageType::Sqlite, dir.path());
+    let conn = rusqlite::Connection::open(&cfg.sqlite_path).unwrap();
+    conn.execute("INSERT INTO schema_version (version) VALUES (2)", [])
+        .unwrap();
+    drop(conn);
+    falls_back_naming(cfg, 2, localzure::storage::schema::SQLITE_SCHEMA.current).await;
+}
+
+#[tokio::test]
+async fn json_fixture_with_a_newer_layout_is_refused() {
+    let dir = fixture_copy("json");
+    let cfg = storage_config(StorageType::Json, dir.path());
+    let state = cfg.json_path.join("state.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["version"], 1, "the fixture is version 1");
+    doc["version"] = 2.into();
+    std::fs::write(&state, doc.to_string()).unwrap();
+    falls_back_naming(cfg, 2, localzure::storage::schema::JSON_DIR.current).await;
+}
+
+/// Rewrites the journal at `path` with each payload passed through `f` (same LSNs).
+fn rewrite_journal(path: &Path, f: impl Fn(u64, Vec<u8>) -> Vec<u8>) {
+    use localzure::storage::journal::{decode, Journal};
+    let replay = decode(&std::fs::read(path).unwrap()).unwrap();
+    let first = replay.records.first().map(|r| r.0).unwrap();
+    std::fs::remove_file(path).unwrap();
+    let (j, _) = Journal::open(path, first).unwrap();
+    for (lsn, payload) in replay.records {
+        assert_eq!(j.append_and_flush(f(lsn, payload)).unwrap(), lsn);
+    }
+    j.close();
+}
+
+#[tokio::test]
+async fn journal_records_of_a_newer_version_are_refused() {
+    for (kind, name) in [(StorageType::Sqlite, "sqlite"), (StorageType::Json, "json")] {
+        let dir = fixture_copy(name);
+        let cfg = storage_config(kind, dir.path());
+        let journal = match kind {
+            StorageType::Json => cfg.json_path.join("operations.wal"),
+            _ => dir.path().join("servicebus.db.wal"),
+        };
+        // Today's fixture records have no version field: version 1.
+        let newer = localzure::storage::schema::RECORD_VERSION + 1;
+        // The first record after the snapshot is bumped; the rest stay version 1.
+        let bumped = std::cell::Cell::new(false);
+        rewrite_journal(&journal, |_, payload| {
+            let rest = payload.strip_prefix(b"{").expect("a JSON object").to_vec();
+            assert!(rest.starts_with(b"\"at\":"), "a version 1 record");
+            if bumped.replace(true) {
+                return payload;
+            }
+            [format!("{{\"v\":{newer},").into_bytes(), rest].concat()
+        });
+        let b = backend_at_fixture_time(Some(cfg));
+        let err = b
+            .initialize_persistence()
+            .await
+            .expect_err("a newer record refuses the start");
+        let text = err.to_string();
+        names_both_versions(
+            &text,
+            i64::from(newer),
+            i64::from(localzure::storage::schema::RECORD_VERSION),
+        );
+        assert!(text.contains("record LSN"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn journal_file_of_a_newer_framing_is_refused() {
+    let dir = fixture_copy("sqlite");
+    let cfg = storage_config(StorageType::Sqlite, dir.path());
+    let path = dir.path().join("servicebus.db.wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let supported = localzure::storage::journal::FORMAT_VERSION;
+    bytes[6..8].copy_from_slice(&(supported + 1).to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let b = backend_at_fixture_time(Some(cfg));
+    let err = b.initialize_persistence().await.expect_err("refused");
+    names_both_versions(
+        &err.to_string(),
+        i64::from(supported + 1),
+        i64::from(supported),
+    );
+}
+
+#[test]
+fn export_of_a_newer_version_is_refused() {
+    let text = std::fs::read_to_string(fixtures_v1().join("export.json")).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let supported = localzure::storage::export::EXPORT_VERSION;
+    doc["version"] = (supported + 1).into();
+    let err =
+        localzure::storage::export::ExportDocument::parse(&doc.to_string()).expect_err("refused");
+    names_both_versions(&err, i64::from(supported + 1), i64::from(supported));
+}
+
+/// What this binary writes names its version: the operation log's records and the stores.
+#[tokio::test]
+async fn new_records_carry_their_version() {
+    let dir = fixture_copy("json");
+    let cfg = storage_config(StorageType::Json, dir.path());
+    let journal = cfg.json_path.join("operations.wal");
+    let b = backend_at_fixture_time(Some(cfg.clone()));
+    b.initialize_persistence().await.unwrap();
+    send(&b, "work", msg("new-1", "written by this binary")).await;
+    let replay = localzure::storage::journal::decode(&std::fs::read(&journal).unwrap()).unwrap();
+    let (_, last) = replay.records.last().expect("the send is journaled");
+    let want = format!("{{\"v\":{},", localzure::storage::schema::RECORD_VERSION);
+    assert!(
+        last.starts_with(want.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(last)
+    );
+    b.shutdown_persistence().await.unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg.json_path.join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["version"],
+        localzure::storage::schema::JSON_DIR.current
+    );
+}

@@ -73,8 +73,8 @@ use tokio::sync::watch;
 
 /// The first six bytes of every journal file.
 pub const MAGIC: &[u8; 6] = b"LZWAL\0";
-/// The format version this binary writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this binary writes (and the newest it reads): [`super::schema::JOURNAL_FILE`].
+pub const FORMAT_VERSION: u16 = super::schema::JOURNAL_FILE.current as u16;
 /// The oldest format version this binary reads (version 1: no preallocated zero tail).
 pub const MIN_FORMAT_VERSION: u16 = 1;
 /// The file grows by at least this many bytes (of zeros) at a time, ahead of the records.
@@ -316,15 +316,11 @@ fn parse_file(path: &Path, buf: &[u8]) -> Result<Parsed, StorageError> {
         ));
     }
     let version = u16::from_le_bytes([buf[6], buf[7]]);
-    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-        let why = if version > FORMAT_VERSION {
-            "newer than this binary supports"
-        } else {
-            "unknown"
-        };
+    super::schema::JOURNAL_FILE.check(i64::from(version), path)?;
+    if version < MIN_FORMAT_VERSION {
         return Err(corrupt(
             path,
-            format!("journal format version {version} is {why} (supported: {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"),
+            format!("journal format version {version} is unknown (supported: {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"),
         ));
     }
     let mut records = Vec::new();
@@ -1201,7 +1197,15 @@ mod tests {
         h[6..].copy_from_slice(&7u16.to_le_bytes());
         std::fs::write(&path, h).unwrap();
         match Journal::open(&path, 1) {
-            Err(StorageError::Corrupt { detail, .. }) => assert!(detail.contains("version 7")),
+            Err(StorageError::SchemaTooNew {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (7, i64::from(FORMAT_VERSION))),
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        h[6..].copy_from_slice(&0u16.to_le_bytes());
+        std::fs::write(&path, h).unwrap();
+        match Journal::open(&path, 1) {
+            Err(StorageError::Corrupt { detail, .. }) => assert!(detail.contains("version 0")),
             other => panic!("expected Corrupt, got {other:?}"),
         }
         // A torn header of a brand-new file is started over.

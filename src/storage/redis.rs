@@ -4,6 +4,8 @@
 //!
 //! # Keys (all under the configured prefix `P`, default `localzure:`)
 //! ```text
+//! P format                 string  the key layout's format version (schema::REDIS_KEYS;
+//!                                  absent: version 1, written before it was explicit)
 //! P lease                  string  the holder ("pid <n> host <h> id <uuid>"), PX LEASE_TTL_MS
 //! P wal                    stream  the operation log: entry id "<lsn>-0", field "p" = record
 //! P wal:last               string  the highest LSN ever written to the stream
@@ -40,6 +42,7 @@ use super::durable::{Durability, DurableState};
 use super::journal::{Records, Replay, RETRY_INTERVAL};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
+use super::schema::REDIS_KEYS;
 use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageRecord, Snapshot, StorageError,
 };
@@ -401,10 +404,17 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the configured Redis (fails when it is unreachable).
+    /// Connects to the configured Redis (fails when it is unreachable) and refuses keys
+    /// written by a newer format version.
     pub fn open(cfg: &StorageConfig) -> Result<RedisBackend, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
-        let con = target.connect()?;
+        let mut con = target.connect()?;
+        let key = target.key("format");
+        let found: Option<i64> = ::redis::cmd("GET")
+            .arg(&key)
+            .query(&mut con)
+            .map_err(|e| target.err(e))?;
+        REDIS_KEYS.check(found.unwrap_or(1), format!("{} key {key}", target.display))?;
         Ok(RedisBackend {
             target,
             con: Some(con),
@@ -530,6 +540,10 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
             .arg(state.get())
             .ignore();
     }
+    pipe.cmd("SET")
+        .arg(t.key("format"))
+        .arg(REDIS_KEYS.current)
+        .ignore();
     pipe.cmd("HSET")
         .arg(t.key("snap:meta"))
         .arg("lsn")
@@ -1204,6 +1218,54 @@ mod tests {
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("conf:");
         testkit::conformance(&|| Box::new(RedisBackend::open(&cfg).unwrap()));
+    }
+
+    /// The key layout's version: written with every snapshot, absent means version 1 (data
+    /// written before it was explicit), a newer one refuses the open naming both versions.
+    #[test]
+    fn newer_key_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = TestRedis::start(dir.path());
+        let cfg = redis.config("v:");
+        let mut con = ::redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let format = |con: &mut Connection| -> Option<i64> {
+            ::redis::cmd("GET").arg("v:format").query(con).unwrap()
+        };
+        let delta = Delta {
+            full: true,
+            entity_upserts: vec![testkit::entity(&queue("q"), "{}")],
+            lsn: 1,
+            taken_at: 1,
+            ..Delta::default()
+        };
+        RedisBackend::open(&cfg).unwrap().apply(&delta).unwrap();
+        assert_eq!(format(&mut con), Some(REDIS_KEYS.current));
+        let _: () = ::redis::cmd("DEL").arg("v:format").query(&mut con).unwrap();
+        let legacy = RedisBackend::open(&cfg).unwrap().load().unwrap().unwrap();
+        assert_eq!(legacy.entities.len(), 1);
+        let _: () = ::redis::cmd("SET")
+            .arg("v:format")
+            .arg(REDIS_KEYS.current + 1)
+            .query(&mut con)
+            .unwrap();
+        match RedisBackend::open(&cfg) {
+            Err(e @ StorageError::SchemaTooNew { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("v:format"), "{text}");
+                assert!(
+                    text.contains(&format!("version {}", REDIS_KEYS.current + 1)),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&format!("({})", REDIS_KEYS.current)),
+                    "{text}"
+                );
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
     }
 
     /// Prefixes are independent: a full wipe of one leaves another's keys alone.
