@@ -422,7 +422,9 @@ fn copy_store(from: &Path, to: &Path) {
 }
 
 /// Writes the golden fixtures with the code of the checkout it runs in. Run once per format
-/// version: `cargo test --test stored_format -- --ignored generate`.
+/// version, into that version's own directory (`STORED_FORMAT_FIXTURES=tests/fixtures/
+/// stored-format/v2 cargo test --test stored_format -- --ignored generate`); the fixtures of
+/// earlier versions stay as they were written.
 #[tokio::test]
 #[ignore = "writes tests/fixtures; run only to add a new format version's fixtures"]
 async fn generate() {
