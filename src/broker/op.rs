@@ -4,6 +4,7 @@
 //! "load snapshot, replay journal". Anything random (lock tokens) or time-dependent (the
 //! timestamp) is chosen by the caller and carried inside the record, so replay needs no clock.
 
+use crate::storage::schema::RECORD_VERSION;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -13,10 +14,26 @@ use super::message::NewMessage;
 use super::value::Value;
 
 /// An operation with the time it happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Encoded as `{"v":RECORD_VERSION,"at":…,"op":…}`: the record version first, so storage
+/// reads it without decoding the record (see [`crate::storage::schema`]). Decoding ignores
+/// `v` (storage refuses newer versions before replay); payloads written before versions were
+/// explicit have none and are version 1.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OpRecord {
     pub at: Millis,
     pub op: Op,
+}
+
+impl Serialize for OpRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("OpRecord", 3)?;
+        st.serialize_field("v", &RECORD_VERSION)?;
+        st.serialize_field("at", &self.at)?;
+        st.serialize_field("op", &self.op)?;
+        st.end()
+    }
 }
 
 impl OpRecord {
@@ -24,8 +41,10 @@ impl OpRecord {
     /// bytes as `serde_json::to_vec(&OpRecord { at, op })`. Lets the service encode the
     /// operation (the costly part) before it takes the broker lock, and stamp the time under it.
     pub fn payload(at: Millis, op_json: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(op_json.len() + 32);
-        out.extend_from_slice(b"{\"at\":");
+        let mut out = Vec::with_capacity(op_json.len() + 40);
+        out.extend_from_slice(b"{\"v\":");
+        out.extend_from_slice(RECORD_VERSION.to_string().as_bytes());
+        out.extend_from_slice(b",\"at\":");
         out.extend_from_slice(at.to_string().as_bytes());
         out.extend_from_slice(b",\"op\":");
         out.extend_from_slice(op_json);
@@ -294,7 +313,23 @@ mod tests {
                 let whole = serde_json::to_vec(&rec).expect("encode record");
                 let op_json = serde_json::to_vec(op).expect("encode op");
                 assert_eq!(OpRecord::payload(at, &op_json), whole);
+                assert!(whole.starts_with(b"{\"v\":1,\"at\":"));
+                let back: OpRecord = serde_json::from_slice(&whole).expect("decode record");
+                assert_eq!(back, rec);
             }
         }
+    }
+
+    #[test]
+    fn records_written_before_versions_were_explicit_decode() {
+        let rec: OpRecord =
+            serde_json::from_slice(br#"{"at":5,"op":"Tick"}"#).expect("decode version 1");
+        assert_eq!(
+            rec,
+            OpRecord {
+                at: 5,
+                op: Op::Tick
+            }
+        );
     }
 }

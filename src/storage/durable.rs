@@ -1,12 +1,18 @@
-//! Durability of an operation log: the published state (durable LSN, failure, closed) and the
-//! requests waiting for their record to become durable. Shared by the file journal and the
-//! Redis log, so both wake each waiting request once, for its own LSN, instead of waking every
-//! waiter on every flush.
+//! Durability of an operation log: the published state (durable LSN, failure, closed), the
+//! requests waiting for their record to become durable, and the flusher loop. Shared by the
+//! file journal and the Redis log, so both wake each waiting request once, for its own LSN,
+//! instead of waking every waiter on every flush, and both flush, gather, retry and close the
+//! same way ([`run_flusher`]).
 
+use super::idle::{Gather, LingerEnd};
 use super::StorageError;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
+
+/// How long a flusher waits before retrying a failed write.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What an operation log has made durable, published after every flush attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,5 +156,119 @@ impl Durability {
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         lock(&self.waiters).by_lsn.len()
+    }
+}
+
+/// The flusher's part of a log's buffer state, under the log's buffer lock.
+#[derive(Debug, Default)]
+pub(crate) struct FlushState {
+    /// The last write failed; retry [`RETRY_INTERVAL`] after `last_failure`.
+    pub(crate) failing: bool,
+    pub(crate) last_failure: Option<Instant>,
+    /// Close was asked: write what is buffered, then stop.
+    pub(crate) shutdown: bool,
+    /// The flusher is waiting on the condvar (appends need to signal it only then: a notify
+    /// is a syscall even when nobody waits).
+    pub(crate) flusher_idle: bool,
+}
+
+/// A log's buffer of appended, unwritten records, as its flusher sees it.
+pub(crate) trait Buffer {
+    fn flush_state(&mut self) -> &mut FlushState;
+    /// Records buffered.
+    fn buffered(&self) -> usize;
+    /// Whether there is anything to write (records, or other work such as a trim).
+    fn has_work(&self) -> bool;
+}
+
+/// One operation log as [`run_flusher`] drives it: the file journal or the Redis stream.
+pub(crate) trait Flusher {
+    type Pending: Buffer;
+    /// The buffer and the condvar appends signal.
+    fn buffer(&self) -> (&Mutex<Self::Pending>, &Condvar);
+    fn gather(&self) -> &Gather;
+    /// Writes one batch of what is buffered and publishes the outcome (a failed batch stays
+    /// buffered and the failure is recorded in the [`FlushState`]). `true` when it landed.
+    fn write(&mut self) -> bool;
+    /// A group commit was closed by [`super::idle::MAX_LINGER`].
+    fn linger_timed_out(&self) {}
+    /// Publishes [`DurableState::Closed`], reporting records that could not be written.
+    fn closed(&mut self);
+}
+
+/// Why the flusher woke.
+struct Work {
+    shutdown: bool,
+    /// Gather more records before writing (not when closing, nor when retrying a failure).
+    gather: bool,
+}
+
+/// Sleeps until there is work that is due (a failed batch: [`RETRY_INTERVAL`] after the
+/// failure) or close was asked.
+fn wait_for_work<P: Buffer>(pending: &Mutex<P>, wake: &Condvar) -> Work {
+    let mut p = lock(pending);
+    loop {
+        if p.flush_state().shutdown {
+            break;
+        }
+        if p.has_work() {
+            let st = p.flush_state();
+            let wait = match (st.failing, st.last_failure) {
+                (true, Some(at)) => RETRY_INTERVAL.saturating_sub(at.elapsed()),
+                _ => Duration::ZERO,
+            };
+            if wait.is_zero() {
+                break;
+            }
+            st.flusher_idle = true;
+            p = wake
+                .wait_timeout(p, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+            p.flush_state().flusher_idle = false;
+            continue;
+        }
+        p.flush_state().flusher_idle = true;
+        p = wake.wait(p).unwrap_or_else(|e| e.into_inner());
+        p.flush_state().flusher_idle = false;
+    }
+    let buffered = p.buffered();
+    let st = p.flush_state();
+    Work {
+        shutdown: st.shutdown,
+        gather: !st.shutdown && !st.failing && buffered > 0,
+    }
+}
+
+/// The flusher thread's loop: sleeps until records are buffered, lets a group commit gather
+/// while the runtime's workers are all busy ([`Gather`]), writes, retries a failed write every
+/// [`RETRY_INTERVAL`], and on close writes what is left (until a write fails) and publishes
+/// the log closed.
+pub(crate) fn run_flusher(log: &mut impl Flusher) {
+    loop {
+        let work = {
+            let (pending, wake) = log.buffer();
+            wait_for_work(pending, wake)
+        };
+        if work.gather {
+            let end = log.gather().wait(|| {
+                let (pending, _) = log.buffer();
+                let mut p = lock(pending);
+                (p.buffered(), p.flush_state().shutdown)
+            });
+            if end == LingerEnd::TimedOut {
+                log.linger_timed_out();
+            }
+        }
+        let landed = log.write();
+        if work.shutdown {
+            // Whatever is still buffered goes in further batches, while writes succeed.
+            let mut landed = landed;
+            while landed && lock(log.buffer().0).has_work() {
+                landed = log.write();
+            }
+            log.closed();
+            return;
+        }
     }
 }

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 
 /// The value of the `format` field.
 pub const EXPORT_FORMAT: &str = "localzure-servicebus-export";
-/// The version this binary writes and the newest it reads.
-pub const EXPORT_VERSION: u32 = 1;
+/// The version this binary writes and the newest it reads: [`super::schema::EXPORT`].
+pub const EXPORT_VERSION: u32 = super::schema::EXPORT.current as u32;
 
 /// The export document.
 #[derive(Debug, Serialize, Deserialize)]

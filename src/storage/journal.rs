@@ -58,8 +58,8 @@
 //! records were never acknowledged; refusing start-up is the safe reading, and the operator's
 //! remedy is documented in the persistence guide (remove the WAL file).
 
-use super::durable::Durability;
 pub use super::durable::DurableState;
+use super::durable::{run_flusher, Buffer, Durability, FlushState, Flusher};
 use super::StorageError;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -68,13 +68,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// The first six bytes of every journal file.
 pub const MAGIC: &[u8; 6] = b"LZWAL\0";
-/// The format version this binary writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this binary writes (and the newest it reads): [`super::schema::JOURNAL_FILE`].
+pub const FORMAT_VERSION: u16 = super::schema::JOURNAL_FILE.current as u16;
 /// The oldest format version this binary reads (version 1: no preallocated zero tail).
 pub const MIN_FORMAT_VERSION: u16 = 1;
 /// The file grows by at least this many bytes (of zeros) at a time, ahead of the records.
@@ -86,8 +86,7 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// A written batch's buffer is kept for reuse only up to this capacity (a burst of large
 /// messages should not pin its memory).
 const SPARE_BUFFER_LIMIT: usize = 1 << 20;
-/// How long the flusher waits before retrying a failed write.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+pub use super::durable::RETRY_INTERVAL;
 /// A candidate record found while scanning past a bad one must have an LSN at most this far
 /// above the last good LSN (see the module docs).
 const LSN_PLAUSIBLE_WINDOW: u64 = 1 << 40;
@@ -114,13 +113,20 @@ struct Pending {
     next_lsn: u64,
     /// The last LSN handed out (so the last LSN of whatever is in `bytes`).
     last_appended: u64,
-    /// The last flush attempt failed; retry after [`RETRY_INTERVAL`].
-    failing: bool,
-    last_failure: Option<Instant>,
-    shutdown: bool,
-    /// The flusher is waiting on the condvar (appends only signal it then: a notify is a
-    /// syscall even when nobody waits).
-    flusher_idle: bool,
+    /// Failure, close and idleness, as the flusher loop ([`run_flusher`]) tracks them.
+    flush: FlushState,
+}
+
+impl Buffer for Pending {
+    fn flush_state(&mut self) -> &mut FlushState {
+        &mut self.flush
+    }
+    fn buffered(&self) -> usize {
+        self.count
+    }
+    fn has_work(&self) -> bool {
+        !self.bytes.is_empty()
+    }
 }
 
 /// The open file and its last known good length.
@@ -316,15 +322,11 @@ fn parse_file(path: &Path, buf: &[u8]) -> Result<Parsed, StorageError> {
         ));
     }
     let version = u16::from_le_bytes([buf[6], buf[7]]);
-    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-        let why = if version > FORMAT_VERSION {
-            "newer than this binary supports"
-        } else {
-            "unknown"
-        };
+    super::schema::JOURNAL_FILE.check(i64::from(version), path)?;
+    if version < MIN_FORMAT_VERSION {
         return Err(corrupt(
             path,
-            format!("journal format version {version} is {why} (supported: {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"),
+            format!("journal format version {version} is unknown (supported: {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"),
         ));
     }
     let mut records = Vec::new();
@@ -479,10 +481,7 @@ impl Journal {
                 count: 0,
                 next_lsn,
                 last_appended: next_lsn - 1,
-                failing: false,
-                last_failure: None,
-                shutdown: false,
-                flusher_idle: false,
+                flush: FlushState::default(),
             }),
             wake: Condvar::new(),
             durable: Durability::new("the journal", DurableState::Ok(last_lsn)),
@@ -495,7 +494,7 @@ impl Journal {
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("journal-flush".to_string())
-            .spawn(move || flusher_loop(&thread_shared))
+            .spawn(move || run_flusher(&mut JournalFlusher(&thread_shared)))
             .map_err(|e| io_err(path, e))?;
         Ok((
             Journal {
@@ -517,7 +516,7 @@ impl Journal {
         p.last_appended = lsn;
         encode_frame(&mut p.bytes, lsn, &payload);
         p.count += 1;
-        let idle = std::mem::replace(&mut p.flusher_idle, false);
+        let idle = std::mem::replace(&mut p.flush.flusher_idle, false);
         let buffered = p.count;
         drop(p);
         if idle {
@@ -668,7 +667,7 @@ impl Journal {
     /// done by `Drop` too. If the final flush fails, the unwritten records are reported in the
     /// published [`DurableState`] and an error log line.
     pub fn close(&self) {
-        lock(&self.shared.pending).shutdown = true;
+        lock(&self.shared.pending).flush.shutdown = true;
         self.shared.wake.notify_all();
         super::idle::nudge();
         if let Some(handle) = lock(&self.flusher).take() {
@@ -776,7 +775,7 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             shared.flushes.fetch_add(1, Ordering::Relaxed);
             let was_failing = {
                 let mut p = lock(&shared.pending);
-                std::mem::replace(&mut p.failing, false)
+                std::mem::replace(&mut p.flush.failing, false)
             };
             if was_failing {
                 tracing::info!(path = %shared.path.display(), lsn = last_lsn, "journal writes recovered");
@@ -794,8 +793,8 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
                 restored.extend_from_slice(&p.bytes);
                 p.bytes = restored;
                 p.count += count;
-                p.last_failure = Some(Instant::now());
-                std::mem::replace(&mut p.failing, true)
+                p.flush.last_failure = Some(Instant::now());
+                std::mem::replace(&mut p.flush.failing, true)
             };
             if !was_failing {
                 tracing::error!(error = %error, "journal write failed; retrying");
@@ -810,66 +809,38 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
     }
 }
 
-/// The `journal-flush` thread: sleeps until records are buffered, flushes them, retries on
-/// failure every [`RETRY_INTERVAL`], and on shutdown makes one last attempt.
-fn flusher_loop(shared: &Shared) {
-    loop {
-        let mut p = lock(&shared.pending);
-        loop {
-            if p.shutdown {
-                break;
-            }
-            if !p.bytes.is_empty() {
-                let wait = match (p.failing, p.last_failure) {
-                    (true, Some(at)) => RETRY_INTERVAL.saturating_sub(at.elapsed()),
-                    _ => Duration::ZERO,
-                };
-                if wait.is_zero() {
-                    break;
-                }
-                p.flusher_idle = true;
-                p = shared
-                    .wake
-                    .wait_timeout(p, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
-                p.flusher_idle = false;
-                continue;
-            }
-            p.flusher_idle = true;
-            p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            p.flusher_idle = false;
-        }
-        let shutdown = p.shutdown;
-        // Group commit: gather more records while the runtime's workers are all busy (not when
-        // closing, nor when retrying a failed write).
-        let gather = !shutdown && !p.failing;
-        drop(p);
-        if gather {
-            let end = shared.gather.wait(|| {
-                let p = lock(&shared.pending);
-                (p.count, p.shutdown)
-            });
-            if end == super::idle::LingerEnd::TimedOut {
-                shared.linger_timeouts.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+/// The `journal-flush` thread's view of the journal, for [`run_flusher`]: a batch is
+/// everything buffered (one write + one fsync).
+struct JournalFlusher<'a>(&'a Shared);
+
+impl Flusher for JournalFlusher<'_> {
+    type Pending = Pending;
+    fn buffer(&self) -> (&Mutex<Pending>, &Condvar) {
+        (&self.0.pending, &self.0.wake)
+    }
+    fn gather(&self) -> &super::idle::Gather {
+        &self.0.gather
+    }
+    fn write(&mut self) -> bool {
         // Errors are published by flush_pending; the loop retries.
-        let _ = flush_pending(shared);
-        if shutdown {
-            let p = lock(&shared.pending);
-            let durable = shared.durable.durable_lsn();
-            if !p.bytes.is_empty() {
-                tracing::error!(
-                    path = %shared.path.display(),
-                    unwritten = p.count,
-                    durable,
-                    "journal closed with records that could not be written"
-                );
-            }
-            shared.durable.publish(DurableState::Closed { durable });
-            return;
+        flush_pending(self.0).is_ok()
+    }
+    fn linger_timed_out(&self) {
+        self.0.linger_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    fn closed(&mut self) {
+        let shared = self.0;
+        let p = lock(&shared.pending);
+        let durable = shared.durable.durable_lsn();
+        if !p.bytes.is_empty() {
+            tracing::error!(
+                path = %shared.path.display(),
+                unwritten = p.count,
+                durable,
+                "journal closed with records that could not be written"
+            );
         }
+        shared.durable.publish(DurableState::Closed { durable });
     }
 }
 
@@ -1201,7 +1172,15 @@ mod tests {
         h[6..].copy_from_slice(&7u16.to_le_bytes());
         std::fs::write(&path, h).unwrap();
         match Journal::open(&path, 1) {
-            Err(StorageError::Corrupt { detail, .. }) => assert!(detail.contains("version 7")),
+            Err(StorageError::SchemaTooNew {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (7, i64::from(FORMAT_VERSION))),
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        h[6..].copy_from_slice(&0u16.to_le_bytes());
+        std::fs::write(&path, h).unwrap();
+        match Journal::open(&path, 1) {
+            Err(StorageError::Corrupt { detail, .. }) => assert!(detail.contains("version 0")),
             other => panic!("expected Corrupt, got {other:?}"),
         }
         // A torn header of a brand-new file is started over.

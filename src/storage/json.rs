@@ -47,8 +47,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 
-/// Version of the JSON layout, stored in `state.json`.
-pub const JSON_FORMAT_VERSION: i64 = 1;
+/// Version of the JSON layout, stored in `state.json`: [`super::schema::JSON_DIR`].
+pub const JSON_FORMAT_VERSION: i64 = super::schema::JSON_DIR.current;
 const ENTITIES_DIR: &str = "entities";
 const MESSAGES_DIR: &str = "messages";
 const STATE_FILE: &str = "state.json";
@@ -326,13 +326,7 @@ impl JsonBackend {
         let mut idx = Index::default();
         let state_path = self.path(STATE_FILE);
         if let Some(st) = read_json::<StateIn>(&state_path)? {
-            if st.version > JSON_FORMAT_VERSION {
-                return Err(StorageError::SchemaTooNew {
-                    path: state_path,
-                    found: st.version,
-                    supported: JSON_FORMAT_VERSION,
-                });
-            }
+            super::schema::JSON_DIR.check(st.version, &state_path)?;
             idx.state = st.state;
             idx.lsn = st.lsn;
             idx.taken_at = st.taken_at;

@@ -9,6 +9,8 @@
 //!   scripted call for Redis) and publishes the durable LSN; [`OpLog::wait_durable`] waits for it
 //!   and fails while the log cannot be written, so nothing is acknowledged unrecorded.
 //! - A failed batch stays buffered and is retried until it lands.
+//! - Records of a newer record version than this binary reads refuse the open
+//!   ([`super::schema::check_payloads`]), before anything is replayed.
 //! - [`OpLog::truncate_through`] drops records already in a committed snapshot; replay skips
 //!   LSNs ≤ the snapshot's anyway, so a late or failed truncation never applies anything twice.
 
@@ -86,6 +88,7 @@ pub async fn open(
     if cfg.storage_type == StorageType::Redis {
         let (log, replay) = super::redis::RedisOpLog::open(cfg, next_lsn_floor).await?;
         let location = log.location();
+        super::schema::check_payloads(&replay.records, &location)?;
         return Ok(Some(Opened {
             log: Arc::new(log),
             replay,
@@ -96,6 +99,7 @@ pub async fn open(
         return Ok(None);
     };
     let (journal, replay) = Journal::open(path, next_lsn_floor)?;
+    super::schema::check_payloads(&replay.records, &path.display().to_string())?;
     Ok(Some(Opened {
         log: Arc::new(journal),
         replay,

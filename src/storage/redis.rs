@@ -4,6 +4,8 @@
 //!
 //! # Keys (all under the configured prefix `P`, default `localzure:`)
 //! ```text
+//! P format                 string  the key layout's format version (schema::REDIS_KEYS;
+//!                                  absent: version 1, written before it was explicit)
 //! P lease                  string  the holder ("pid <n> host <h> id <uuid>"), PX LEASE_TTL_MS
 //! P wal                    stream  the operation log: entry id "<lsn>-0", field "p" = record
 //! P wal:last               string  the highest LSN ever written to the stream
@@ -27,7 +29,7 @@
 //!   `P wal:last` (so a batch retried after a lost reply is not added twice) and trims the
 //!   stream through the last snapshot's LSN. While Redis is unreachable the batch stays
 //!   buffered, waiters fail (503 on the wire, `/health` unhealthy) and the flusher reconnects
-//!   and retries every [`RETRY_INTERVAL`].
+//!   and retries every [`super::durable::RETRY_INTERVAL`].
 //! - **Durability** is Redis's: a record is "durable" once Redis acknowledged it. To survive a
 //!   crash of Redis itself, run it with `appendonly yes` and `appendfsync always`.
 //! - **Lease**: `SET P lease <id> NX PX` at start, renewed every `LEASE_TTL_MS / 5`, deleted on
@@ -36,10 +38,11 @@
 //!   has our own PID: the previous life of this container) is stale and taken over at once;
 //!   otherwise a crashed holder's lease expires after `LEASE_TTL_MS`.
 
-use super::durable::{Durability, DurableState};
-use super::journal::{Records, Replay, RETRY_INTERVAL};
+use super::durable::{run_flusher, Buffer, Durability, DurableState, FlushState, Flusher};
+use super::journal::{Records, Replay};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
+use super::schema::REDIS_KEYS;
 use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageRecord, Snapshot, StorageError,
 };
@@ -53,8 +56,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
 
 /// How long a lease lives without renewal: a crashed instance blocks a successor this long.
 pub const LEASE_TTL_MS: u64 = 10_000;
@@ -401,10 +403,17 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the configured Redis (fails when it is unreachable).
+    /// Connects to the configured Redis (fails when it is unreachable) and refuses keys
+    /// written by a newer format version.
     pub fn open(cfg: &StorageConfig) -> Result<RedisBackend, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
-        let con = target.connect()?;
+        let mut con = target.connect()?;
+        let key = target.key("format");
+        let found: Option<i64> = ::redis::cmd("GET")
+            .arg(&key)
+            .query(&mut con)
+            .map_err(|e| target.err(e))?;
+        REDIS_KEYS.check(found.unwrap_or(1), format!("{} key {key}", target.display))?;
         Ok(RedisBackend {
             target,
             con: Some(con),
@@ -530,6 +539,10 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
             .arg(state.get())
             .ignore();
     }
+    pipe.cmd("SET")
+        .arg(t.key("format"))
+        .arg(REDIS_KEYS.current)
+        .ignore();
     pipe.cmd("HSET")
         .arg(t.key("snap:meta"))
         .arg("lsn")
@@ -725,15 +738,26 @@ struct OpPending {
     trim_through: u64,
     /// The last trim sent.
     trimmed: u64,
-    shutdown: bool,
-    /// The last send failed: retry without gathering.
-    failing: bool,
+    /// Failure, close and idleness, as the flusher loop ([`run_flusher`]) tracks them.
+    flush: FlushState,
+}
+
+impl Buffer for OpPending {
+    fn flush_state(&mut self) -> &mut FlushState {
+        &mut self.flush
+    }
+    fn buffered(&self) -> usize {
+        self.records.len()
+    }
+    fn has_work(&self) -> bool {
+        !self.records.is_empty() || self.trim_through > self.trimmed
+    }
 }
 
 struct OpShared {
     target: RedisTarget,
     pending: Mutex<OpPending>,
-    wake: Notify,
+    wake: Condvar,
     durable: Durability,
     /// `(lsn, bytes)` of the records in the stream, for `size_bytes`.
     sizes: Mutex<VecDeque<(u64, u64)>>,
@@ -781,7 +805,7 @@ impl RedisOpLog {
                 last_appended: next_lsn - 1,
                 ..OpPending::default()
             }),
-            wake: Notify::new(),
+            wake: Condvar::new(),
             durable: Durability::new("the operation log", DurableState::Ok(next_lsn - 1)),
             sizes: Mutex::new(sizes),
             size: AtomicU64::new(size),
@@ -796,7 +820,12 @@ impl RedisOpLog {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(flusher(&s2)),
+                    Ok(rt) => run_flusher(&mut RedisFlusher {
+                        shared: &s2,
+                        rt,
+                        con: None,
+                        script: ::redis::Script::new(APPEND_SCRIPT),
+                    }),
                     Err(e) => {
                         let durable = s2.durable.durable_lsn();
                         s2.durable.publish(DurableState::Failed {
@@ -889,25 +918,33 @@ async fn connect_async(
         .await
 }
 
-/// The flusher: sends buffered records in batches until shutdown (then one last attempt).
-async fn flusher(shared: &OpShared) {
-    let t = &shared.target;
-    let script = ::redis::Script::new(APPEND_SCRIPT);
-    let mut con: Option<::redis::aio::MultiplexedConnection> = None;
-    loop {
-        // Group commit, as for the file journal: while the server's workers are all busy, let
-        // the batch grow before sending it.
-        let gather = {
-            let p = lock(&shared.pending);
-            !p.records.is_empty() && !p.shutdown && !p.failing
-        };
-        if gather {
-            shared.gather.wait(|| {
-                let p = lock(&shared.pending);
-                (p.records.len(), p.shutdown)
-            });
-        }
-        let (batch, trim, shutdown) = {
+/// The `redis-oplog` thread's view of the log, for [`run_flusher`]: a batch is at most
+/// [`MAX_BATCH_RECORDS`] records (about [`MAX_BATCH_BYTES`]) and any pending trim, sent as one
+/// script call on the thread's own current-thread runtime.
+struct RedisFlusher<'a> {
+    shared: &'a OpShared,
+    rt: tokio::runtime::Runtime,
+    con: Option<::redis::aio::MultiplexedConnection>,
+    script: ::redis::Script,
+}
+
+impl Flusher for RedisFlusher<'_> {
+    type Pending = OpPending;
+    fn buffer(&self) -> (&Mutex<OpPending>, &Condvar) {
+        (&self.shared.pending, &self.shared.wake)
+    }
+    fn gather(&self) -> &super::idle::Gather {
+        &self.shared.gather
+    }
+    fn write(&mut self) -> bool {
+        let RedisFlusher {
+            shared,
+            rt,
+            con,
+            script,
+        } = self;
+        let t = &shared.target;
+        let (batch, trim) = {
             let p = lock(&shared.pending);
             let trim = if p.trim_through > p.trimmed {
                 p.trim_through
@@ -931,21 +968,17 @@ async fn flusher(shared: &OpShared) {
             } else {
                 batch
             };
-            (batch, trim, p.shutdown)
+            (batch, trim)
         };
         if batch.is_empty() && trim == 0 {
-            if shutdown {
-                break;
-            }
-            shared.wake.notified().await;
-            continue;
+            return true;
         }
-        let result = async {
+        let result = rt.block_on(async {
             if shared.inject_failure.load(Ordering::SeqCst) {
                 return Err("injected Redis write failure".to_string());
             }
             if con.is_none() {
-                con = Some(connect_async(t).await.map_err(|e| e.to_string())?);
+                *con = Some(connect_async(t).await.map_err(|e| e.to_string())?);
             }
             let c = con.as_mut().ok_or("no connection")?;
             let mut inv = script.key(t.key("lease"));
@@ -961,14 +994,13 @@ async fn flusher(shared: &OpShared) {
             inv.invoke_async::<String>(c)
                 .await
                 .map_err(|e| e.to_string())
-        }
-        .await;
+        });
         match result {
             Ok(_) => {
                 let last = batch.last().map(|b| b.0);
                 {
                     let mut p = lock(&shared.pending);
-                    p.failing = false;
+                    p.flush.failing = false;
                     for _ in 0..batch.len() {
                         p.records.pop_front();
                     }
@@ -979,6 +1011,7 @@ async fn flusher(shared: &OpShared) {
                 let before = shared.durable.durable_lsn();
                 let durable = last.unwrap_or(before).max(before);
                 shared.durable.publish(DurableState::Ok(durable));
+                true
             }
             Err(error) => {
                 let durable = shared.durable.durable_lsn();
@@ -990,21 +1023,23 @@ async fn flusher(shared: &OpShared) {
                     durable,
                     error: format!("Redis {}: {error}", t.display),
                 });
-                if shutdown {
-                    break;
-                }
-                lock(&shared.pending).failing = true;
-                con = None;
-                tokio::time::sleep(RETRY_INTERVAL).await;
+                let mut p = lock(&shared.pending);
+                p.flush.failing = true;
+                p.flush.last_failure = Some(Instant::now());
+                *con = None;
+                false
             }
         }
     }
-    let durable = shared.durable.durable_lsn();
-    let left = lock(&shared.pending).records.len();
-    if left > 0 {
-        tracing::error!("the Redis operation log closed with {left} records unwritten");
+    fn closed(&mut self) {
+        let shared = self.shared;
+        let durable = shared.durable.durable_lsn();
+        let left = lock(&shared.pending).records.len();
+        if left > 0 {
+            tracing::error!("the Redis operation log closed with {left} records unwritten");
+        }
+        shared.durable.publish(DurableState::Closed { durable });
     }
-    shared.durable.publish(DurableState::Closed { durable });
 }
 
 /// Adds `written` to the size accounting and drops everything at or below `through`.
@@ -1027,8 +1062,11 @@ impl OpLog for RedisOpLog {
         p.last_appended = lsn;
         p.records.push_back((lsn, payload));
         let buffered = p.records.len();
+        let idle = std::mem::replace(&mut p.flush.flusher_idle, false);
         drop(p);
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         self.shared.gather.appended(buffered);
         lsn
     }
@@ -1062,8 +1100,8 @@ impl OpLog for RedisOpLog {
     }
 
     fn close(&self) {
-        lock(&self.shared.pending).shutdown = true;
-        self.shared.wake.notify_one();
+        lock(&self.shared.pending).flush.shutdown = true;
+        self.shared.wake.notify_all();
         super::idle::nudge();
         if let Some(h) = lock(&self.flusher).take() {
             if h.join().is_err() {
@@ -1204,6 +1242,54 @@ mod tests {
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("conf:");
         testkit::conformance(&|| Box::new(RedisBackend::open(&cfg).unwrap()));
+    }
+
+    /// The key layout's version: written with every snapshot, absent means version 1 (data
+    /// written before it was explicit), a newer one refuses the open naming both versions.
+    #[test]
+    fn newer_key_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = TestRedis::start(dir.path());
+        let cfg = redis.config("v:");
+        let mut con = ::redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let format = |con: &mut Connection| -> Option<i64> {
+            ::redis::cmd("GET").arg("v:format").query(con).unwrap()
+        };
+        let delta = Delta {
+            full: true,
+            entity_upserts: vec![testkit::entity(&queue("q"), "{}")],
+            lsn: 1,
+            taken_at: 1,
+            ..Delta::default()
+        };
+        RedisBackend::open(&cfg).unwrap().apply(&delta).unwrap();
+        assert_eq!(format(&mut con), Some(REDIS_KEYS.current));
+        let _: () = ::redis::cmd("DEL").arg("v:format").query(&mut con).unwrap();
+        let legacy = RedisBackend::open(&cfg).unwrap().load().unwrap().unwrap();
+        assert_eq!(legacy.entities.len(), 1);
+        let _: () = ::redis::cmd("SET")
+            .arg("v:format")
+            .arg(REDIS_KEYS.current + 1)
+            .query(&mut con)
+            .unwrap();
+        match RedisBackend::open(&cfg) {
+            Err(e @ StorageError::SchemaTooNew { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("v:format"), "{text}");
+                assert!(
+                    text.contains(&format!("version {}", REDIS_KEYS.current + 1)),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&format!("({})", REDIS_KEYS.current)),
+                    "{text}"
+                );
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
     }
 
     /// Prefixes are independent: a full wipe of one leaves another's keys alone.
