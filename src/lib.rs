@@ -24,6 +24,7 @@ pub mod constants;
 pub mod entities_config;
 pub mod http;
 pub mod names;
+pub mod net;
 pub mod runtime;
 pub mod sas;
 pub mod server;
