@@ -16,6 +16,12 @@
 //!   (inside TLS, the same three-way split on the decrypted stream) ◄──────────────────────┘
 //! ```
 //!
+//! [`route::route`] does all of it for a `TcpStream` and returns [`route::Destination`]: a
+//! boxed stream ([`route::BoxConn`]) for the AMQP engine or for hyper, plus how it arrived
+//! (TLS, WebSocket). A listener's accept loop becomes: `set_nodelay`, `peer_addr`, spawn
+//! `route(tcp, tls, SNIFF_TIMEOUT)`, then hand the stream to the engine or to
+//! `hyper_util::server::conn::auto` / `http1` as it does today with the `TcpStream`.
+//!
 //! - Sniffing never delays a plain AMQP client: it reads at most 4 bytes' worth
 //!   ([`sniff::detect`]), and an AMQP 1.0 client sends its 8-byte header first. Only a client
 //!   that sends nothing waits, up to [`sniff::SNIFF_TIMEOUT`], and is then closed (a
@@ -37,14 +43,17 @@
 //! `Prefixed<TlsStream<TcpStream>>`, `WsByteStream<Prefixed<TcpStream>>`, ...) whose first
 //! bytes are the AMQP protocol header, plus the peer `SocketAddr` taken from the `TcpStream`
 //! before wrapping (for logs and limits). The engine must not rely on `TcpStream`-only methods
-//! (`set_nodelay` belongs before classification) and should flush after writing frames (the
-//! TLS and WebSocket wrappers send on write anyway, but flushing is the contract).
+//! (`set_nodelay` belongs before classification) and must flush after writing frames, as
+//! `AsyncWrite` requires (the WebSocket wrapper sends each write at once, but TLS and other
+//! wrappers may hold bytes until flushed).
 //! SAS validation, admin protection and connection limits apply unchanged: they live above the
 //! stream.
 
+pub mod route;
 pub mod sniff;
 pub mod ws;
 
+pub use route::{route, BoxConn, Conn, Destination, Routed};
 pub use sniff::{classify, classify_tcp, Prefixed, Protocol, SNIFF_TIMEOUT};
 pub use ws::{WsByteStream, AMQP_WS_SUBPROTOCOL};
 

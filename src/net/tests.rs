@@ -121,58 +121,130 @@ async fn classify_tcp_peeks_without_consuming() {
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
-/// The whole chain on one port: raw TCP → TLS → sniff inside TLS → AMQP or HTTP.
-#[tokio::test]
-async fn tls_then_sniffing_inside_tells_amqp_from_http() {
+/// A client trusting only the generated CA.
+fn tls_connector(material: &crate::tls::TlsMaterial) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = material.ca_pem().unwrap().as_bytes();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Amqp,
+    Http,
+    WebSocket,
+}
+
+/// The client's side of one exchange: its first bytes (in a binary message for WebSocket),
+/// then the server's "ok".
+async fn client_exchange<S>(stream: S, client: Client)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match client {
+        Client::WebSocket => {
+            let mut request = "ws://localhost/$servicebus/websocket"
+                .into_client_request()
+                .unwrap();
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                AMQP_WS_SUBPROTOCOL.parse().unwrap(),
+            );
+            let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+                .await
+                .unwrap();
+            ws.send(Message::binary(AMQP_SASL_HEADER)).await.unwrap();
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(ok) => assert_eq!(&ok[..], b"ok"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        Client::Amqp | Client::Http => {
+            let mut stream = stream;
+            let first: &[u8] = if client == Client::Amqp {
+                AMQP_SASL_HEADER
+            } else {
+                b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            };
+            stream.write_all(first).await.unwrap();
+            let mut ok = [0u8; 2];
+            stream.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"ok");
+        }
+    }
+}
+
+/// One port, any client: plain or TLS, AMQP, HTTP or AMQP over WebSocket, all through
+/// `route`; the server side reads the first 3 bytes from the routed stream and answers "ok".
+#[tokio::test]
+async fn route_serves_every_client_kind_on_one_port() {
+    use super::route::{route, Destination};
+    use rustls::pki_types::ServerName;
 
     let tmp = tempfile::tempdir().unwrap();
     let material =
         crate::tls::load_or_create(&crate::tls::TlsSettings::generated(tmp.path())).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(material.ca_pem().unwrap().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client_config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let connector = tls_connector(&material);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
 
-    for (first_bytes, expected) in [
-        (AMQP_SASL_HEADER, Protocol::Amqp),
-        (&b"GET / HTTP/1.1\r\n\r\n"[..], Protocol::Http),
-    ] {
-        let material = material.clone();
-        let client_tcp = TcpStream::connect(addr).await.unwrap();
-        let (tcp, _) = listener.accept().await.unwrap();
-        let server = tokio::spawn({
-            async move {
-                assert_eq!(classify_tcp(&tcp, SHORT).await.unwrap(), Protocol::Tls);
-                let tls = material.accept(tcp).await.unwrap();
-                let (protocol, mut stream) = classify(tls, SHORT).await.unwrap();
-                let mut first = vec![0u8; first_bytes.len()];
+    for use_tls in [false, true] {
+        for client in [Client::Amqp, Client::Http, Client::WebSocket] {
+            let client_tcp = TcpStream::connect(addr).await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let material = material.clone();
+            let server = tokio::spawn(async move {
+                let routed = route(tcp, Some(&material), SHORT).await.unwrap();
+                let (amqp, mut stream) = match routed.destination {
+                    Destination::Amqp(stream) => (true, stream),
+                    Destination::Http(stream) => (false, stream),
+                };
+                let mut first = [0u8; 3];
                 stream.read_exact(&mut first).await.unwrap();
-                assert_eq!(first, first_bytes);
                 stream.write_all(b"ok").await.unwrap();
                 stream.flush().await.unwrap();
-                protocol
+                (amqp, routed.tls, routed.websocket, first)
+            });
+            if use_tls {
+                let name = ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, client_tcp).await.unwrap();
+                client_exchange(tls, client).await;
+            } else {
+                client_exchange(client_tcp, client).await;
             }
-        });
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, client_tcp).await.unwrap();
-        tls.write_all(first_bytes).await.unwrap();
-        let mut ok = [0u8; 2];
-        tls.read_exact(&mut ok).await.unwrap();
-        assert_eq!(&ok, b"ok");
-        assert_eq!(server.await.unwrap(), expected);
+            let (amqp, tls, websocket, first) = server.await.unwrap();
+            assert_eq!(amqp, client != Client::Http, "{client:?}");
+            assert_eq!(tls, use_tls, "{client:?}");
+            assert_eq!(websocket, client == Client::WebSocket, "{client:?}");
+            let expected: &[u8] = if client == Client::Http {
+                b"GET"
+            } else {
+                b"AMQ"
+            };
+            assert_eq!(first, expected, "{client:?}");
+        }
     }
+
+    // A TLS client on a listener without TLS material is closed.
+    let client_tcp = TcpStream::connect(addr).await.unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let client = tokio::spawn(async move {
+        let name = ServerName::try_from("localhost").unwrap();
+        connector.connect(name, client_tcp).await
+    });
+    let err = route(tcp, None, SHORT).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(client.await.unwrap().is_err());
 }
 
 #[test]
