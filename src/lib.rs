@@ -24,12 +24,14 @@ pub mod constants;
 pub mod entities_config;
 pub mod http;
 pub mod names;
+pub mod net;
 pub mod runtime;
 pub mod sas;
 pub mod server;
 pub mod service;
 pub mod storage;
 pub mod time;
+pub mod tls;
 
 pub use config::{StorageConfig, StorageType};
 pub use service::ServiceBusBackend;
