@@ -203,18 +203,18 @@ async fn offline_command_is_refused_while_a_server_holds(kind: Kind) {
 
 // ----- purge confirmation -------------------------------------------------------------------
 
-/// Runs the CLI under a pseudo-terminal (`script` from util-linux) with `input` typed.
-fn cli_on_tty(vars: &[(String, String)], args: &[&str], input: &str) -> Option<CliOut> {
+/// Runs the CLI under a pseudo-terminal (`script`, Debian package bsdutils) with `input`
+/// typed. `.ci/run` installs it; without it the test fails (it never passes as skipped).
+fn cli_on_tty(vars: &[(String, String)], args: &[&str], input: &str) -> CliOut {
     use std::io::Write;
     use std::process::Stdio;
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: `script` (util-linux) is not available to provide a terminal");
-        return None;
-    }
+    assert!(
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "`script` (Debian package bsdutils) is needed to provide a terminal; install it"
+    );
     let mut line = format!("'{BIN}'");
     for a in args {
         line.push_str(&format!(" '{a}'"));
@@ -248,11 +248,11 @@ fn cli_on_tty(vars: &[(String, String)], args: &[&str], input: &str) -> Option<C
         .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().expect("script output");
-    Some(CliOut {
+    CliOut {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).replace('\r', ""),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    }
 }
 
 const PROMPT: &str = "Are you sure you want to purge ALL data? Type 'yes' to confirm: ";
@@ -276,10 +276,7 @@ async fn purge_prompt_yes_no_and_no_terminal() {
     let mut vars = server.vars.clone();
     vars.push(("LOCALZURE_HTTP_PORT".into(), server.port().to_string()));
     // Answered "no" (online).
-    let Some(out) = cli_on_tty(&vars, &["storage", "purge"], "no\n") else {
-        server.terminate();
-        return;
-    };
+    let out = cli_on_tty(&vars, &["storage", "purge"], "no\n");
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stdout.contains(PROMPT), "{out:?}");
     assert!(out.stdout.contains("purge cancelled"), "{out:?}");
@@ -290,7 +287,7 @@ async fn purge_prompt_yes_no_and_no_terminal() {
     );
 
     // Answered "yes" (online).
-    let out = cli_on_tty(&vars, &["storage", "purge"], "yes\n").unwrap();
+    let out = cli_on_tty(&vars, &["storage", "purge"], "yes\n");
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains(PROMPT), "{out:?}");
     assert!(
@@ -307,11 +304,11 @@ async fn purge_prompt_yes_no_and_no_terminal() {
     server.terminate();
 
     // Offline: "no" keeps, "yes" purges.
-    let out = cli_on_tty(&store.env(), &["storage", "purge"], "no\n").unwrap();
+    let out = cli_on_tty(&store.env(), &["storage", "purge"], "no\n");
     assert!(!out.status.success(), "{out:?}");
     let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
     assert_eq!(s["totals"]["queues"], 1, "{s}");
-    let out = cli_on_tty(&store.env(), &["storage", "purge"], "yes\n").unwrap();
+    let out = cli_on_tty(&store.env(), &["storage", "purge"], "yes\n");
     assert!(out.status.success(), "{out:?}");
     let s = stats_json(&offline(&store, &["storage", "stats", "--json"]));
     assert_eq!(s["totals"]["queues"], 0, "{s}");

@@ -356,6 +356,19 @@ impl TestServer {
         }
     }
 
+    /// Waits until `n` receives are parked in a long poll on the server, so a test that then
+    /// sends proves the *wake*, not a receive that simply found the message.
+    ///
+    /// Interim: the backend exposes no waiter count yet, so this waits a fixed 200 ms (long
+    /// enough on a loaded machine for the request to reach `receive_wait`). When
+    /// `ServiceBusBackend::parked_receives()` lands, keep a clone of the backend in
+    /// `TestServer` and poll it here until it reaches `n` (failing after 10 s); the callers
+    /// need no change.
+    pub async fn wait_parked(&self, n: usize) {
+        let _ = n;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     /// Moves the manual clock forward.
     pub fn advance(&self, ms: i64) {
         self.clock.advance(ms);

@@ -384,6 +384,15 @@ impl Server {
         })
     }
 
+    /// Waits until `n` receives are parked in a long poll on the server (see the in-process
+    /// harness's `TestServer::wait_parked`). Interim: a fixed 200 ms, as the binary reports no
+    /// waiter count yet; when `ServiceBusBackend::parked_receives()` lands, poll the count the
+    /// server reports (e.g. on `/health` or a log line) until it reaches `n`.
+    pub async fn wait_parked(&self, n: usize) {
+        let _ = n;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
