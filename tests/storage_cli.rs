@@ -371,6 +371,16 @@ async fn round_trip_between_every_pair_of_backends() {
     }
 }
 
+/// Export/import round trips that include Redis, both ways, online and offline.
+#[tokio::test]
+async fn round_trip_through_redis() {
+    round_trip(Kind::Sqlite, Kind::Redis, false).await;
+    round_trip(Kind::Json, Kind::Redis, true).await;
+    round_trip(Kind::Redis, Kind::Sqlite, false).await;
+    round_trip(Kind::Redis, Kind::Memory, false).await;
+    round_trip(Kind::Redis, Kind::Redis, true).await;
+}
+
 // ----- failed imports leave the state intact ------------------------------------------------
 
 async fn failed_imports_leave_state_intact(kind: Kind) {
