@@ -6,7 +6,7 @@ mod process;
 
 use process::*;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn stats_json(out: &CliOut) -> serde_json::Value {
@@ -559,9 +559,17 @@ async fn health_and_stop() {
     server.terminate();
 }
 
-/// An import killed at any moment (SIGKILL mid-write) leaves either the old state or the new
-/// one, never a mix: the whole new state is written in one SQLite transaction or one JSON
-/// commit, and the data lock dies with the process.
+/// An import killed mid-write (SIGKILL) leaves either the old state or the new one, never a
+/// mix: the whole new state is written in one SQLite transaction or one JSON commit, and the
+/// data lock dies with the process.
+///
+/// The kills are not timed by sleeps: each lands the moment the import reaches a phase seen on
+/// disk (polled every 0.2 ms), and the test asserts the import was still running then.
+/// - JSON: the first `*.tmp` file (writing, before the commit point) must leave the old
+///   state; `pending-commit.json` (the commit point passed, renames pending) the new one.
+/// - SQLite: the `-wal` file growing (the import's transaction is being written) leaves the
+///   old state, or the new one if that growth was the commit itself (small states fit SQLite's
+///   page cache until commit).
 async fn interrupted_import_is_all_or_nothing(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let old_file = work.path().join("old.json");
@@ -600,45 +608,96 @@ async fn interrupted_import_is_all_or_nothing(kind: Kind) {
 
     let mut vars = store.env();
     vars.push(("LOCALZURE_HTTP_PORT".into(), "1".into()));
-    // How long a whole import takes here, so the kills land across its phases (parse,
-    // validate, write), the last ones late in the write.
-    let started = std::time::Instant::now();
-    offline(&store, &["storage", "import", new_file.to_str().unwrap()]).ok();
-    let full = started.elapsed();
-    offline(&store, &["storage", "import", old_file.to_str().unwrap()]).ok();
+    let data = store.json_path();
+    let wal = PathBuf::from(format!("{}-wal", store.sqlite_path().display()));
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let has = |pred: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(&data)
+            .map(|d| d.flatten().any(|e| pred(&e.file_name().to_string_lossy())))
+            .unwrap_or(false)
+    };
+    // (phase, condition to kill at, the outcomes allowed)
+    type Reached<'a> = Box<dyn Fn() -> bool + 'a>;
+    let points: Vec<(&str, Reached, &[&str])> = match kind {
+        Kind::Json => vec![
+            (
+                "first *.tmp written",
+                Box::new(|| has(&|n: &str| n.ends_with(".tmp"))),
+                &["old"],
+            ),
+            (
+                "pending-commit.json in place",
+                Box::new(|| has(&|n: &str| n == "pending-commit.json")),
+                &["new"],
+            ),
+        ],
+        Kind::Sqlite => {
+            let before = wal_len();
+            vec![(
+                "-wal growing",
+                Box::new(move || wal_len() > before),
+                &["old", "new"],
+            )]
+        }
+        other => panic!("no write phases known for {other:?}"),
+    };
     let mut outcomes = Vec::new();
-    for fraction in [0.5f64, 0.8, 0.9, 0.97] {
-        let delay_ms = (full.as_millis() as f64 * fraction) as u64;
+    for (phase, reached, allowed) in points {
         let mut child = command(&vars)
             .args(["storage", "import", new_file.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Not synchronisation: a kill point; either outcome below is correct.
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut running = true;
+        while !reached() {
+            if child.try_wait().unwrap().is_some() {
+                running = false;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind:?}: {phase} never reached"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let running = running && child.try_wait().unwrap().is_none();
         let _ = child.kill();
         let _ = child.wait();
+        // The pending-commit window is a few renames long: when the import finished before
+        // the poll saw it, the outcome is still the new state (asserted below), only the
+        // mid-rename kill was not exercised this run.
+        assert!(
+            running || phase == "pending-commit.json in place",
+            "{kind:?}: the import ended before the kill at '{phase}'"
+        );
         let server = Server::start(&store.env());
         let now = normalized(&server.http.export().await);
-        let is_old = now == normalized(&old);
-        let is_new = now == normalized(&doc);
+        let outcome = if now == normalized(&old) {
+            "old"
+        } else if now == normalized(&doc) {
+            "new"
+        } else {
+            "a mix"
+        };
         assert!(
-            is_old || is_new,
-            "{kind:?}: after a kill at {delay_ms} ms the state is neither the old nor the new one"
+            allowed.contains(&outcome),
+            "{kind:?}: after a kill at '{phase}' the state is {outcome}, expected {allowed:?}"
         );
-        outcomes.push(if is_new { "new" } else { "old" });
+        outcomes.push(format!(
+            "{phase}: {outcome}{}",
+            if running { "" } else { " (finished first)" }
+        ));
         // Back to the old state for the next round.
-        if is_new {
+        if outcome == "new" {
             server
                 .cli(&["storage", "import", old_file.to_str().unwrap()])
                 .ok();
         }
         server.terminate();
     }
-    eprintln!(
-        "{kind:?}: a full import takes {full:?}; imports killed at 50/80/90/97% ended as {outcomes:?}"
-    );
+    eprintln!("{kind:?}: imports killed at {outcomes:?}");
 }
 
 #[tokio::test]
