@@ -6,10 +6,17 @@
 //! 3. Snapshot time with 1,000,000 stored messages and 1,000 changed since the last snapshot.
 //!
 //! Sizes can be lowered for a quick run: `BENCH_MESSAGES=100000 BENCH_SENDS=200`.
+//!
+//! Under `cargo bench` it ends with a `== targets` block (recovery of the store under 3 s, the
+//! snapshot under 50 ms) and exits 1 when a target is missed; README's "Benchmarks" table
+//! copies those lines. Under `cargo test --all-targets` it is a smoke run (tiny sizes, no
+//! targets; see `common::smoke`).
 
+mod common;
 #[path = "../tests/process/mod.rs"]
 mod process;
 
+use common::{env_usize, smoke};
 use localzure::broker::entity::EntityProps;
 use localzure::broker::message::NewMessage;
 use localzure::broker::op::{Op, OpRecord};
@@ -22,7 +29,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn senders() -> usize {
-    env_usize("BENCH_SENDERS", 64)
+    env_usize("BENCH_SENDERS", 64, 4)
 }
 const QUEUE_XML: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml"><QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"/></content></entry>"#;
 
@@ -56,13 +63,6 @@ fn perf_control(cmd: &str) {
             let _ = writeln!(f, "{cmd}");
         }
     }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// `BENCH_ONLY=sqlite,in-memory` (or `redis`, `process`) runs just those send rows (and skips recovery/snapshot), for
@@ -240,19 +240,40 @@ fn row(name: &str, rate: f64, base: f64, cpu_per_1000: f64, note: &str) {
 /// The binary's runtime (with the hooks group commit uses), so the figures are the server's.
 fn main() {
     match localzure::runtime::builder().build() {
-        Ok(rt) => rt.block_on(run()),
-        Err(e) => eprintln!("cannot start the runtime: {e}"),
+        Ok(rt) => {
+            if !rt.block_on(run()) {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
-async fn run() {
+/// Recovery of the whole store (load + replay + post-replay snapshot), README's target.
+const RECOVERY_TARGET_SECS: f64 = 3.0;
+/// A snapshot of 1,000 changes (state lock held + write), README's target.
+const SNAPSHOT_TARGET_MS: f64 = 50.0;
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+/// Runs the bench; false when a target was missed (never in smoke mode).
+async fn run() -> bool {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             "localzure::service=info",
         ))
         .init();
-    let per_sender = env_usize("BENCH_SENDS", 300);
-    let n = env_usize("BENCH_MESSAGES", 1_000_000);
+    let per_sender = env_usize("BENCH_SENDS", 300, 5);
+    let n = env_usize("BENCH_MESSAGES", 1_000_000, 2_000);
     println!("== send throughput: {} concurrent HTTP senders x {per_sender} messages, durable acknowledgement", senders());
     let mut base = 0.0;
     for kind in [
@@ -294,7 +315,7 @@ async fn run() {
         }
     }
     if std::env::var("BENCH_ONLY").is_ok() {
-        return;
+        return true;
     }
 
     println!("== recovery and snapshot with {n} stored messages (SQLite)");
@@ -320,10 +341,9 @@ async fn run() {
     let backend = ServiceBusBackend::new(Some(cfg));
     let (t, cpu) = (Instant::now(), cpu_secs());
     backend.initialize_persistence().await.expect("init");
+    let (recovery, recovery_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
     println!(
-        "recovery (load + replay + post-replay snapshot): {:.2} s (CPU {:.2} s)",
-        t.elapsed().as_secs_f64(),
-        cpu_secs() - cpu
+        "recovery (load + replay + post-replay snapshot): {recovery:.2} s (CPU {recovery_cpu:.2} s)"
     );
     for i in 0..1000 {
         backend
@@ -344,4 +364,24 @@ async fn run() {
         r.capture_ms, r.write_ms, r.messages_written
     );
     backend.shutdown_persistence().await.expect("shutdown");
+
+    let snapshot_ms = r.capture_ms + r.write_ms;
+    let recovery_met = recovery < RECOVERY_TARGET_SECS;
+    let snapshot_met = snapshot_ms < SNAPSHOT_TARGET_MS;
+    println!("== targets (README \"Benchmarks\" copies these lines)");
+    println!(
+        "recovery of {n} messages: {recovery:.2} s (CPU {recovery_cpu:.2} s); target under {RECOVERY_TARGET_SECS} s: {}",
+        verdict(recovery_met)
+    );
+    println!(
+        "snapshot with {n} stored, 1,000 changed: {:.2} ms lock held + {:.2} ms write; target under {SNAPSHOT_TARGET_MS} ms: {}",
+        r.capture_ms,
+        r.write_ms,
+        verdict(snapshot_met)
+    );
+    if smoke() {
+        println!("(smoke run under cargo test: sizes are tiny and targets are not enforced)");
+        return true;
+    }
+    recovery_met && snapshot_met
 }

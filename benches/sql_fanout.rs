@@ -24,17 +24,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::env_usize;
+
 const SUBSCRIPTIONS: usize = 100;
 /// Messages sent into one broker before it is rebuilt (bounds memory; rebuilds are untimed).
 const ROUND: usize = 1000;
 const NOW: i64 = 1_700_000_000_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The filter of subscription `i` (and its parameters): five families, each with distinct
 /// constants.
@@ -349,15 +345,15 @@ async fn http_run(total: usize) -> (f64, u64) {
 
 #[tokio::main]
 async fn main() {
-    let total = env_usize("BENCH_FANOUT_MESSAGES", 20_000);
-    let http_total = env_usize("BENCH_FANOUT_HTTP", 2_000);
+    let total = env_usize("BENCH_FANOUT_MESSAGES", 20_000, 200);
+    let http_total = env_usize("BENCH_FANOUT_HTTP", 2_000, 50);
     let hits: Vec<NewMessage> = (0..997).map(|n| message(n, false)).collect();
     let misses: Vec<NewMessage> = (0..997).map(|n| message(n, true)).collect();
     println!(
         "== fan-out of one message to {SUBSCRIPTIONS} subscriptions, broker level (Broker::apply, Op::Send), {total} messages"
     );
     // Warm-up.
-    run(&hits, ROUND, true);
+    run(&hits, ROUND.min(total), true);
     report("mixed SQL filters", &run(&hits, total, true));
     report(
         "mixed SQL filters, nothing matches",

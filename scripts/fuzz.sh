@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Fuzzing: builds the cargo-fuzz targets in fuzz/ and runs each, coverage-guided (libFuzzer),
 # for FUZZ_SECONDS (default 30) from its committed seeds (fuzz/corpus/<target>/) plus what
-# earlier runs grew (fuzz/corpus-grown/<target>/, git-ignored). Fails on any crash, hang or
-# leak and prints the reproducer's path. Run longer with e.g. `FUZZ_SECONDS=3600 scripts/fuzz.sh`;
+# earlier runs grew (fuzz/corpus-grown/<target>/, git-ignored). Fails on any crash (panic),
+# hang (-timeout) or memory blow-up (-rss_limit_mb) and prints the reproducer's path. Run longer with e.g. `FUZZ_SECONDS=3600 scripts/fuzz.sh`;
 # FUZZ_TARGETS="atom journal" picks targets.
 #
 # Stable toolchain only: cargo-fuzz passes a few -Z flags to rustc, which RUSTC_BOOTSTRAP=1
 # allows on stable. No sanitizer: the code under test is safe Rust, and panics (including
-# integer overflow, debug assertions being on) are what the targets look for.
+# integer overflow, debug assertions being on) are what the targets look for. Without a
+# sanitizer libFuzzer cannot detect leaks (that needs LeakSanitizer, i.e. an ASan build, which
+# roughly doubles the build and slows every run in a 40-minute CI budget); a leak in safe Rust
+# is not memory-unsafe, and unbounded growth is still caught by -rss_limit_mb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -948,6 +948,63 @@ async fn forward_to_queue_from_queue() {
     s.stop().await;
 }
 
+/// README: "ForwardTo and ForwardDeadLetteredMessagesTo move messages on (up to 4 hops)"
+/// (`MAX_FORWARD_HOPS`). A chain longer than that stops at the fourth hop, and a forwarding
+/// cycle ends after four hops with the message kept once, neither lost nor copied.
+#[tokio::test]
+async fn forwarding_stops_after_four_hops_and_cycles_end() {
+    let s = TestServer::start().await;
+    // h0 -> h1 -> h2 -> h3 -> h4 -> h5, created from the end so each target exists.
+    s.create_queue("h5", "").await;
+    for i in (0..5).rev() {
+        s.create_queue(
+            &format!("h{i}"),
+            &format!("<ForwardTo>h{}</ForwardTo>", i + 1),
+        )
+        .await;
+    }
+    s.send("h0", "far", Some(json!({"MessageId": "hops"})), &[])
+        .await;
+    assert_eq!(
+        s.take_one("h4").await.message_id(),
+        "hops",
+        "rests after 4 hops"
+    );
+    for i in [0, 1, 2, 3, 5] {
+        s.assert_empty(&format!("h{i}")).await;
+    }
+
+    // A cycle a -> b -> a: four hops (a, b, a, b, a) and the message rests in a, once.
+    s.create_queue("ca", "").await;
+    s.create_queue("cb", "<ForwardTo>ca</ForwardTo>").await;
+    let r = s
+        .put_atom("ca", &queue_xml("<ForwardTo>cb</ForwardTo>"), true)
+        .await;
+    assert_eq!(r.status, 200, "update ca: {}", r.body);
+    s.send("ca", "loop", Some(json!({"MessageId": "cyc"})), &[])
+        .await;
+    assert_eq!(s.take_one("ca").await.message_id(), "cyc");
+    s.assert_empty("ca").await;
+    s.assert_empty("cb").await;
+
+    // Through a topic: the queue -> topic -> subscription -> queue hops count too.
+    s.create_topic("ft", "").await;
+    s.create_queue("fq", "").await;
+    s.create_subscription("ft", "fs", "<ForwardTo>fq</ForwardTo>")
+        .await;
+    let r = s
+        .put_atom("fq", &queue_xml("<ForwardTo>ft</ForwardTo>"), true)
+        .await;
+    assert_eq!(r.status, 200, "update fq: {}", r.body);
+    s.send("fq", "round", Some(json!({"MessageId": "tq"})), &[])
+        .await;
+    // fq -> ft (1) fans out to fs -> fq (2) -> ft (3) -> fs -> fq (4): rests in fq.
+    assert_eq!(s.take_one("fq").await.message_id(), "tq");
+    s.assert_empty("fq").await;
+    s.assert_empty("ft/Subscriptions/fs").await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn forward_to_queue_from_subscription() {
     let s = TestServer::start().await;
@@ -1111,8 +1168,8 @@ async fn long_poll_wakes_when_a_message_arrives() {
     s.create_queue("q", "").await;
     let started = Instant::now();
     let waiting = spawn_peek_lock(&s, "q", 30);
-    // Give the receive a moment to park on the server; the assertions below hold either way.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The receive is parked before the send, so this checks the wake-up.
+    s.wait_parked(1).await;
     s.send_id("q", "wake", "w").await;
     let (status, body, _) = waiting.await.expect("receive task");
     assert_eq!(status, 201, "{body}");
@@ -1132,7 +1189,7 @@ async fn long_poll_on_a_subscription_wakes_on_topic_send() {
     s.create_subscription("t", "s", "").await;
     let started = Instant::now();
     let waiting = spawn_peek_lock(&s, "t/Subscriptions/s", 30);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_parked(1).await;
     s.send_text("t", "fan").await;
     let (status, body, _) = waiting.await.expect("receive task");
     assert_eq!(status, 201, "{body}");
@@ -1153,7 +1210,7 @@ async fn long_poll_wakes_when_an_abandoned_message_returns() {
     let m = s.lock_one("q").await;
     let started = Instant::now();
     let waiting = spawn_peek_lock(&s, "q", 30);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_parked(1).await;
     assert_eq!(s.unlock(m.location()).await, 200);
     let (status, body, _) = waiting.await.expect("receive task");
     assert_eq!(status, 201, "{body}");
@@ -1179,7 +1236,7 @@ async fn long_poll_wakes_when_a_scheduled_message_falls_due() {
     .await;
     let started = Instant::now();
     let waiting = spawn_peek_lock(&s, "q", 30);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_parked(1).await;
     // The timer loop notices the jump of the manual clock within about a second.
     s.advance(61 * SECOND);
     let (status, body, _) = waiting.await.expect("receive task");
@@ -1202,7 +1259,7 @@ async fn long_poll_wakes_when_a_lock_expires() {
     let _held = s.lock_one("q").await;
     let started = Instant::now();
     let waiting = spawn_peek_lock(&s, "q", 30);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_parked(1).await;
     // The timer loop notices the jump of the manual clock within about a second.
     s.advance(11 * SECOND);
     let (status, body, _) = waiting.await.expect("receive task");
@@ -1413,14 +1470,16 @@ async fn server_stops_cleanly_with_a_receive_waiting() {
     let s = TestServer::start().await;
     s.create_queue("q", "").await;
     let waiting = spawn_peek_lock(&s, "q", 60);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_parked(1).await;
     let t = Instant::now();
     s.stop().await;
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
-    let (status, _, _) = waiting.await.expect("receive task");
-    assert!(
-        status == 204 || status == 503,
-        "a waiting receive is answered at shutdown, got {status}"
+    let (status, body, _) = waiting.await.expect("receive task");
+    // Shutdown answers a parked receive as "no message" (`begin_drain`: the long poll ends as
+    // if its timeout had passed), which README's table gives as 204.
+    assert_eq!(
+        status, 204,
+        "a waiting receive is answered 204 at shutdown: {body}"
     );
 }
 

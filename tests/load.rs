@@ -135,6 +135,10 @@ struct Counts {
     received: AtomicU64,
     empty: AtomicU64,
     errors: Mutex<Vec<String>>,
+    /// The `MessageId` of every acknowledged send and of every received message, so "each
+    /// received once" is checked by identity (a loss and a duplicate do not cancel out).
+    sent_ids: Mutex<Vec<String>>,
+    received_ids: Mutex<Vec<String>>,
 }
 
 impl Counts {
@@ -175,6 +179,7 @@ async fn http_client(
         {
             Ok(r) if r.status == 201 => {
                 counts.sent.fetch_add(1, Ordering::Relaxed);
+                counts.sent_ids.lock().unwrap().push(id);
             }
             Ok(r) => counts.error(format!("client {i}: send: {} {}", r.status, r.body)),
             Err(e) => counts.error(format!("client {i}: send: {e}")),
@@ -183,6 +188,8 @@ async fn http_client(
         match http.try_request(Method::DELETE, &path, &[], "").await {
             Ok(r) if r.status == 200 => {
                 counts.received.fetch_add(1, Ordering::Relaxed);
+                let id = r.bp()["MessageId"].as_str().unwrap_or_default().to_string();
+                counts.received_ids.lock().unwrap().push(id);
             }
             Ok(r) if r.status == 204 => {
                 counts.empty.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +241,26 @@ async fn thousand_http_clients_send_and_receive_without_errors() {
     let doc = server.http.export().await;
     let left = messages(&doc).len() as u64;
     assert_eq!(received + left, sent, "received {received} + left {left}");
+    let mut sent_ids = counts.sent_ids.lock().unwrap().clone();
+    let mut seen: Vec<String> = counts.received_ids.lock().unwrap().clone();
+    seen.extend(messages(&doc).iter().map(message_id));
+    sent_ids.sort_unstable();
+    seen.sort_unstable();
+    assert_eq!(
+        seen.len(),
+        sent_ids.len(),
+        "every acknowledged send seen once"
+    );
+    let mismatch: Vec<_> = sent_ids
+        .iter()
+        .zip(&seen)
+        .filter(|(a, b)| a != b)
+        .take(5)
+        .collect();
+    assert!(
+        mismatch.is_empty(),
+        "received + left are not exactly the acknowledged ids (first differences, sent vs seen): {mismatch:?}"
+    );
     wait_fds_below(pid, 100).await;
     println!(
         "HTTP: {CLIENTS} clients for {:.1} s: {sent} sends and {received} receives acknowledged ({:.0} requests/s), {} empty receives, 0 errors",

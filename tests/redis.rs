@@ -1,8 +1,10 @@
 //! The Redis backend against the real binary and a real `redis-server` (each test starts its
 //! own on a free loopback port; the tests fail, never skip, when `redis-server` is missing):
-//! Redis restarting under load, the prefix lease (refusal, expiry, clean hand-over), and two
-//! prefixes on one Redis. Restart/crash round trips and the storage CLI on Redis run in
-//! `tests/persistence.rs` and `tests/storage_cli.rs` with `Kind::Redis`.
+//! Redis restarting under load, the prefix lease (refusal, expiry, clean hand-over), two
+//! prefixes on one Redis, Redis down at start-up (fallback to memory), reads during an outage,
+//! and `wal_enabled=false` through an outage. Restart/crash round trips and the storage CLI on Redis run in
+//! `tests/persistence.rs` and `tests/storage_cli.rs` with `Kind::Redis` (export/import round
+//! trips to and from Redis: `round_trip_through_redis`).
 
 mod process;
 
@@ -234,4 +236,123 @@ async fn two_prefixes_on_one_redis_are_independent() {
     assert_eq!(messages(&db).len(), 1);
     a.terminate();
     b.terminate();
+}
+
+/// README: "A Redis that is down at start-up makes the server fall back to memory, as any
+/// backend that cannot be opened does." The guide's ERROR line, `/health` says degraded and
+/// not persistent, and the server serves.
+#[tokio::test]
+async fn redis_down_at_start_up_falls_back_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start(dir.path());
+    let env = redis_env(&redis, "down:");
+    redis.kill();
+    let server = Server::start(&env);
+    let line = server.fallback_line();
+    assert!(line.contains("(error="), "{line}");
+    let (status, health) = server.http.health().await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["storage"]["persistent"], false, "{health}");
+    assert!(health["storage"]["degraded"].is_string(), "{health}");
+    server.http.create_queue("q", "").await;
+    server
+        .http
+        .send("q", "x", json!({"MessageId": "m"}), &[])
+        .await;
+    assert_eq!(message_ids(&server.http.export().await), ["m"]);
+    server.terminate();
+}
+
+/// README: while Redis is unreachable "state-changing requests fail with 503 … Reads keep
+/// working from memory." Entity reads, listings and export answer from memory during the
+/// outage; a send is refused; after Redis is back the server is healthy and sends again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_reads_keep_working_and_writes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start_durable(dir.path());
+    let server = Server::start(&redis_env(&redis, "out:"));
+    server.http.create_queue("q", "").await;
+    for id in ["a", "b"] {
+        server
+            .http
+            .send("q", id, json!({"MessageId": id}), &[])
+            .await;
+    }
+    redis.kill();
+    // A write notices the outage (503, not acknowledged).
+    let r = server
+        .http
+        .send_raw("q", "refused", Some(json!({"MessageId": "c"})), &[])
+        .await
+        .expect("an HTTP answer");
+    assert_eq!(r.status, 503, "send during the outage: {}", r.body);
+    wait_health(&server.http, false, "Redis down").await;
+    // Reads answer from memory.
+    let q = server.http.get("q").await;
+    assert_eq!(q.status, 200, "GET q during the outage: {}", q.body);
+    assert!(q.body.contains("<MessageCount>"), "{}", q.body);
+    let list = server.http.get("$Resources/Queues").await;
+    assert_eq!(list.status, 200, "list during the outage: {}", list.body);
+    assert!(list.body.contains(">q<"), "{}", list.body);
+    let ids = message_ids(&server.http.export().await);
+    assert!(
+        ids.starts_with(&["a".to_string(), "b".to_string()]),
+        "export during the outage: {ids:?}"
+    );
+
+    redis.restart();
+    wait_health(&server.http, true, "Redis back").await;
+    server
+        .http
+        .send("q", "d", json!({"MessageId": "d"}), &[])
+        .await;
+    server.kill();
+    // Everything acknowledged is there after a crash; the refused send may be too (it was
+    // buffered, not discarded: README), but once at most.
+    let server = Server::start(&redis_env(&redis, "out:"));
+    let ids = message_ids(&server.http.export().await);
+    for id in ["a", "b", "d"] {
+        assert_eq!(ids.iter().filter(|i| *i == id).count(), 1, "{id}: {ids:?}");
+    }
+    assert!(ids.iter().filter(|i| *i == "c").count() <= 1, "{ids:?}");
+    server.terminate();
+}
+
+/// README: "With `wal_enabled=false` there is no log to fail: requests are acknowledged from
+/// memory, and snapshots fail (logged) until Redis is back." Then the shutdown snapshot keeps
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_the_log_acknowledges_from_memory_during_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start_durable(dir.path());
+    let mut env = redis_env(&redis, "nowal:");
+    env.push(("LOCALZURE_WAL_ENABLED".into(), "false".into()));
+    let server = Server::start(&env);
+    server.http.create_queue("q", "").await;
+    server
+        .http
+        .send("q", "a", json!({"MessageId": "a"}), &[])
+        .await;
+    redis.kill();
+    // No log: the send is acknowledged from memory.
+    server
+        .http
+        .send("q", "b", json!({"MessageId": "b"}), &[])
+        .await;
+    let r = server
+        .http
+        .request(reqwest::Method::POST, "$admin/snapshot", &[], "")
+        .await;
+    assert!(
+        !r.status.is_success(),
+        "a snapshot cannot succeed while Redis is down: {} {}",
+        r.status,
+        r.body
+    );
+    redis.restart();
+    let logs = server.terminate();
+    assert!(logs.contains("final snapshot written"), "{}", logs.text());
+    let server = Server::start(&env);
+    assert_eq!(message_ids(&server.http.export().await), ["a", "b"]);
+    server.terminate();
 }

@@ -1158,23 +1158,47 @@ impl TestRedis {
 
     /// Starts a server with extra arguments.
     pub fn start_with(dir: &std::path::Path, args: &[&str]) -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
         let mut r = TestRedis {
-            port,
+            port: Self::free_port(),
             dir: dir.to_path_buf(),
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
         };
-        r.restart();
-        r
+        // The port was free a moment ago; another test may take it before redis-server binds
+        // it. Then the server exits and a fresh port is tried.
+        for _ in 0..10 {
+            if r.try_start() {
+                return r;
+            }
+            r.port = Self::free_port();
+        }
+        panic!("redis-server could not bind a free port in 10 attempts");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"))
     }
 
     /// (Re)starts the server on the same port and directory, and waits until it answers.
+    /// Retries while the port is taken (a bind failure exits redis-server at once).
     pub fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
+        for _ in 0..50 {
+            if self.try_start() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server could not bind port {} again", self.port);
+    }
+
+    /// Starts redis-server on `self.port`: true once *this* process answers (checked by its
+    /// `process_id`, so a server another test started on the same port is never mistaken for
+    /// it), false when it exited (port taken).
+    fn try_start(&mut self) -> bool {
+        let mut child = std::process::Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -1187,20 +1211,24 @@ impl TestRedis {
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}): install it (apt-get install redis-server); the Redis tests need a real server")
             });
-        self.child = Some(child);
+        let pid = format!("process_id:{}", child.id());
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let up = Client::open(format!("redis://127.0.0.1:{}/", self.port))
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c));
-            if up.is_ok() {
-                return;
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server on port {} did not come up",
-                self.port
-            );
+            let info = Client::open(format!("redis://127.0.0.1:{}/", self.port))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| ::redis::cmd("INFO").arg("server").query::<String>(&mut c));
+            if info.is_ok_and(|i| i.lines().any(|l| l.trim() == pid)) {
+                self.child = Some(child);
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server on port {} did not come up", self.port);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

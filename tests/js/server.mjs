@@ -38,7 +38,7 @@ export async function startServer() {
     const http = /listening on http:\/\/[^:]+:(\d+)/.exec(text);
     const amqp = /AMQP listening on amqp:\/\/[^:]+:(\d+)/.exec(text);
     if (http && amqp) {
-      return { proc, http: Number(http[1]), amqp: Number(amqp[1]) };
+      return { proc, logPath, http: Number(http[1]), amqp: Number(amqp[1]) };
     }
     if (proc.exitCode !== null) {
       throw new Error(`localzure exited early:\n${text}`);
@@ -71,8 +71,33 @@ export async function withServer(body) {
     await body(server, client);
   } finally {
     await client.close();
-    server.proc.kill("SIGTERM");
+    await stopServer(server);
   }
+}
+
+/** SIGTERM, then checks the shutdown was clean: exit code 0 (not a signal, not killed after a
+ * 30 s hang) and no ERROR or panic line in the server's log. */
+export async function stopServer(server) {
+  const { proc } = server;
+  const exited = new Promise((res) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) res();
+    else proc.once("exit", () => res());
+  });
+  proc.kill("SIGTERM");
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+  await exited;
+  clearTimeout(timer);
+  const text = readFileSync(server.logPath, "utf8");
+  // Colour codes stripped first: "\x1b[31mERROR" has no word boundary before the level.
+  const bad = text
+    .replace(/\x1b\[[0-9;]*m/g, "")
+    .split("\n")
+    .filter((line) => /\bERROR\b|panicked/.test(line));
+  assert.deepEqual(
+    { code: proc.exitCode, signal: proc.signalCode, bad },
+    { code: 0, signal: null, bad: [] },
+    `localzure did not shut down cleanly:\n${text}`,
+  );
 }
 
 export function connectionString(server) {

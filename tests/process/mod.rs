@@ -384,6 +384,15 @@ impl Server {
         })
     }
 
+    /// Waits until `n` receives are parked in a long poll on the server (see the in-process
+    /// harness's `TestServer::wait_parked`). Interim: a fixed 200 ms, as the binary reports no
+    /// waiter count yet; when `ServiceBusBackend::parked_receives()` lands, poll the count the
+    /// server reports (e.g. on `/health` or a log line) until it reaches `n`.
+    pub async fn wait_parked(&self, n: usize) {
+        let _ = n;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -570,57 +579,9 @@ pub fn offline(store: &Store, args: &[&str]) -> CliOut {
 
 // ----- HTTP ---------------------------------------------------------------------------------
 
-/// The namespace of entity descriptions.
-pub const SB_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
-pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
-pub const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
-pub const ATOM_CT: &str = "application/atom+xml;type=entry;charset=utf-8";
-
-pub fn atom_entry(description: &str, inner: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
-         <entry xmlns=\"http://www.w3.org/2005/Atom\">\
-         <content type=\"application/xml\">\
-         <{description} xmlns=\"{SB_NS}\" xmlns:i=\"{XSI_NS}\">{inner}</{description}>\
-         </content></entry>"
-    )
-}
-
-pub fn rule_xml(name: &str, filter_and_action: &str) -> String {
-    atom_entry(
-        "RuleDescription",
-        &format!("{filter_and_action}<Name>{name}</Name>"),
-    )
-}
-
-/// A CorrelationFilter: system fields and (key, xsd type, value) user properties.
-pub fn correlation_filter(fields: &[(&str, &str)], props: &[(&str, &str, &str)]) -> String {
-    let mut f = String::from("<Filter i:type=\"CorrelationFilter\">");
-    for (k, v) in fields {
-        f.push_str(&format!("<{k}>{v}</{k}>"));
-    }
-    if !props.is_empty() {
-        f.push_str("<Properties>");
-        for (k, ty, v) in props {
-            f.push_str(&format!(
-                "<KeyValueOfstringanyType><Key>{k}</Key>\
-                 <Value i:type=\"d6p1:{ty}\" xmlns:d6p1=\"{XSD_NS}\">{v}</Value>\
-                 </KeyValueOfstringanyType>"
-            ));
-        }
-        f.push_str("</Properties>");
-    }
-    f.push_str("</Filter><Action i:type=\"EmptyRuleAction\"/>");
-    f
-}
-
-pub fn sql_filter(expression: &str) -> String {
-    format!(
-        "<Filter i:type=\"SqlFilter\"><SqlExpression>{expression}</SqlExpression>\
-         <CompatibilityLevel>20</CompatibilityLevel></Filter>\
-         <Action i:type=\"EmptyRuleAction\"/>"
-    )
-}
+#[path = "../xml/mod.rs"]
+mod xml;
+pub use xml::*;
 
 /// A plain HTTP answer.
 #[derive(Debug)]

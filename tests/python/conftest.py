@@ -74,6 +74,9 @@ class Server:
         )
 
     def stop(self):
+        """SIGTERM, then check the shutdown was clean: exit status 0 and no ERROR or panic line
+        in the log. A crash during a test, a hang on shutdown (killed after 30 s) or an error
+        logged on the way fails the test that owns this server."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -82,6 +85,11 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        text = self.read_log()
+        bad = log_problems(text)
+        assert self.proc.returncode == 0 and not bad, (
+            f"localzure exited with {self.proc.returncode}; problem lines: {bad}\n{text}"
+        )
 
     # ----- REST management ---------------------------------------------------------------------
 
@@ -138,6 +146,12 @@ class Server:
         self._put(f"{topic}/Subscriptions/{sub}/Rules/{rule}", xml)
 
 
+def log_problems(text):
+    """The log lines at ERROR level or reporting a panic (colour codes stripped first)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return [line for line in plain.splitlines() if re.search(r"\bERROR\b|panicked", line)]
+
+
 def sas_token(uri, key_name, key, ttl=3600):
     """A SharedAccessSignature for `uri`, signed as the SDKs sign it."""
     import base64
@@ -160,8 +174,6 @@ def server():
     s = Server(d)
     yield s
     s.stop()
-    if s.proc.returncode not in (0, None):
-        print(s.read_log())
 
 
 @pytest.fixture
