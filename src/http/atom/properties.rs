@@ -1,0 +1,1 @@
+//! The per-kind property table.
