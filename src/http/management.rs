@@ -111,8 +111,9 @@ pub async fn entity(state: &HttpState, req: &Request, name: &str) -> Reply {
                 Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
             };
             let kind = match atom::description_kind(text) {
-                Some(k @ (EntityKind::Queue | EntityKind::Topic)) => k,
-                _ => {
+                Ok(Some(k @ (EntityKind::Queue | EntityKind::Topic))) => k,
+                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e.to_string()),
+                Ok(_) => {
                     return error_body(
                         StatusCode::BAD_REQUEST,
                         "The request body must be an Atom entry with a QueueDescription or TopicDescription.",

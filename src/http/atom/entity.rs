@@ -18,16 +18,17 @@ pub(super) fn description_name(kind: EntityKind) -> &'static str {
 
 /// Which description a PUT body holds: `Some(Queue | Topic | Subscription)` for a
 /// `QueueDescription`, `TopicDescription` or `SubscriptionDescription` inside
-/// `<entry><content>`; `None` for anything else (including malformed XML and
-/// `RuleDescription`, which [`parse_rule`] handles).
-pub fn description_kind(xml: &str) -> Option<EntityKind> {
-    let root = parse_document(xml).ok()?;
-    match find_description(&root)?.name.as_str() {
-        "QueueDescription" => Some(EntityKind::Queue),
-        "TopicDescription" => Some(EntityKind::Topic),
-        "SubscriptionDescription" => Some(EntityKind::Subscription),
+/// `<entry><content>`; `None` for any other well-formed document (including
+/// `RuleDescription`, which [`parse_rule`](super::parse_rule) handles); an error naming the
+/// fault for malformed XML.
+pub fn description_kind(xml: &str) -> Result<Option<EntityKind>, AtomError> {
+    let root = parse_document(xml)?;
+    Ok(match find_description(&root).map(|d| d.name.as_str()) {
+        Some("QueueDescription") => Some(EntityKind::Queue),
+        Some("TopicDescription") => Some(EntityKind::Topic),
+        Some("SubscriptionDescription") => Some(EntityKind::Subscription),
         _ => None,
-    }
+    })
 }
 
 /// Parses a queue, topic or subscription PUT body (create or update).

@@ -8,6 +8,14 @@ use super::{err, AtomError};
 
 /// Deepest element nesting accepted; real bodies are at most 8 levels deep.
 pub(super) const MAX_DEPTH: usize = 64;
+/// Most attributes accepted on one element. Real bodies carry at most a handful (namespace
+/// declarations, `i:type`, `i:nil`); the bound keeps the duplicate-attribute check (pairwise)
+/// trivially cheap: quick-xml's own check is quadratic and took 11–14 s on 60,000–90,000
+/// attributes (issue 18).
+pub(super) const MAX_ATTRIBUTES: usize = 64;
+/// Most elements accepted in one document: the largest real body (a subscription with a
+/// correlation rule and many properties) has well under a hundred.
+pub(super) const MAX_ELEMENTS: usize = 10_000;
 
 #[derive(Debug)]
 pub(super) struct Attr {
@@ -67,9 +75,26 @@ pub(super) fn split_qname(raw: &[u8]) -> Result<(Option<String>, String), AtomEr
 
 pub(super) fn node_from_start(e: &BytesStart<'_>) -> Result<Node, AtomError> {
     let (_, name) = split_qname(e.name().as_ref())?;
-    let mut attrs = Vec::new();
-    for a in e.attributes() {
+    let mut attrs: Vec<Attr> = Vec::new();
+    let mut keys: Vec<&[u8]> = Vec::new();
+    // Checks off: the duplicate check below runs on at most MAX_ATTRIBUTES keys, so the whole
+    // element is read in linear time.
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(|e| AtomError(format!("malformed XML in <{name}>: {e}")))?;
+        if keys.len() >= MAX_ATTRIBUTES {
+            return err(format!(
+                "malformed XML: <{}> has more than {MAX_ATTRIBUTES} attributes",
+                clip(&name)
+            ));
+        }
+        if keys.contains(&a.key.as_ref()) {
+            return err(format!(
+                "malformed XML in <{}>: duplicate attribute {}",
+                clip(&name),
+                clip(&String::from_utf8_lossy(a.key.as_ref()))
+            ));
+        }
+        keys.push(a.key.into_inner());
         let (prefix, local) = split_qname(a.key.as_ref())?;
         let value = a
             .unescape_value()
@@ -125,6 +150,7 @@ pub(super) fn parse_document(xml: &str) -> Result<Node, AtomError> {
     let mut reader = Reader::from_str(xml);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
+    let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(|e| {
             AtomError(format!(
@@ -132,6 +158,14 @@ pub(super) fn parse_document(xml: &str) -> Result<Node, AtomError> {
                 reader.error_position()
             ))
         })?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > MAX_ELEMENTS {
+                return err(format!(
+                    "malformed XML: the document has more than {MAX_ELEMENTS} elements"
+                ));
+            }
+        }
         match event {
             Event::Start(e) => {
                 if stack.is_empty() && root.is_some() {

@@ -86,7 +86,7 @@ fn entities_round_trip_render_then_parse() {
     ] {
         let props = custom_props(kind);
         let xml = entity_entry(&info(kind, props.clone()), BASE);
-        assert_eq!(description_kind(&xml), Some(kind), "{xml}");
+        assert_eq!(description_kind(&xml), Ok(Some(kind)), "{xml}");
         let parsed = parse_entity(&xml, kind).expect("parses");
         assert_eq!(parsed.props, props, "kind {kind:?}: {xml}");
         assert_eq!(parsed.default_rule, None);
@@ -262,7 +262,10 @@ const PY_CREATE_QUEUE: &str = concat!(
 
 #[test]
 fn parses_the_python_create_queue_body() {
-    assert_eq!(description_kind(PY_CREATE_QUEUE), Some(EntityKind::Queue));
+    assert_eq!(
+        description_kind(PY_CREATE_QUEUE),
+        Ok(Some(EntityKind::Queue))
+    );
     let p = parse_entity(PY_CREATE_QUEUE, EntityKind::Queue)
         .expect("parses")
         .props;
@@ -302,17 +305,17 @@ fn parses_empty_descriptions_as_defaults() {
         let xml = format!(
             "<ns0:entry xmlns:ns0=\"{ATOM_NS}\" xmlns=\"{SB_NS}\"><ns0:content type=\"application/xml\"><{tag} /></ns0:content></ns0:entry>"
         );
-        assert_eq!(description_kind(&xml), Some(kind));
+        assert_eq!(description_kind(&xml), Ok(Some(kind)));
         let parsed = parse_entity(&xml, kind).expect("parses");
         assert_eq!(parsed.props, EntityProps::default());
     }
-    assert_eq!(description_kind("<entry><content/></entry>"), None);
-    assert_eq!(description_kind("not xml"), None);
+    assert_eq!(description_kind("<entry><content/></entry>"), Ok(None));
+    assert!(description_kind("not xml").is_err());
     assert_eq!(
         description_kind(&format!(
             "<entry xmlns=\"{ATOM_NS}\"><content><RuleDescription xmlns=\"{SB_NS}\"/></content></entry>"
         )),
-        None
+        Ok(None)
     );
 }
 
@@ -341,7 +344,7 @@ const NET_CREATE_SUBSCRIPTION: &str = concat!(
 fn parses_the_dotnet_create_subscription_body_with_a_default_rule() {
     assert_eq!(
         description_kind(NET_CREATE_SUBSCRIPTION),
-        Some(EntityKind::Subscription)
+        Ok(Some(EntityKind::Subscription))
     );
     let parsed = parse_entity(NET_CREATE_SUBSCRIPTION, EntityKind::Subscription).expect("parses");
     let p = parsed.props;
@@ -673,7 +676,7 @@ fn malformed_documents_are_errors() {
     ] {
         assert!(parse_entity(bad, EntityKind::Queue).is_err(), "{bad:?}");
         assert!(parse_rule(bad, "r", 0).is_err(), "{bad:?}");
-        assert_eq!(description_kind(bad), None, "{bad:?}");
+        assert!(description_kind(bad).is_err(), "{bad:?}");
     }
     let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
     let e = parse_entity(&deep, EntityKind::Queue).expect_err("too deep");
@@ -769,4 +772,45 @@ proptest! {
         let parsed = parse_entity(&xml, EntityKind::Queue).expect("parses");
         prop_assert_eq!(parsed.props.user_metadata, Some(m));
     }
+}
+
+/// An element with `n` distinct attributes `a0=""`, `a1=""`, … (base-36 names keep it short).
+fn many_attributes(n: usize) -> String {
+    let mut out = String::from("<entry xmlns=\"http://www.w3.org/2005/Atom\"");
+    for i in 0..n {
+        let mut name = String::new();
+        let mut k = i;
+        loop {
+            name.insert(0, char::from_digit((k % 36) as u32, 36).unwrap_or('0'));
+            k /= 36;
+            if k == 0 {
+                break;
+            }
+        }
+        out.push_str(&format!(" a{name}=\"\""));
+    }
+    out.push_str("/>");
+    out
+}
+
+#[test]
+fn attributes_per_element_are_bounded_and_read_linearly() {
+    // 63 attributes plus xmlns is the most accepted.
+    assert!(description_kind(&many_attributes(63)).is_ok());
+    let started = std::time::Instant::now();
+    let e = description_kind(&many_attributes(100_000)).unwrap_err();
+    assert!(e.0.contains("more than 64 attributes"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // Duplicates are still refused (the check runs on at most 64 keys).
+    let e = description_kind("<entry a=\"1\" b=\"2\" a=\"3\"/>").unwrap_err();
+    assert!(e.0.contains("duplicate attribute a"), "{e}");
+}
+
+#[test]
+fn elements_per_document_are_bounded() {
+    let ok = format!("<entry>{}</entry>", "<x/>".repeat(9_999));
+    assert!(description_kind(&ok).is_ok());
+    let too_many = format!("<entry>{}</entry>", "<x/>".repeat(10_000));
+    let e = description_kind(&too_many).unwrap_err();
+    assert!(e.0.contains("more than 10000 elements"), "{e}");
 }
