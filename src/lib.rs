@@ -30,6 +30,7 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod time;
+pub mod wire_errors;
 
 pub use config::{StorageConfig, StorageType};
 pub use service::ServiceBusBackend;
