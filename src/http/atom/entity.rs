@@ -1,6 +1,8 @@
 //! Queue, topic and subscription descriptions: parsing PUT bodies and rendering entries.
 
 use super::feed::{namespace_name, resource_url, trim_base};
+use super::properties::{self, Access, Property, PROPERTIES};
+use super::read::Node;
 use super::read::{clip, find_description, parse_document};
 use super::rule::rule_from_node;
 use super::values::*;
@@ -54,63 +56,17 @@ pub fn parse_entity(xml: &str, kind: EntityKind) -> Result<ParsedEntity, AtomErr
             clip(&desc.name)
         ));
     }
-    let q = kind == EntityKind::Queue;
-    let t = kind == EntityKind::Topic;
-    let s = kind == EntityKind::Subscription;
     let mut p = EntityProps::default();
     let mut default_rule = None;
     for el in &desc.children {
-        match el.name.as_str() {
-            "LockDuration" if q || s => p.lock_duration = duration(el)?,
-            "MaxSizeInMegabytes" if q || t => p.max_size_in_megabytes = int64(el)?,
-            "RequiresDuplicateDetection" if q || t => p.requires_duplicate_detection = boolean(el)?,
-            "DuplicateDetectionHistoryTimeWindow" if q || t => {
-                p.duplicate_detection_history_time_window = duration(el)?
-            }
-            "RequiresSession" if q || s => p.requires_session = boolean(el)?,
-            "DefaultMessageTimeToLive" => p.default_message_time_to_live = duration(el)?,
-            "DeadLetteringOnMessageExpiration" if q || s => {
-                p.dead_lettering_on_message_expiration = boolean(el)?
-            }
-            "DeadLetteringOnFilterEvaluationExceptions" if s => {
-                p.dead_lettering_on_filter_evaluation_exceptions = boolean(el)?
-            }
-            "MaxDeliveryCount" if q || s => p.max_delivery_count = int32(el)?,
-            "EnableBatchedOperations" => p.enable_batched_operations = boolean(el)?,
-            "Status" => {
-                p.status =
-                    match EntityStatus::parse(&el.text) {
-                        Some(st) => st,
-                        None => return bad_value(
-                            el,
-                            "an entity status (Active, Disabled, SendDisabled or ReceiveDisabled)",
-                        ),
-                    }
-            }
-            "ForwardTo" if q || s => p.forward_to = forward_target(el)?,
-            "ForwardDeadLetteredMessagesTo" if q || s => {
-                p.forward_dead_lettered_messages_to = forward_target(el)?
-            }
-            "UserMetadata" => {
-                p.user_metadata = if el.is_nil() {
-                    None
-                } else {
-                    Some(el.text.clone())
-                }
-            }
-            "AutoDeleteOnIdle" => p.auto_delete_on_idle = duration(el)?,
-            "EnablePartitioning" if q || t => p.enable_partitioning = boolean(el)?,
-            "SupportOrdering" if q || t => p.support_ordering = boolean(el)?,
-            "EnableExpress" if q || t => p.enable_express = boolean(el)?,
-            "MaxMessageSizeInKilobytes" if q || t => p.max_message_size_in_kilobytes = int64(el)?,
-            "DefaultRuleDescription" if s => {
-                let name = match el.child("Name") {
-                    Some(n) if !n.text.trim().is_empty() => n.text.trim().to_string(),
-                    _ => DEFAULT_RULE_NAME.to_string(),
-                };
-                default_rule = Some(rule_from_node(el, name, 0)?);
-            }
-            _ => {}
+        if let Some(prop) = properties::find(&el.name, kind) {
+            read_property(&mut p, prop, el)?;
+        } else if el.name == "DefaultRuleDescription" && kind == EntityKind::Subscription {
+            let name = match el.child("Name") {
+                Some(n) if !n.text.trim().is_empty() => n.text.trim().to_string(),
+                _ => DEFAULT_RULE_NAME.to_string(),
+            };
+            default_rule = Some(rule_from_node(el, name, 0)?);
         }
     }
     Ok(ParsedEntity {
@@ -121,6 +77,121 @@ pub fn parse_entity(xml: &str, kind: EntityKind) -> Result<ParsedEntity, AtomErr
 
 // ---------------------------------------------------------------------------------------------
 // Rule parsing.
+
+/// Sets `prop` on `p` from its element.
+fn read_property(p: &mut EntityProps, prop: &Property, el: &Node) -> Result<(), AtomError> {
+    match prop.access {
+        Access::Bool(_, set) => set(p, boolean(el)?),
+        Access::Int64(_, set) => set(p, int64(el)?),
+        Access::Int32(_, set) => set(p, int32(el)?),
+        Access::Duration(_, set) => set(p, duration(el)?),
+        Access::Status(_, set) => match EntityStatus::parse(&el.text) {
+            Some(st) => set(p, st),
+            None => {
+                return bad_value(
+                    el,
+                    "an entity status (Active, Disabled, SendDisabled or ReceiveDisabled)",
+                )
+            }
+        },
+        Access::Address(_, set) => set(p, forward_target(el)?),
+        Access::Text(_, set) => set(
+            p,
+            if el.is_nil() {
+                None
+            } else {
+                Some(el.text.clone())
+            },
+        ),
+    }
+    Ok(())
+}
+
+/// Appends `prop`'s element (nothing for an unset address or text).
+fn write_property(o: &mut String, prop: &Property, p: &EntityProps, base_url: &str) {
+    let name = prop.name;
+    match prop.access {
+        Access::Bool(get, _) => el_bool(o, name, *get(p)),
+        Access::Int64(get, _) => el(o, name, &get(p).to_string()),
+        Access::Int32(get, _) => el(o, name, &get(p).to_string()),
+        Access::Duration(get, _) => el_dur(o, name, *get(p)),
+        Access::Status(get, _) => el(o, name, get(p).as_str()),
+        Access::Address(get, _) => {
+            if let Some(f) = get(p) {
+                el(o, name, &forward_address(base_url, f));
+            }
+        }
+        Access::Text(get, _) => {
+            if let Some(t) = get(p) {
+                el(o, name, t);
+            }
+        }
+    }
+}
+
+/// One element of a rendered description: a setting from [`PROPERTIES`] or a runtime or
+/// constant element.
+enum Item {
+    Prop(&'static str),
+    SizeInBytes,
+    MessageCount,
+    SubscriptionCount,
+    /// `CreatedAt`, `UpdatedAt`, `AccessedAt`.
+    Times,
+    CountDetails,
+    AuthorizationRules,
+    /// An element the emulator always renders with the same text.
+    Fixed(&'static str, &'static str),
+}
+
+use Item::{Fixed, Prop};
+
+const ANONYMOUS: Item = Fixed("IsAnonymousAccessible", "false");
+const AVAILABLE: Item = Fixed("EntityAvailabilityStatus", "Available");
+
+/// The element order of the service's `QueueDescription`.
+#[rustfmt::skip]
+const QUEUE_LAYOUT: &[Item] = &[
+    Prop("LockDuration"), Prop("MaxSizeInMegabytes"), Prop("RequiresDuplicateDetection"),
+    Prop("RequiresSession"), Prop("DefaultMessageTimeToLive"),
+    Prop("DeadLetteringOnMessageExpiration"), Prop("DuplicateDetectionHistoryTimeWindow"),
+    Prop("MaxDeliveryCount"), Prop("EnableBatchedOperations"), Item::SizeInBytes,
+    Item::MessageCount, ANONYMOUS, Item::AuthorizationRules, Prop("Status"), Item::Times,
+    Prop("SupportOrdering"), Prop("UserMetadata"), Item::CountDetails, Prop("AutoDeleteOnIdle"),
+    Prop("EnablePartitioning"), AVAILABLE, Prop("EnableExpress"), Prop("ForwardTo"),
+    Prop("ForwardDeadLetteredMessagesTo"), Prop("MaxMessageSizeInKilobytes"),
+];
+
+/// The element order of the service's `TopicDescription`.
+#[rustfmt::skip]
+const TOPIC_LAYOUT: &[Item] = &[
+    Prop("DefaultMessageTimeToLive"), Prop("MaxSizeInMegabytes"),
+    Prop("RequiresDuplicateDetection"), Prop("DuplicateDetectionHistoryTimeWindow"),
+    Prop("EnableBatchedOperations"), Item::SizeInBytes,
+    Fixed("FilteringMessagesBeforePublishing", "false"), ANONYMOUS, Item::AuthorizationRules,
+    Prop("Status"), Item::Times, Prop("SupportOrdering"), Prop("UserMetadata"),
+    Item::CountDetails, Item::SubscriptionCount, Prop("AutoDeleteOnIdle"),
+    Prop("EnablePartitioning"), AVAILABLE, Fixed("EnableSubscriptionPartitioning", "false"),
+    Prop("EnableExpress"), Prop("MaxMessageSizeInKilobytes"),
+];
+
+/// The element order of the service's `SubscriptionDescription`.
+#[rustfmt::skip]
+const SUBSCRIPTION_LAYOUT: &[Item] = &[
+    Prop("LockDuration"), Prop("RequiresSession"), Prop("DefaultMessageTimeToLive"),
+    Prop("DeadLetteringOnMessageExpiration"), Prop("DeadLetteringOnFilterEvaluationExceptions"),
+    Item::MessageCount, Prop("MaxDeliveryCount"), Prop("EnableBatchedOperations"),
+    Prop("Status"), Prop("ForwardTo"), Item::Times, Item::CountDetails, Prop("UserMetadata"),
+    Prop("ForwardDeadLetteredMessagesTo"), Prop("AutoDeleteOnIdle"), AVAILABLE,
+];
+
+fn layout(kind: EntityKind) -> &'static [Item] {
+    match kind {
+        EntityKind::Queue => QUEUE_LAYOUT,
+        EntityKind::Topic => TOPIC_LAYOUT,
+        EntityKind::Subscription => SUBSCRIPTION_LAYOUT,
+    }
+}
 
 /// The entity path of an entity: the queue or topic name, or `topic/Subscriptions/sub`.
 pub(super) fn entity_path(info: &EntityInfo) -> String {
@@ -155,12 +226,6 @@ pub(super) fn forward_address(base_url: &str, target: &str) -> String {
     format!("{}/{}", trim_base(base_url), target)
 }
 
-pub(super) fn user_metadata(out: &mut String, p: &EntityProps) {
-    if let Some(m) = &p.user_metadata {
-        el(out, "UserMetadata", m);
-    }
-}
-
 pub(super) fn times(out: &mut String, info: &EntityInfo) {
     el(out, "CreatedAt", &date_or_never(info.times.created_at));
     el(out, "UpdatedAt", &date_or_never(info.times.updated_at));
@@ -168,176 +233,38 @@ pub(super) fn times(out: &mut String, info: &EntityInfo) {
 }
 
 /// The `QueueDescription` / `TopicDescription` / `SubscriptionDescription` element, in the
-/// element order of the service's responses.
+/// element order of the service's responses ([`layout`]); a property of the kind that the
+/// layout does not place is appended at the end.
 pub(super) fn render_description(info: &EntityInfo, base_url: &str) -> String {
     let p = &info.props;
     let mut o = String::with_capacity(2048);
     let tag = description_name(info.kind);
     o.push_str(&format!("<{tag} xmlns=\"{SB_NS}\" xmlns:i=\"{XSI_NS}\">"));
-    match info.kind {
-        EntityKind::Queue => {
-            el_dur(&mut o, "LockDuration", p.lock_duration);
-            el(
-                &mut o,
-                "MaxSizeInMegabytes",
-                &p.max_size_in_megabytes.to_string(),
-            );
-            el_bool(
-                &mut o,
-                "RequiresDuplicateDetection",
-                p.requires_duplicate_detection,
-            );
-            el_bool(&mut o, "RequiresSession", p.requires_session);
-            el_dur(
-                &mut o,
-                "DefaultMessageTimeToLive",
-                p.default_message_time_to_live,
-            );
-            el_bool(
-                &mut o,
-                "DeadLetteringOnMessageExpiration",
-                p.dead_lettering_on_message_expiration,
-            );
-            el_dur(
-                &mut o,
-                "DuplicateDetectionHistoryTimeWindow",
-                p.duplicate_detection_history_time_window,
-            );
-            el(
-                &mut o,
-                "MaxDeliveryCount",
-                &p.max_delivery_count.to_string(),
-            );
-            el_bool(
-                &mut o,
-                "EnableBatchedOperations",
-                p.enable_batched_operations,
-            );
-            el(&mut o, "SizeInBytes", &info.size_in_bytes.to_string());
-            el(&mut o, "MessageCount", &info.counts.total().to_string());
-            el_bool(&mut o, "IsAnonymousAccessible", false);
-            o.push_str("<AuthorizationRules></AuthorizationRules>");
-            el(&mut o, "Status", p.status.as_str());
-            times(&mut o, info);
-            el_bool(&mut o, "SupportOrdering", p.support_ordering);
-            user_metadata(&mut o, p);
-            count_details(&mut o, info);
-            el_dur(&mut o, "AutoDeleteOnIdle", p.auto_delete_on_idle);
-            el_bool(&mut o, "EnablePartitioning", p.enable_partitioning);
-            el(&mut o, "EntityAvailabilityStatus", "Available");
-            el_bool(&mut o, "EnableExpress", p.enable_express);
-            if let Some(f) = &p.forward_to {
-                el(&mut o, "ForwardTo", &forward_address(base_url, f));
+    let items = layout(info.kind);
+    for item in items {
+        match item {
+            Prop(name) => {
+                if let Some(prop) = properties::find(name, info.kind) {
+                    write_property(&mut o, prop, p, base_url);
+                }
             }
-            if let Some(f) = &p.forward_dead_lettered_messages_to {
-                el(
-                    &mut o,
-                    "ForwardDeadLetteredMessagesTo",
-                    &forward_address(base_url, f),
-                );
-            }
-            el(
-                &mut o,
-                "MaxMessageSizeInKilobytes",
-                &p.max_message_size_in_kilobytes.to_string(),
-            );
-        }
-        EntityKind::Topic => {
-            el_dur(
-                &mut o,
-                "DefaultMessageTimeToLive",
-                p.default_message_time_to_live,
-            );
-            el(
-                &mut o,
-                "MaxSizeInMegabytes",
-                &p.max_size_in_megabytes.to_string(),
-            );
-            el_bool(
-                &mut o,
-                "RequiresDuplicateDetection",
-                p.requires_duplicate_detection,
-            );
-            el_dur(
-                &mut o,
-                "DuplicateDetectionHistoryTimeWindow",
-                p.duplicate_detection_history_time_window,
-            );
-            el_bool(
-                &mut o,
-                "EnableBatchedOperations",
-                p.enable_batched_operations,
-            );
-            el(&mut o, "SizeInBytes", &info.size_in_bytes.to_string());
-            el_bool(&mut o, "FilteringMessagesBeforePublishing", false);
-            el_bool(&mut o, "IsAnonymousAccessible", false);
-            o.push_str("<AuthorizationRules></AuthorizationRules>");
-            el(&mut o, "Status", p.status.as_str());
-            times(&mut o, info);
-            el_bool(&mut o, "SupportOrdering", p.support_ordering);
-            user_metadata(&mut o, p);
-            count_details(&mut o, info);
-            el(
+            Item::SizeInBytes => el(&mut o, "SizeInBytes", &info.size_in_bytes.to_string()),
+            Item::MessageCount => el(&mut o, "MessageCount", &info.counts.total().to_string()),
+            Item::SubscriptionCount => el(
                 &mut o,
                 "SubscriptionCount",
                 &info.subscription_count.to_string(),
-            );
-            el_dur(&mut o, "AutoDeleteOnIdle", p.auto_delete_on_idle);
-            el_bool(&mut o, "EnablePartitioning", p.enable_partitioning);
-            el(&mut o, "EntityAvailabilityStatus", "Available");
-            el_bool(&mut o, "EnableSubscriptionPartitioning", false);
-            el_bool(&mut o, "EnableExpress", p.enable_express);
-            el(
-                &mut o,
-                "MaxMessageSizeInKilobytes",
-                &p.max_message_size_in_kilobytes.to_string(),
-            );
+            ),
+            Item::Times => times(&mut o, info),
+            Item::CountDetails => count_details(&mut o, info),
+            Item::AuthorizationRules => o.push_str("<AuthorizationRules></AuthorizationRules>"),
+            Fixed(name, text) => el(&mut o, name, text),
         }
-        EntityKind::Subscription => {
-            el_dur(&mut o, "LockDuration", p.lock_duration);
-            el_bool(&mut o, "RequiresSession", p.requires_session);
-            el_dur(
-                &mut o,
-                "DefaultMessageTimeToLive",
-                p.default_message_time_to_live,
-            );
-            el_bool(
-                &mut o,
-                "DeadLetteringOnMessageExpiration",
-                p.dead_lettering_on_message_expiration,
-            );
-            el_bool(
-                &mut o,
-                "DeadLetteringOnFilterEvaluationExceptions",
-                p.dead_lettering_on_filter_evaluation_exceptions,
-            );
-            el(&mut o, "MessageCount", &info.counts.total().to_string());
-            el(
-                &mut o,
-                "MaxDeliveryCount",
-                &p.max_delivery_count.to_string(),
-            );
-            el_bool(
-                &mut o,
-                "EnableBatchedOperations",
-                p.enable_batched_operations,
-            );
-            el(&mut o, "Status", p.status.as_str());
-            if let Some(f) = &p.forward_to {
-                el(&mut o, "ForwardTo", &forward_address(base_url, f));
-            }
-            times(&mut o, info);
-            count_details(&mut o, info);
-            user_metadata(&mut o, p);
-            if let Some(f) = &p.forward_dead_lettered_messages_to {
-                el(
-                    &mut o,
-                    "ForwardDeadLetteredMessagesTo",
-                    &forward_address(base_url, f),
-                );
-            }
-            el_dur(&mut o, "AutoDeleteOnIdle", p.auto_delete_on_idle);
-            el(&mut o, "EntityAvailabilityStatus", "Available");
+    }
+    let placed = |name: &str| items.iter().any(|i| matches!(i, Prop(n) if *n == name));
+    for prop in PROPERTIES {
+        if prop.accepts(info.kind) && !placed(prop.name) {
+            write_property(&mut o, prop, p, base_url);
         }
     }
     o.push_str(&format!("</{tag}>"));
