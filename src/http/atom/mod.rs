@@ -39,19 +39,7 @@ mod write;
 use std::fmt;
 
 use crate::broker::entity::{EntityKind, EntityProps, Rule};
-
-#[allow(unused_imports)]
-use entity::*;
-#[allow(unused_imports)]
-use feed::*;
-#[allow(unused_imports)]
-use read::*;
-#[allow(unused_imports)]
-use rule::*;
-#[allow(unused_imports)]
-use values::*;
-#[allow(unused_imports)]
-use write::*;
+use write::el;
 
 pub use entity::{description_kind, entity_entry, parse_entity};
 pub use feed::{entity_feed, namespace_info, rule_feed};

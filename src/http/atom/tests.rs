@@ -1,5 +1,8 @@
 //! Tests of the ATOM format: service shapes, SDK bodies, round trips and malformed input.
 
+use super::read::{find_description, parse_document, Node};
+use super::values::{parse_duration_text, INFINITE_THRESHOLD_TICKS};
+use super::write::esc;
 use super::*;
 use crate::broker::entity::{
     CorrelationFilter, CountDetails, EntityInfo, EntityStatus, EntityTimes, Filter, SqlAction,
