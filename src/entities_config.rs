@@ -3,11 +3,13 @@
 //! Entities are created at start; existing ones are kept as they are.
 
 use crate::broker::entity::{
-    CorrelationFilter, EntityProps, Filter, Rule, SqlAction, SqlFilterDef, DEFAULT_RULE_NAME,
+    CorrelationFilter, EntityKind, EntityProps, EntityStatus, Filter, Rule, SqlAction,
+    SqlFilterDef, DEFAULT_RULE_NAME,
 };
 use crate::broker::error::BrokerError;
 use crate::broker::op::Op;
 use crate::broker::value::Value;
+use crate::http::atom::properties::{Access, Property, PROPERTIES};
 use crate::service::{ServiceBusBackend, ServiceError};
 use crate::time::TimeSpan;
 use serde::Deserialize;
@@ -67,20 +69,9 @@ struct SubscriptionDef {
     rules: Vec<RuleDef>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct PropsDef {
-    dead_lettering_on_message_expiration: Option<bool>,
-    default_message_time_to_live: Option<String>,
-    duplicate_detection_history_time_window: Option<String>,
-    forward_dead_lettered_messages_to: Option<String>,
-    forward_to: Option<String>,
-    lock_duration: Option<String>,
-    max_delivery_count: Option<i32>,
-    requires_duplicate_detection: Option<bool>,
-    requires_session: Option<bool>,
-    max_size_in_megabytes: Option<i64>,
-}
+/// An entity's `Properties`: read through the property table
+/// ([`crate::http::atom::properties`]), which names the keys `Config.json` may set.
+type PropsDef = serde_json::Map<String, serde_json::Value>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -121,54 +112,57 @@ struct SqlDef {
     sql_expression: Option<String>,
 }
 
-fn duration(field: &str, v: &Option<String>) -> Result<Option<TimeSpan>, String> {
-    match v.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => TimeSpan::parse_xsd(s)
-            .map(Some)
-            .ok_or_else(|| format!("{field}: '{s}' is not an ISO 8601 duration")),
+/// Sets one table property from its JSON value; `null` and an empty string leave the default.
+fn set_property(e: &mut EntityProps, prop: &Property, v: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value as J;
+    let name = prop.name;
+    let text = match v {
+        J::Null => return Ok(()),
+        J::String(s) if s.trim().is_empty() => return Ok(()),
+        J::String(s) => Some(s.trim()),
+        _ => None,
+    };
+    let expected = |what: &str| format!("{name}: expected {what}, found {v}");
+    match prop.access {
+        Access::Bool(_, set) => set(e, v.as_bool().ok_or_else(|| expected("true or false"))?),
+        Access::Int64(_, set) => set(e, v.as_i64().ok_or_else(|| expected("an integer"))?),
+        Access::Int32(_, set) => set(
+            e,
+            v.as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| expected("a 32-bit integer"))?,
+        ),
+        Access::Duration(_, set) => {
+            let s = text.ok_or_else(|| expected("an ISO 8601 duration string"))?;
+            set(
+                e,
+                TimeSpan::parse_xsd(s)
+                    .ok_or_else(|| format!("{name}: '{s}' is not an ISO 8601 duration"))?,
+            )
+        }
+        Access::Status(_, set) => {
+            let s = text.ok_or_else(|| expected("an entity status"))?;
+            set(
+                e,
+                EntityStatus::parse(s).ok_or_else(|| expected("an entity status"))?,
+            )
+        }
+        Access::Address(_, set) | Access::Text(_, set) => set(
+            e,
+            Some(text.ok_or_else(|| expected("a string"))?.to_string()),
+        ),
     }
+    Ok(())
 }
 
-fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_ref().filter(|s| !s.trim().is_empty()).cloned()
-}
-
-fn props(p: &PropsDef, what: &str) -> Result<EntityProps, String> {
+/// The settings of one entity of `kind`: the table's `Config.json` properties that the kind
+/// has; other keys are ignored, as the official emulator's own loader ignores them.
+fn props(p: &PropsDef, kind: EntityKind, what: &str) -> Result<EntityProps, String> {
     let mut e = EntityProps::default();
-    let err = |m: String| format!("{what}: {m}");
-    if let Some(v) = p.dead_lettering_on_message_expiration {
-        e.dead_lettering_on_message_expiration = v;
-    }
-    if let Some(v) =
-        duration("DefaultMessageTimeToLive", &p.default_message_time_to_live).map_err(err)?
-    {
-        e.default_message_time_to_live = v;
-    }
-    if let Some(v) = duration(
-        "DuplicateDetectionHistoryTimeWindow",
-        &p.duplicate_detection_history_time_window,
-    )
-    .map_err(err)?
-    {
-        e.duplicate_detection_history_time_window = v;
-    }
-    if let Some(v) = duration("LockDuration", &p.lock_duration).map_err(err)? {
-        e.lock_duration = v;
-    }
-    e.forward_to = non_empty(&p.forward_to);
-    e.forward_dead_lettered_messages_to = non_empty(&p.forward_dead_lettered_messages_to);
-    if let Some(v) = p.max_delivery_count {
-        e.max_delivery_count = v;
-    }
-    if let Some(v) = p.requires_duplicate_detection {
-        e.requires_duplicate_detection = v;
-    }
-    if let Some(v) = p.requires_session {
-        e.requires_session = v;
-    }
-    if let Some(v) = p.max_size_in_megabytes {
-        e.max_size_in_megabytes = v;
+    for prop in PROPERTIES.iter().filter(|x| x.in_config && x.accepts(kind)) {
+        if let Some(v) = p.get(prop.name) {
+            set_property(&mut e, prop, v).map_err(|m| format!("{what}: {m}"))?;
+        }
     }
     Ok(e)
 }
@@ -249,7 +243,11 @@ fn plan(text: &str) -> Result<Vec<Op>, String> {
     let mut subs = Vec::new();
     for ns in &file.user_config.namespaces {
         for q in &ns.queues {
-            let p = props(&q.properties, &format!("queue '{}'", q.name))?;
+            let p = props(
+                &q.properties,
+                EntityKind::Queue,
+                &format!("queue '{}'", q.name),
+            )?;
             let op = Op::CreateQueue {
                 name: q.name.clone(),
                 props: p.clone(),
@@ -263,11 +261,15 @@ fn plan(text: &str) -> Result<Vec<Op>, String> {
         for t in &ns.topics {
             entities.push(Op::CreateTopic {
                 name: t.name.clone(),
-                props: props(&t.properties, &format!("topic '{}'", t.name))?,
+                props: props(
+                    &t.properties,
+                    EntityKind::Topic,
+                    &format!("topic '{}'", t.name),
+                )?,
             });
             for s in &t.subscriptions {
                 let what = format!("subscription '{}/{}'", t.name, s.name);
-                let p = props(&s.properties, &what)?;
+                let p = props(&s.properties, EntityKind::Subscription, &what)?;
                 let mut rules = s
                     .rules
                     .iter()
@@ -400,5 +402,31 @@ mod tests {
         let e =
             plan(r#"{"UserConfig":{"Namespaces":[{"Queues":[{"Properties":{}}]}]}}"#).unwrap_err();
         assert!(e.contains("Queues[0]"), "{e}");
+    }
+
+    #[test]
+    fn properties_come_from_the_shared_table() {
+        let ops = plan(
+            r#"{"UserConfig":{"Namespaces":[{"Queues":[{"Name":"q","Properties":{
+            "ForwardTo":"target","MaxSizeInMegabytes":2048,"RequiresSession":true,"Unknown":1}}],
+            "Topics":[{"Name":"t","Properties":{"LockDuration":"PT5M"}}]}]}}"#,
+        )
+        .unwrap();
+        let Op::CreateQueue { props, .. } = &ops[1] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(props.forward_to.as_deref(), Some("target"));
+        assert_eq!(props.max_size_in_megabytes, 2048);
+        assert!(props.requires_session);
+        // A topic has no lock duration: the key is ignored, as in an ATOM description.
+        let Op::CreateTopic { props, .. } = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(props.lock_duration, EntityProps::default().lock_duration);
+        let e = plan(r#"{"UserConfig":{"Namespaces":[{"Queues":[{"Name":"q","Properties":{"MaxDeliveryCount":"many"}}]}]}}"#).unwrap_err();
+        assert!(
+            e.contains("queue 'q'") && e.contains("MaxDeliveryCount"),
+            "{e}"
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod service;
 pub mod storage;
 pub mod time;
 pub mod tls;
+pub mod wire_errors;
 
 pub use config::{StorageConfig, StorageType};
 pub use service::ServiceBusBackend;

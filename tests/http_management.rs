@@ -1379,3 +1379,26 @@ async fn updating_a_queue_keeps_its_messages() {
     s.assert_empty("q").await;
     s.stop().await;
 }
+
+/// Issue 18: quick-xml's duplicate-attribute check is quadratic, and 60,000–90,000 attributes
+/// on one element held a worker for 11–14 s. Attributes per element are bounded (64) and read
+/// linearly, so 100,000 are refused at once with an Azure error body.
+#[tokio::test]
+async fn atom_with_100000_attributes_is_refused_quickly() {
+    let s = TestServer::start().await;
+    let mut attrs = String::with_capacity(900_000);
+    for i in 0..100_000u32 {
+        attrs.push_str(&format!(" a{i:x}=\"\""));
+    }
+    let body = queue_xml("").replacen("<QueueDescription", &format!("<QueueDescription{attrs}"), 1);
+    let started = std::time::Instant::now();
+    let r = s
+        .request(Method::PUT, "q", &[("Content-Type", ATOM_CT)], body)
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("<Code>400</Code>"), "{}", r.body);
+    assert!(r.body.contains("more than 64 attributes"), "{}", r.body);
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    s.stop().await;
+}

@@ -1,41 +1,56 @@
 //! The ATOM management API: queues, topics, subscriptions, rules, lists and namespace info.
+//! Handlers return `Result<Reply, HttpError>`; the router answers errors on the management
+//! plane (a missing entity is 404).
 
-use super::{atom, empty, error_body, error_reply, reply, HttpState, Plane, Reply, Request};
-use crate::broker::entity::EntityKind;
+use super::{atom, empty, reply, HttpError, HttpState, Reply, Request};
+use crate::broker::entity::{EntityInfo, EntityKind};
 use crate::broker::error::BrokerError;
 use crate::broker::op::Op;
 use crate::constants::{DEFAULT_LIST_TOP, NAMESPACE_NAME};
-use crate::service::ServiceError;
 use http::{Method, StatusCode};
 
 const ATOM_CT: &str = "application/atom+xml;type=entry;charset=utf-8";
 const FEED_CT: &str = "application/atom+xml;type=feed;charset=utf-8";
 
-fn body_text(req: &Request) -> Result<&str, String> {
-    std::str::from_utf8(&req.body).map_err(|_| "The request body is not valid UTF-8.".to_string())
+fn body_text(req: &Request) -> Result<&str, HttpError> {
+    std::str::from_utf8(&req.body)
+        .map_err(|_| HttpError::bad_request("The request body is not valid UTF-8."))
 }
 
 fn is_update(req: &Request) -> bool {
     req.headers.contains_key(http::header::IF_MATCH)
 }
 
-fn paging(req: &Request) -> Result<(usize, usize), String> {
-    let parse = |k: &str, d: usize| -> Result<usize, String> {
+/// 200 for an update, 201 for a create.
+fn put_status(update: bool) -> StatusCode {
+    if update {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+fn paging(req: &Request) -> Result<(usize, usize), HttpError> {
+    let parse = |k: &str, d: usize| -> Result<usize, HttpError> {
         match req.query.get(k) {
             None => Ok(d),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("The value '{v}' of {k} is not a non-negative integer.")),
+            Some(v) => v.parse().map_err(|_| {
+                HttpError::bad_request(format!(
+                    "The value '{v}' of {k} is not a non-negative integer."
+                ))
+            }),
         }
     };
     Ok((parse("$skip", 0)?, parse("$top", DEFAULT_LIST_TOP)?))
 }
 
-fn not_found(what: &str) -> Reply {
-    error_reply(
-        &ServiceError::Broker(BrokerError::EntityNotFound(what.to_string())),
-        Plane::Management,
-    )
+fn not_found(what: &str) -> HttpError {
+    BrokerError::EntityNotFound(what.to_string()).into()
+}
+
+/// An entity as an entry document with `status`.
+fn entry(status: StatusCode, info: &EntityInfo, req: &Request) -> Reply {
+    reply(status, ATOM_CT, atom::entity_entry(info, &req.base_url))
 }
 
 /// GET /$namespaceinfo
@@ -49,243 +64,184 @@ pub fn namespace_info(state: &HttpState, _req: &Request) -> Reply {
 }
 
 /// GET /$Resources/Queues | /$Resources/Topics
-pub fn list_entities(state: &HttpState, req: &Request, kind: &str) -> Reply {
-    let (skip, top) = match paging(req) {
-        Ok(p) => p,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
+pub fn list_entities(state: &HttpState, req: &Request, kind: &str) -> Result<Reply, HttpError> {
+    let (skip, top) = paging(req)?;
     let (title, infos) = if kind.eq_ignore_ascii_case("queues") {
         ("Queues", state.backend.read(|b| b.list_queues()))
     } else if kind.eq_ignore_ascii_case("topics") {
         ("Topics", state.backend.read(|b| b.list_topics()))
     } else {
-        return error_body(
+        return Err(HttpError::Status(
             StatusCode::NOT_FOUND,
-            &format!("Unknown resource '{kind}'."),
-        );
+            format!("Unknown resource '{kind}'."),
+        ));
     };
     let page: Vec<_> = infos.into_iter().skip(skip).take(top).collect();
     let self_path = format!("$Resources/{title}");
-    reply(
+    Ok(reply(
         StatusCode::OK,
         FEED_CT,
         atom::entity_feed(title, &page, &req.base_url, &self_path, state.backend.now()),
-    )
+    ))
 }
 
 /// PUT|GET|DELETE /{queue or topic}
-pub async fn entity(state: &HttpState, req: &Request, name: &str) -> Reply {
+pub async fn entity(state: &HttpState, req: &Request, name: &str) -> Result<Reply, HttpError> {
     match req.method {
         Method::GET => {
             let info = state
                 .backend
-                .read(|b| b.queue_info(name).or_else(|| b.topic_info(name)));
-            match info {
-                Some(i) => reply(
-                    StatusCode::OK,
-                    ATOM_CT,
-                    atom::entity_entry(&i, &req.base_url),
-                ),
-                None => not_found(name),
-            }
+                .read(|b| b.queue_info(name).or_else(|| b.topic_info(name)))
+                .ok_or_else(|| not_found(name))?;
+            Ok(entry(StatusCode::OK, &info, req))
         }
         Method::DELETE => {
             let is_queue = state.backend.read(|b| b.queue_info(name).is_some());
+            let name = name.to_string();
             let op = if is_queue {
-                Op::DeleteQueue {
-                    name: name.to_string(),
-                }
+                Op::DeleteQueue { name }
             } else {
-                Op::DeleteTopic {
-                    name: name.to_string(),
-                }
+                Op::DeleteTopic { name }
             };
-            match state.backend.execute(op).await {
-                Ok(_) => empty(StatusCode::OK),
-                Err(e) => error_reply(&e, Plane::Management),
-            }
+            state.backend.execute(op).await?;
+            Ok(empty(StatusCode::OK))
         }
         Method::PUT => {
-            let text = match body_text(req) {
-                Ok(t) => t,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-            };
-            let kind = match atom::description_kind(text) {
+            let text = body_text(req)?;
+            let kind = match atom::description_kind(text)? {
                 Some(k @ (EntityKind::Queue | EntityKind::Topic)) => k,
                 _ => {
-                    return error_body(
-                        StatusCode::BAD_REQUEST,
+                    return Err(HttpError::bad_request(
                         "The request body must be an Atom entry with a QueueDescription or TopicDescription.",
-                    )
+                    ))
                 }
             };
-            let parsed = match atom::parse_entity(text, kind) {
-                Ok(p) => p,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e.to_string()),
-            };
+            let props = atom::parse_entity(text, kind)?.props;
             let update = is_update(req);
+            let info_of = |state: &HttpState| {
+                state.backend.read(|b| match kind {
+                    EntityKind::Queue => b.queue_info(name),
+                    _ => b.topic_info(name),
+                })
+            };
+            // Updating a queue as a topic (or the reverse) is a 404, as in Azure.
+            if update && info_of(state).is_none() {
+                return Err(not_found(name));
+            }
             let n = name.to_string();
-            let props = parsed.props;
             let op = match (kind, update) {
                 (EntityKind::Queue, false) => Op::CreateQueue { name: n, props },
                 (EntityKind::Queue, true) => Op::UpdateQueue { name: n, props },
                 (_, false) => Op::CreateTopic { name: n, props },
                 (_, true) => Op::UpdateTopic { name: n, props },
             };
-            if update {
-                // Updating a queue as a topic (or the reverse) is a 404, as in Azure.
-                let exists = state.backend.read(|b| match kind {
-                    EntityKind::Queue => b.queue_info(name).is_some(),
-                    _ => b.topic_info(name).is_some(),
-                });
-                if !exists {
-                    return not_found(name);
-                }
-            }
-            match state.backend.execute(op).await {
-                Ok(_) => {
-                    let info = state.backend.read(|b| match kind {
-                        EntityKind::Queue => b.queue_info(name),
-                        _ => b.topic_info(name),
-                    });
-                    match info {
-                        Some(i) => reply(
-                            if update {
-                                StatusCode::OK
-                            } else {
-                                StatusCode::CREATED
-                            },
-                            ATOM_CT,
-                            atom::entity_entry(&i, &req.base_url),
-                        ),
-                        None => not_found(name),
-                    }
-                }
-                Err(e) => error_reply(&e, Plane::Management),
-            }
+            state.backend.execute(op).await?;
+            let info = info_of(state).ok_or_else(|| not_found(name))?;
+            Ok(entry(put_status(update), &info, req))
         }
-        _ => super::method_not_allowed(),
+        _ => Err(HttpError::method_not_allowed()),
     }
 }
 
 /// GET /{topic}/Subscriptions
-pub fn list_subscriptions(state: &HttpState, req: &Request, topic: &str) -> Reply {
+pub fn list_subscriptions(
+    state: &HttpState,
+    req: &Request,
+    topic: &str,
+) -> Result<Reply, HttpError> {
     if req.method != Method::GET {
-        return super::method_not_allowed();
+        return Err(HttpError::method_not_allowed());
     }
-    let (skip, top) = match paging(req) {
-        Ok(p) => p,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
-    match state.backend.read(|b| b.list_subscriptions(topic)) {
-        Ok(infos) => {
-            let page: Vec<_> = infos.into_iter().skip(skip).take(top).collect();
-            reply(
-                StatusCode::OK,
-                FEED_CT,
-                atom::entity_feed(
-                    "Subscriptions",
-                    &page,
-                    &req.base_url,
-                    &format!("{topic}/Subscriptions"),
-                    state.backend.now(),
-                ),
-            )
-        }
-        Err(e) => error_reply(&e.into(), Plane::Management),
-    }
+    let (skip, top) = paging(req)?;
+    let infos = state.backend.read(|b| b.list_subscriptions(topic))?;
+    let page: Vec<_> = infos.into_iter().skip(skip).take(top).collect();
+    Ok(reply(
+        StatusCode::OK,
+        FEED_CT,
+        atom::entity_feed(
+            "Subscriptions",
+            &page,
+            &req.base_url,
+            &format!("{topic}/Subscriptions"),
+            state.backend.now(),
+        ),
+    ))
 }
 
 /// PUT|GET|DELETE /{topic}/Subscriptions/{sub}
-pub async fn subscription(state: &HttpState, req: &Request, topic: &str, sub: &str) -> Reply {
+pub async fn subscription(
+    state: &HttpState,
+    req: &Request,
+    topic: &str,
+    sub: &str,
+) -> Result<Reply, HttpError> {
+    let (topic_name, name) = (topic.to_string(), sub.to_string());
     match req.method {
-        Method::GET => match state.backend.read(|b| b.subscription_info(topic, sub)) {
-            Ok(i) => reply(
-                StatusCode::OK,
-                ATOM_CT,
-                atom::entity_entry(&i, &req.base_url),
-            ),
-            Err(e) => error_reply(&e.into(), Plane::Management),
-        },
-        Method::DELETE => match state
-            .backend
-            .execute(Op::DeleteSubscription {
-                topic: topic.to_string(),
-                name: sub.to_string(),
-            })
-            .await
-        {
-            Ok(_) => empty(StatusCode::OK),
-            Err(e) => error_reply(&e, Plane::Management),
-        },
+        Method::GET => {
+            let info = state.backend.read(|b| b.subscription_info(topic, sub))?;
+            Ok(entry(StatusCode::OK, &info, req))
+        }
+        Method::DELETE => {
+            let op = Op::DeleteSubscription {
+                topic: topic_name,
+                name,
+            };
+            state.backend.execute(op).await?;
+            Ok(empty(StatusCode::OK))
+        }
         Method::PUT => {
-            let text = match body_text(req) {
-                Ok(t) => t,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-            };
-            let parsed = match atom::parse_entity(text, EntityKind::Subscription) {
-                Ok(p) => p,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e.to_string()),
-            };
+            let parsed = atom::parse_entity(body_text(req)?, EntityKind::Subscription)?;
             let update = is_update(req);
             let op = if update {
                 Op::UpdateSubscription {
-                    topic: topic.to_string(),
-                    name: sub.to_string(),
+                    topic: topic_name,
+                    name,
                     props: parsed.props,
                 }
             } else {
                 Op::CreateSubscription {
-                    topic: topic.to_string(),
-                    name: sub.to_string(),
+                    topic: topic_name,
+                    name,
                     props: parsed.props,
                     rule: parsed.default_rule,
                 }
             };
-            match state.backend.execute(op).await {
-                Ok(_) => match state.backend.read(|b| b.subscription_info(topic, sub)) {
-                    Ok(i) => reply(
-                        if update {
-                            StatusCode::OK
-                        } else {
-                            StatusCode::CREATED
-                        },
-                        ATOM_CT,
-                        atom::entity_entry(&i, &req.base_url),
-                    ),
-                    Err(e) => error_reply(&e.into(), Plane::Management),
-                },
-                Err(e) => error_reply(&e, Plane::Management),
-            }
+            state.backend.execute(op).await?;
+            let info = state.backend.read(|b| b.subscription_info(topic, sub))?;
+            Ok(entry(put_status(update), &info, req))
         }
-        _ => super::method_not_allowed(),
+        _ => Err(HttpError::method_not_allowed()),
     }
 }
 
 /// GET /{topic}/Subscriptions/{sub}/Rules
-pub fn list_rules(state: &HttpState, req: &Request, topic: &str, sub: &str) -> Reply {
+pub fn list_rules(
+    state: &HttpState,
+    req: &Request,
+    topic: &str,
+    sub: &str,
+) -> Result<Reply, HttpError> {
     if req.method != Method::GET {
-        return super::method_not_allowed();
+        return Err(HttpError::method_not_allowed());
     }
-    let (skip, top) = match paging(req) {
-        Ok(p) => p,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
-    match state.backend.read(|b| b.rules(topic, sub)) {
-        Ok(rules) => {
-            let page: Vec<_> = rules.into_iter().skip(skip).take(top).collect();
-            reply(
-                StatusCode::OK,
-                FEED_CT,
-                atom::rule_feed(&page, topic, sub, &req.base_url, state.backend.now()),
-            )
-        }
-        Err(e) => error_reply(&e.into(), Plane::Management),
-    }
+    let (skip, top) = paging(req)?;
+    let rules = state.backend.read(|b| b.rules(topic, sub))?;
+    let page: Vec<_> = rules.into_iter().skip(skip).take(top).collect();
+    Ok(reply(
+        StatusCode::OK,
+        FEED_CT,
+        atom::rule_feed(&page, topic, sub, &req.base_url, state.backend.now()),
+    ))
 }
 
 /// PUT|GET|DELETE /{topic}/Subscriptions/{sub}/Rules/{rule}
-pub async fn rule(state: &HttpState, req: &Request, topic: &str, sub: &str, name: &str) -> Reply {
+pub async fn rule(
+    state: &HttpState,
+    req: &Request,
+    topic: &str,
+    sub: &str,
+    name: &str,
+) -> Result<Reply, HttpError> {
     let find = |state: &HttpState| {
         state.backend.read(|b| {
             b.rules(topic, sub).and_then(|rules| {
@@ -300,66 +256,44 @@ pub async fn rule(state: &HttpState, req: &Request, topic: &str, sub: &str, name
             })
         })
     };
+    let rule_entry = |status: StatusCode, r: &crate::broker::entity::Rule| {
+        reply(
+            status,
+            ATOM_CT,
+            atom::rule_entry(r, topic, sub, &req.base_url),
+        )
+    };
+    let (topic_name, subscription) = (topic.to_string(), sub.to_string());
     match req.method {
-        Method::GET => match find(state) {
-            Ok(r) => reply(
-                StatusCode::OK,
-                ATOM_CT,
-                atom::rule_entry(&r, topic, sub, &req.base_url),
-            ),
-            Err(e) => error_reply(&e.into(), Plane::Management),
-        },
-        Method::DELETE => match state
-            .backend
-            .execute(Op::DeleteRule {
-                topic: topic.to_string(),
-                subscription: sub.to_string(),
+        Method::GET => Ok(rule_entry(StatusCode::OK, &find(state)?)),
+        Method::DELETE => {
+            let op = Op::DeleteRule {
+                topic: topic_name,
+                subscription,
                 name: name.to_string(),
-            })
-            .await
-        {
-            Ok(_) => empty(StatusCode::OK),
-            Err(e) => error_reply(&e, Plane::Management),
-        },
+            };
+            state.backend.execute(op).await?;
+            Ok(empty(StatusCode::OK))
+        }
         Method::PUT => {
-            let text = match body_text(req) {
-                Ok(t) => t,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-            };
-            let rule = match atom::parse_rule(text, name, state.backend.now()) {
-                Ok(r) => r,
-                Err(e) => return error_body(StatusCode::BAD_REQUEST, &e.to_string()),
-            };
+            let rule = atom::parse_rule(body_text(req)?, name, state.backend.now())?;
             let update = is_update(req);
             let op = if update {
                 Op::UpdateRule {
-                    topic: topic.to_string(),
-                    subscription: sub.to_string(),
+                    topic: topic_name,
+                    subscription,
                     rule,
                 }
             } else {
                 Op::CreateRule {
-                    topic: topic.to_string(),
-                    subscription: sub.to_string(),
+                    topic: topic_name,
+                    subscription,
                     rule,
                 }
             };
-            match state.backend.execute(op).await {
-                Ok(_) => match find(state) {
-                    Ok(r) => reply(
-                        if update {
-                            StatusCode::OK
-                        } else {
-                            StatusCode::CREATED
-                        },
-                        ATOM_CT,
-                        atom::rule_entry(&r, topic, sub, &req.base_url),
-                    ),
-                    Err(e) => error_reply(&e.into(), Plane::Management),
-                },
-                Err(e) => error_reply(&e, Plane::Management),
-            }
+            state.backend.execute(op).await?;
+            Ok(rule_entry(put_status(update), &find(state)?))
         }
-        _ => super::method_not_allowed(),
+        _ => Err(HttpError::method_not_allowed()),
     }
 }

@@ -1,9 +1,10 @@
 //! The REST data plane: send, receive (peek-lock and receive-and-delete), unlock, complete,
 //! renew. Message system properties travel in the `BrokerProperties` JSON header; custom
-//! properties are the other, non-standard headers.
+//! properties are the other, non-standard headers. Handlers return `Result<Reply, HttpError>`;
+//! the router answers errors on the messaging plane (a missing entity is 410 Gone).
 
-use super::HttpState;
-use super::{empty, error_body, error_reply, reply, Plane, Reply, Request};
+use super::{empty, reply, HttpError, HttpState, Reply, Request};
+use crate::broker::error::BrokerError;
 use crate::broker::message::{Message, NewMessage};
 use crate::broker::op::{Op, QueuePath, ReceiveMode, Settlement};
 use crate::broker::value::Value;
@@ -251,17 +252,14 @@ pub fn single_message(
 
 /// POST /{queue|topic}/messages — send one message, or a batch with
 /// `Content-Type: application/vnd.microsoft.servicebus.json`.
-pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Result<Reply, HttpError> {
     let entity = segs.join("/");
     if req.body.len() > state.max_message_size {
-        return error_body(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "The request body of {} bytes exceeds the maximum message size of {} bytes.",
-                req.body.len(),
-                state.max_message_size
-            ),
-        );
+        return Err(BrokerError::MessageTooLarge {
+            size: req.body.len(),
+            max: state.max_message_size,
+        }
+        .into());
     }
     let content_type = req
         .headers
@@ -272,73 +270,56 @@ pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
         .as_deref()
         .is_some_and(|c| c.starts_with("application/vnd.microsoft.servicebus.json"));
     let messages = if is_batch {
-        match parse_batch(&req.body) {
-            Ok(m) => m,
-            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-        }
+        parse_batch(&req.body).map_err(HttpError::bad_request)?
     } else {
-        let bp = match req.headers.get("brokerproperties").map(|v| v.to_str()) {
-            Some(Ok(text)) => Some(text),
-            Some(Err(_)) => {
-                return error_body(
-                    StatusCode::BAD_REQUEST,
-                    "The BrokerProperties header is not valid text.",
-                )
-            }
-            None => None,
-        };
-        let props = match custom_properties(&req.headers) {
-            Ok(p) => p,
-            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-        };
-        match single_message(bp, req.body.to_vec(), content_type, props) {
-            Ok(m) => vec![m],
-            Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-        }
+        let bp = req
+            .headers
+            .get("brokerproperties")
+            .map(|v| v.to_str())
+            .transpose()
+            .map_err(|_| {
+                HttpError::bad_request("The BrokerProperties header is not valid text.")
+            })?;
+        let props = custom_properties(&req.headers).map_err(HttpError::bad_request)?;
+        vec![single_message(bp, req.body.to_vec(), content_type, props)
+            .map_err(HttpError::bad_request)?]
     };
-    match state.backend.execute(Op::Send { entity, messages }).await {
-        Ok(_) => empty(StatusCode::CREATED),
-        Err(e) => error_reply(&e, Plane::Messaging),
-    }
+    state.backend.execute(Op::Send { entity, messages }).await?;
+    Ok(empty(StatusCode::CREATED))
 }
 
-fn timeout_of(req: &Request) -> Result<Duration, String> {
+fn timeout_of(req: &Request) -> Result<Duration, HttpError> {
     match req.query.get("timeout") {
         None => Ok(Duration::from_secs(DEFAULT_RECEIVE_TIMEOUT_SECS)),
         Some(t) => t
             .parse::<u64>()
             .map(|s| Duration::from_secs(s.min(3600)))
-            .map_err(|_| format!("The timeout '{t}' is not a whole number of seconds.")),
+            .map_err(|_| {
+                HttpError::bad_request(format!(
+                    "The timeout '{t}' is not a whole number of seconds."
+                ))
+            }),
     }
 }
 
 /// POST|DELETE /{path}/messages/head?timeout=N — peek-lock (201 + Location) or
 /// receive-and-delete (200); 204 when nothing arrives in time.
-pub async fn receive(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+pub async fn receive(state: &HttpState, req: &Request, segs: &[&str]) -> Result<Reply, HttpError> {
     let mode = match req.method {
         Method::POST => ReceiveMode::PeekLock,
         Method::DELETE => ReceiveMode::ReceiveAndDelete,
-        _ => return super::method_not_allowed(),
+        _ => return Err(HttpError::method_not_allowed()),
     };
-    let path = match queue_path(segs) {
-        Ok(p) => p,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
-    let timeout = match timeout_of(req) {
-        Ok(t) => t,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
-    match state
+    let path = queue_path(segs).map_err(HttpError::bad_request)?;
+    let timeout = timeout_of(req)?;
+    let msgs = state
         .backend
         .receive_wait(path.clone(), mode, 1, None, timeout)
-        .await
-    {
-        Ok(msgs) => match msgs.into_iter().next() {
-            None => empty(StatusCode::NO_CONTENT),
-            Some(m) => message_reply(&m, mode, &path, &req.base_url),
-        },
-        Err(e) => error_reply(&e, Plane::Messaging),
-    }
+        .await?;
+    Ok(match msgs.into_iter().next() {
+        None => empty(StatusCode::NO_CONTENT),
+        Some(m) => message_reply(&m, mode, &path, &req.base_url),
+    })
 }
 
 /// The BrokerProperties JSON of a received message.
@@ -427,17 +408,11 @@ pub async fn settle(
     segs: &[&str],
     _id: &str,
     lock: &str,
-) -> Reply {
-    let path = match queue_path(segs) {
-        Ok(p) => p,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
-    };
-    let Ok(token) = uuid::Uuid::parse_str(lock) else {
-        return error_body(
-            StatusCode::BAD_REQUEST,
-            &format!("The lock token '{lock}' is not a valid GUID."),
-        );
-    };
+) -> Result<Reply, HttpError> {
+    let path = queue_path(segs).map_err(HttpError::bad_request)?;
+    let token = uuid::Uuid::parse_str(lock).map_err(|_| {
+        HttpError::bad_request(format!("The lock token '{lock}' is not a valid GUID."))
+    })?;
     let op = match req.method {
         Method::PUT => Op::Settle {
             from: path,
@@ -455,20 +430,16 @@ pub async fn settle(
             from: path,
             lock_token: token,
         },
-        _ => return super::method_not_allowed(),
+        _ => return Err(HttpError::method_not_allowed()),
     };
-    match state.backend.execute(op).await {
-        Ok(Outcome::LockRenewed { locked_until }) => {
-            let mut r = empty(StatusCode::OK);
-            let bp = serde_json::json!({ "LockedUntilUtc": rfc1123(locked_until) }).to_string();
-            if let Ok(v) = HeaderValue::from_str(&bp) {
-                r.headers_mut().insert("BrokerProperties", v);
-            }
-            r
+    let mut r = empty(StatusCode::OK);
+    if let Outcome::LockRenewed { locked_until } = state.backend.execute(op).await? {
+        let bp = serde_json::json!({ "LockedUntilUtc": rfc1123(locked_until) }).to_string();
+        if let Ok(v) = HeaderValue::from_str(&bp) {
+            r.headers_mut().insert("BrokerProperties", v);
         }
-        Ok(_) => empty(StatusCode::OK),
-        Err(e) => error_reply(&e, Plane::Messaging),
     }
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! Azure entity names may contain `/`, so the URL space cannot be expressed as fixed warp path
 //! segments; one catch-all filter collects method, path, query, headers and body into a
-//! [`Request`] and [`route`] dispatches on the decoded path segments. Handlers return replies
-//! for every domain error; [`error_reply`] is the one place errors become Azure status codes.
+//! [`Request`] and [`route`] dispatches on the decoded path segments. Handlers return
+//! `Result<Reply, HttpError>`; [`HttpError::reply`] turns a refusal into an Azure error reply,
+//! with service errors' statuses from the one table in [`crate::wire_errors`].
 
 pub mod admin;
 pub mod atom;
@@ -276,9 +277,10 @@ async fn route(state: &HttpState, req: Request) -> Reply {
             management::namespace_info(state, &req)
         }
         // GET /$Resources/Queues | /$Resources/Topics — entity lists with $skip/$top.
-        [first, kind] if eq(first, "$resources") && m == Method::GET => {
-            management::list_entities(state, &req, kind)
-        }
+        [first, kind] if eq(first, "$resources") && m == Method::GET => answer(
+            management::list_entities(state, &req, kind),
+            Plane::Management,
+        ),
         _ => route_entity_paths(state, &req, &segs).await,
     }
 }
@@ -304,31 +306,36 @@ fn authorize(state: &HttpState, req: &Request) -> Result<(), String> {
 }
 
 async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {
+    use Plane::{Management, Messaging};
     let m = &req.method;
     let n = segs.len();
     if n == 0 {
-        return error_body(StatusCode::NOT_FOUND, "No resource at this address.");
+        return HttpError::no_resource().reply(Management);
     }
     // .../messages/head — receive (POST peek-lock, DELETE receive-and-delete).
     if n >= 3 && eq(segs[n - 2], "messages") && eq(segs[n - 1], "head") {
-        return messaging::receive(state, req, &segs[..n - 2]).await;
+        return answer(
+            messaging::receive(state, req, &segs[..n - 2]).await,
+            Messaging,
+        );
     }
     // .../messages — send (POST).
     if n >= 2 && eq(segs[n - 1], "messages") {
         if *m == Method::POST {
-            return messaging::send(state, req, &segs[..n - 1]).await;
+            return answer(messaging::send(state, req, &segs[..n - 1]).await, Messaging);
         }
-        return method_not_allowed();
+        return HttpError::method_not_allowed().reply(Messaging);
     }
     // .../messages/{id}/{lockToken} — unlock (PUT), complete (DELETE), renew (POST).
     if n >= 4 && eq(segs[n - 3], "messages") {
-        return messaging::settle(state, req, &segs[..n - 3], segs[n - 2], segs[n - 1]).await;
+        let settled = messaging::settle(state, req, &segs[..n - 3], segs[n - 2], segs[n - 1]);
+        return answer(settled.await, Messaging);
     }
     // {topic}/Subscriptions/{sub}/Rules[/{rule}] — rules.
     if let Some(i) = segs.iter().position(|s| eq(s, "subscriptions")) {
         let topic = segs[..i].join("/");
         let rest = &segs[i + 1..];
-        return match rest {
+        let result = match rest {
             // GET {topic}/Subscriptions — list subscriptions.
             [] => management::list_subscriptions(state, req, &topic),
             // PUT|GET|DELETE {topic}/Subscriptions/{sub}.
@@ -339,11 +346,15 @@ async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> 
             [sub, rules, rule] if eq(rules, "rules") => {
                 management::rule(state, req, &topic, sub, rule).await
             }
-            _ => error_body(StatusCode::NOT_FOUND, "No resource at this address."),
+            _ => Err(HttpError::no_resource()),
         };
+        return answer(result, Management);
     }
     // PUT|GET|DELETE /{queue or topic}.
-    management::entity(state, req, &segs.join("/")).await
+    answer(
+        management::entity(state, req, &segs.join("/")).await,
+        Management,
+    )
 }
 
 /// An Azure-style XML error body with the status code.
@@ -356,40 +367,81 @@ pub fn error_body(status: StatusCode, detail: &str) -> Reply {
         .unwrap_or_default()
 }
 
-fn method_not_allowed() -> Reply {
-    error_body(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "The requested HTTP method is not supported on this resource.",
-    )
+/// Why a handler refused a request: a service error (mapped by the one table in
+/// [`crate::wire_errors`]) or a refusal of the HTTP layer itself (bad path, body or query).
+/// Handlers return `Result<Reply, HttpError>` and use `?`; the route family turns the error
+/// into a reply with [`HttpError::reply`], choosing the [`Plane`].
+#[derive(Debug)]
+pub enum HttpError {
+    Service(ServiceError),
+    Status(StatusCode, String),
 }
 
-/// The one mapping from errors to Azure status codes and bodies.
-pub fn error_reply(err: &ServiceError, plane: Plane) -> Reply {
-    let status = match err {
-        ServiceError::Broker(b) => match b {
-            BrokerError::EntityNotFound(_) => match plane {
-                Plane::Management => StatusCode::NOT_FOUND,
-                Plane::Messaging => StatusCode::GONE,
-            },
-            BrokerError::EntityExists(_) => StatusCode::CONFLICT,
-            BrokerError::BadRequest(_)
-            | BrokerError::FilterSyntax(_)
-            | BrokerError::SessionRequired(_) => StatusCode::BAD_REQUEST,
-            BrokerError::MessageLockLost | BrokerError::MessageNotFound(_) => StatusCode::NOT_FOUND,
-            BrokerError::SessionLockLost(_) => StatusCode::GONE,
-            BrokerError::SessionCannotBeLocked(_) => StatusCode::CONFLICT,
-            BrokerError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            BrokerError::QuotaExceeded(_)
-            | BrokerError::EntityDisabled(_)
-            | BrokerError::SendDisabled(_)
-            | BrokerError::ReceiveDisabled(_) => StatusCode::FORBIDDEN,
-        },
-        ServiceError::Storage(e) => {
-            tracing::error!("storage failure answering a request: {e}");
-            StatusCode::SERVICE_UNAVAILABLE
+impl HttpError {
+    /// A 400 Bad Request with this detail.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        HttpError::Status(StatusCode::BAD_REQUEST, detail.into())
+    }
+
+    /// 405 for a method the resource does not have.
+    pub fn method_not_allowed() -> Self {
+        HttpError::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The requested HTTP method is not supported on this resource.".to_string(),
+        )
+    }
+
+    /// 404 for a path that names no resource.
+    pub fn no_resource() -> Self {
+        HttpError::Status(
+            StatusCode::NOT_FOUND,
+            "No resource at this address.".to_string(),
+        )
+    }
+
+    /// The Azure error reply: status and `<Error>` body.
+    pub fn reply(&self, plane: Plane) -> Reply {
+        match self {
+            HttpError::Service(e) => error_reply(e, plane),
+            HttpError::Status(status, detail) => error_body(*status, detail),
         }
-        ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl From<ServiceError> for HttpError {
+    fn from(e: ServiceError) -> Self {
+        HttpError::Service(e)
+    }
+}
+
+impl From<BrokerError> for HttpError {
+    fn from(e: BrokerError) -> Self {
+        HttpError::Service(e.into())
+    }
+}
+
+impl From<atom::AtomError> for HttpError {
+    fn from(e: atom::AtomError) -> Self {
+        HttpError::bad_request(e.0)
+    }
+}
+
+/// A handler's result, turned into a reply on `plane`.
+fn answer(result: Result<Reply, HttpError>, plane: Plane) -> Reply {
+    result.unwrap_or_else(|e| e.reply(plane))
+}
+
+/// The Azure reply for a service error: status from [`crate::wire_errors`], `<Error>` body.
+pub fn error_reply(err: &ServiceError, plane: Plane) -> Reply {
+    let code = crate::wire_errors::wire_code(err);
+    let status = match plane {
+        Plane::Management => code.http_management,
+        Plane::Messaging => code.http_messaging,
     };
+    if let ServiceError::Storage(e) = err {
+        tracing::error!("storage failure answering a request: {e}");
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error_body(status, &err.to_string())
 }
 
