@@ -3,7 +3,6 @@
 //! and the conversion to the `error` field of a performative or outcome.
 
 use super::symbols as sym;
-use crate::broker::error::BrokerError;
 use crate::service::ServiceError;
 use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition};
 use serde_amqp::primitives::Symbol;
@@ -58,30 +57,11 @@ pub fn wire_error(e: &ServiceError) -> WireError {
     WireError::new(condition, e.to_string(), status)
 }
 
-/// The condition and `$management` status of each service error: the one place the AMQP
-/// plane translates them (the shared per-error table planned for both planes replaces this
-/// function, and only its call in [`wire_error`] changes).
+/// The condition and `$management` status of each service error, from the table both planes
+/// share ([`crate::wire_errors`], where each choice cites the service documentation).
 fn condition_of(e: &ServiceError) -> (&'static str, i32) {
-    match e {
-        ServiceError::Broker(b) => match b {
-            BrokerError::EntityNotFound(_) => (sym::NOT_FOUND, 404),
-            BrokerError::EntityExists(_) => (sym::ENTITY_ALREADY_EXISTS, 409),
-            BrokerError::BadRequest(_)
-            | BrokerError::FilterSyntax(_)
-            | BrokerError::SessionRequired(_) => (sym::ARGUMENT_ERROR, 400),
-            BrokerError::MessageLockLost => (sym::MESSAGE_LOCK_LOST, 410),
-            BrokerError::MessageNotFound(_) => (sym::MESSAGE_NOT_FOUND, 404),
-            BrokerError::SessionLockLost(_) => (sym::SESSION_LOCK_LOST, 410),
-            BrokerError::SessionCannotBeLocked(_) => (sym::SESSION_CANNOT_BE_LOCKED, 409),
-            BrokerError::MessageTooLarge { .. } => (sym::MESSAGE_SIZE_EXCEEDED, 413),
-            BrokerError::QuotaExceeded(_) => (sym::RESOURCE_LIMIT_EXCEEDED, 403),
-            BrokerError::EntityDisabled(_)
-            | BrokerError::SendDisabled(_)
-            | BrokerError::ReceiveDisabled(_) => (sym::ENTITY_DISABLED, 400),
-        },
-        ServiceError::Storage(_) => (sym::INTERNAL_ERROR, 500),
-        ServiceError::ShuttingDown => (sym::SERVER_BUSY, 503),
-    }
+    let code = crate::wire_errors::wire_code(e);
+    (code.amqp_condition, code.amqp_status)
 }
 
 /// The `error` of a close, detach or rejected outcome: `condition` with a description.
