@@ -101,7 +101,11 @@ fn constant_like_patterns_compile_once() {
     for _ in 0..10 {
         assert!(!f.evaluate(&m).unwrap());
     }
-    assert_eq!(like::compiled_count(), before + 1, "evaluation compiled again");
+    assert_eq!(
+        like::compiled_count(),
+        before + 1,
+        "evaluation compiled again"
+    );
 }
 
 #[test]
@@ -110,7 +114,10 @@ fn one_budget_bounds_all_the_filters_a_message_meets() {
     let m = msg_with_big(60_000);
     // Each evaluation costs the property copy plus the LIKE scan: ~120,000 units.
     let budget = EvalBudget::new(250_000);
-    let results: Vec<_> = filters.iter().map(|f| f.evaluate_within(&m, &budget)).collect();
+    let results: Vec<_> = filters
+        .iter()
+        .map(|f| f.evaluate_within(&m, &budget))
+        .collect();
     assert!(results[..2].iter().all(|r| r == &Ok(false)), "{results:?}");
     for r in &results[2..] {
         let e = r.as_ref().unwrap_err();
