@@ -50,22 +50,12 @@ fn authorized(state: &HttpState, req: &Request) -> bool {
 /// Is `authority` (`host[:port]`, as in `Host` and after an `Origin`'s scheme) a loopback
 /// name or address?
 fn loopback_authority(authority: &str) -> bool {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        // `[v6]` or `[v6]:port`
-        match rest.split_once(']') {
-            Some((h, port)) if port.is_empty() || port.starts_with(':') => h,
-            _ => return false,
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            Some(_) => return false,
-            None => authority,
-        }
+    let Some(host) = crate::sas::authority_host(authority) else {
+        return false;
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host
+        || ip
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
