@@ -5,9 +5,12 @@
 //! The signature is HMAC-SHA256, keyed with the UTF-8 bytes of the key as configured (not
 //! base64-decoded), over `sr` exactly as it appears in the token, a newline and `se`. A token
 //! is valid when its key name is the configured one, the signature matches, `se` is in the
-//! future and its resource covers the addressed entity: the resource's path (after scheme and
-//! host, compared case-insensitively by whole segments) is empty (namespace-wide) or a prefix
-//! of the entity path.
+//! future and its resource covers the addressed entity: the resource URI is compared without
+//! its scheme (`sb://`, `https://` and `http://` are all used by the SDKs) and
+//! case-insensitively, as the service compares a token's audience: its host must be the host
+//! the request addressed (ports aside: the SDKs build `sr` without one, e.g. .NET's
+//! `UriBuilder(endpoint) { Port = -1, Path = entity }`), and its path, by whole segments, is
+//! empty (namespace-wide) or a prefix of the entity path.
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -47,12 +50,37 @@ pub fn token(key: &SasKey, resource_uri: &str, expiry: u64) -> String {
 /// Why a token was refused, phrased as Azure's 401 details are.
 pub type SasError = String;
 
-/// The path of a resource URI, without scheme, host and slashes at the ends.
-fn resource_path(uri: &str) -> String {
+/// The host of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`, as in a `Host`
+/// header or a URI), without the port and a trailing dot; `None` when malformed.
+pub fn authority_host(authority: &str) -> Option<&str> {
+    let host = if authority.starts_with('[') {
+        let (h, port) = authority.split_once(']')?;
+        if !(port.is_empty() || port.starts_with(':')) {
+            return None;
+        }
+        &authority[..h.len() + 1]
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+/// The lowercase host and path of a resource URI, without scheme, port and slashes at the
+/// ends of the path.
+fn resource_host_path(uri: &str) -> (String, String) {
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-    let path = rest.split_once('/').map_or("", |(_, p)| p);
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    path.trim_matches('/').to_ascii_lowercase()
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority_host(authority).unwrap_or(authority);
+    (
+        host.to_ascii_lowercase(),
+        path.trim_matches('/').to_ascii_lowercase(),
+    )
 }
 
 /// Whether a token scoped to `scope` (a lowercase path, empty for the whole namespace) grants
@@ -74,10 +102,23 @@ pub fn expiry(token: &str) -> Option<u64> {
 }
 
 /// Validates `token` (with or without the `SharedAccessSignature ` prefix) for `entity_path`
-/// (`None`: any entity) at `now_secs`.
+/// (`None`: any entity) at `now_secs`, whatever host its resource names (see [`validate_at`]).
 pub fn validate(
     key: &SasKey,
     token: &str,
+    entity_path: Option<&str>,
+    now_secs: u64,
+) -> Result<(), SasError> {
+    validate_at(key, token, None, entity_path, now_secs)
+}
+
+/// [`validate`] for a request addressed to `host` (a `Host` header: `name[:port]`): the
+/// token's resource must name that host too (case-insensitive, port aside), so a token for
+/// another namespace is refused as the service refuses it.
+pub fn validate_at(
+    key: &SasKey,
+    token: &str,
+    host: Option<&str>,
     entity_path: Option<&str>,
     now_secs: u64,
 ) -> Result<(), SasError> {
@@ -137,8 +178,17 @@ pub fn validate(
                 .unwrap_or_else(|| expiry.to_string())
         ));
     }
+    let (sr_host, scope) = resource_host_path(&decode(sr)?);
+    if let Some(host) = host {
+        let host = authority_host(host).unwrap_or(host).to_ascii_lowercase();
+        if sr_host != host {
+            return Err(format!(
+                "InvalidAudience: The token audience host '{sr_host}' is not this namespace's \
+                 host '{host}'."
+            ));
+        }
+    }
     if let Some(entity) = entity_path {
-        let scope = resource_path(&decode(sr)?);
         let entity = entity.trim_matches('/').to_ascii_lowercase();
         if !covers(&scope, &entity) {
             return Err(format!(
@@ -242,5 +292,68 @@ mod tests {
         ] {
             assert!(validate(&key(), junk, None, 0).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn the_host_is_compared_scheme_less_and_case_insensitively() {
+        let t = token(&key(), "sb://LocalHost/orders", 2_000);
+        for host in ["localhost", "LOCALHOST:5300", "localhost."] {
+            assert_eq!(
+                validate_at(&key(), &t, Some(host), Some("orders"), 0),
+                Ok(()),
+                "{host}"
+            );
+        }
+        let https = token(
+            &key(),
+            "https://ns.servicebus.windows.net:443/orders/",
+            2_000,
+        );
+        assert_eq!(
+            validate_at(
+                &key(),
+                &https,
+                Some("NS.servicebus.windows.net"),
+                Some("orders"),
+                0
+            ),
+            Ok(())
+        );
+        let v6 = token(&key(), "sb://[::1]/", 2_000);
+        assert_eq!(
+            validate_at(&key(), &v6, Some("[::1]:5300"), Some("q"), 0),
+            Ok(())
+        );
+        // Another host: refused even though the signature and path are right.
+        for host in ["127.0.0.1:5300", "other.example", "localhost.evil.example"] {
+            let e = validate_at(&key(), &t, Some(host), Some("orders"), 0).unwrap_err();
+            assert!(e.starts_with("InvalidAudience"), "{host}: {e}");
+        }
+        // Other entity on the right host, expired, forged: still refused.
+        let e = validate_at(&key(), &t, Some("localhost"), Some("orders2"), 0).unwrap_err();
+        assert!(e.starts_with("InvalidAudience"), "{e}");
+        let e = validate_at(&key(), &t, Some("localhost"), Some("orders"), 2_000).unwrap_err();
+        assert!(e.starts_with("ExpiredToken"), "{e}");
+        let forged = token(
+            &SasKey {
+                key: "guess".into(),
+                ..key()
+            },
+            "sb://localhost/orders",
+            2_000,
+        );
+        let e = validate_at(&key(), &forged, Some("localhost"), Some("orders"), 0).unwrap_err();
+        assert!(e.contains("invalid signature"), "{e}");
+    }
+
+    #[test]
+    fn authority_hosts() {
+        assert_eq!(authority_host("a.b:80"), Some("a.b"));
+        assert_eq!(authority_host("[::1]:80"), Some("[::1]"));
+        assert_eq!(authority_host("[::1]"), Some("[::1]"));
+        assert_eq!(authority_host("host."), Some("host"));
+        assert_eq!(authority_host("[::1]x"), None);
+        assert_eq!(authority_host("h:x"), None);
+        assert_eq!(authority_host(""), None);
     }
 }

@@ -69,6 +69,19 @@ async fn serve_http<F>(
     graceful.shutdown().await;
 }
 
+/// The start-up warning for a server reachable from the network with SAS off: anyone who can
+/// reach the port can read, send and delete every entity (the emulator's nature, but said).
+fn exposure_warning(bound: std::net::SocketAddr, sas: bool) -> Option<String> {
+    if sas || bound.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "listening on {bound}, which is not loopback, with SAS validation off: anyone who can \
+         reach this port can read, send and delete every entity; set LOCALZURE_SAS_KEY_NAME \
+         and LOCALZURE_SAS_KEY to require tokens, or LOCALZURE_HOST=127.0.0.1"
+    ))
+}
+
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then shuts down gracefully.
 pub async fn run(
     listener: TcpListener,
@@ -88,6 +101,13 @@ pub async fn run_with_amqp(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<(), crate::storage::StorageError> {
+    if let Some(w) = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| exposure_warning(a, config.sas().is_some()))
+    {
+        tracing::warn!("{w}");
+    }
     // --- AMQP endpoint (src/amqp) ---
     let amqp_task = amqp.map(|l| {
         let options = crate::amqp::AmqpOptions {
@@ -156,4 +176,23 @@ pub async fn run_with_amqp(
     backend.shutdown_persistence().await?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn warns_for_a_network_bind_without_sas_only() {
+        let w = exposure_warning("0.0.0.0:5300".parse().unwrap(), false).unwrap();
+        assert!(
+            w.contains("LOCALZURE_SAS_KEY_NAME") && w.contains("LOCALZURE_SAS_KEY "),
+            "{w}"
+        );
+        assert!(exposure_warning("[::]:5300".parse().unwrap(), false).is_some());
+        assert!(exposure_warning("0.0.0.0:5300".parse().unwrap(), true).is_none());
+        assert!(exposure_warning("127.0.0.1:5300".parse().unwrap(), false).is_none());
+        assert!(exposure_warning("[::1]:5300".parse().unwrap(), false).is_none());
+        assert!(exposure_warning("[::ffff:127.0.0.1]:5300".parse().unwrap(), false).is_none());
+    }
 }

@@ -287,7 +287,12 @@ async fn assert_falls_back(store: &Store, path: &Path, kept: &[PathBuf], what: &
         .await;
     let r = server
         .http
-        .request(Method::POST, "$admin/snapshot", &[], "")
+        .request(
+            Method::POST,
+            "$admin/snapshot",
+            &[("X-LocalZure-Admin", "1")],
+            "",
+        )
         .await;
     assert!(r.status.is_success(), "{what}: snapshot: {}", r.body);
     let logs = server.terminate();

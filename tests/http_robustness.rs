@@ -417,12 +417,8 @@ async fn sas_validation_refuses_bad_expired_and_missing_tokens() {
             .status,
         201
     );
-    // An entity-scoped token works for its entity (any https/sb scheme and host).
-    let scoped = token(
-        &key,
-        "https://anyhost.servicebus.windows.net/orders",
-        now + 60,
-    );
+    // An entity-scoped token works for its entity (any https/sb scheme; the addressed host).
+    let scoped = token(&key, &format!("https://{}/orders", addr(&s)), now + 60);
     assert_eq!(
         call(Method::POST, "orders/messages", auth(&scoped))
             .await
@@ -447,6 +443,7 @@ async fn sas_validation_refuses_bad_expired_and_missing_tokens() {
         "sb://localhost/",
         now + 3600,
     );
+    let other_host = token(&key, "sb://anyhost.servicebus.windows.net/", now + 3600);
     let tampered = namespace.replace(&format!("se={}", now + 3600), &format!("se={}", now + 7200));
     for (what, headers, reason) in [
         ("missing", vec![], "MissingToken"),
@@ -454,6 +451,7 @@ async fn sas_validation_refuses_bad_expired_and_missing_tokens() {
         ("tampered expiry", auth(&tampered), "InvalidSignature"),
         ("expired", auth(&expired), "ExpiredToken"),
         ("other key name", auth(&other_name), "InvalidSignature"),
+        ("other host", auth(&other_host), "InvalidAudience"),
         ("bearer", auth("Bearer abc"), "InvalidSignature"),
     ] {
         for (method, path) in [

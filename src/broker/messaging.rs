@@ -265,16 +265,17 @@ impl Broker {
         let mut deliveries: Vec<(String, Message)> = Vec::new();
         let mut filter_failures: Vec<(String, String)> = Vec::new();
         let t = self.topics.get(k)?;
+        let budget = super::filter::EvalBudget::per_message();
         for (sk, s) in &t.subs {
             let mut plain_match = false;
             let mut action_copies: Vec<Message> = Vec::new();
             // The first rule of this subscription whose filter or action failed to evaluate.
             let mut failure: Option<String> = None;
             for r in s.rules.values() {
-                match r.matches(&base) {
+                match r.matches_within(&base, &budget) {
                     Ok(true) if r.has_action() => {
                         let mut copy = base.clone();
-                        match r.apply_action(&mut copy) {
+                        match r.apply_action_within(&mut copy, &budget) {
                             Ok(()) => {
                                 copy.content.properties.insert(
                                     "RuleName".to_string(),

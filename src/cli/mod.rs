@@ -77,6 +77,8 @@ impl Target {
         path: &str,
     ) -> reqwest::RequestBuilder {
         let mut r = c.request(method, format!("{}{path}", self.base_url));
+        // Not a "simple" request, which the admin API requires of POSTs (src/http/admin.rs).
+        r = r.header(crate::http::admin::ADMIN_HEADER, "1");
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }

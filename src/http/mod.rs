@@ -302,7 +302,11 @@ fn authorize(state: &HttpState, req: &Request) -> Result<(), String> {
         })?;
     let now = u64::try_from(state.backend.now().div_euclid(1000)).unwrap_or(0);
     let path = req.segments.join("/");
-    crate::sas::validate(key, token, Some(&path), now)
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    crate::sas::validate_at(key, token, host, Some(&path), now)
 }
 
 async fn route_entity_paths(state: &HttpState, req: &Request, segs: &[&str]) -> Reply {

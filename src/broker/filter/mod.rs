@@ -5,6 +5,8 @@
 
 pub mod sql;
 
+pub use sql::EvalBudget;
+
 use super::entity::{CorrelationFilter, Filter, Rule};
 use super::error::BrokerError;
 use super::message::Message;
@@ -81,18 +83,33 @@ impl CompiledRule {
     /// Does the message match? A filter that fails to evaluate does not match (the caller may
     /// dead-letter per DeadLetteringOnFilterEvaluationExceptions).
     pub fn matches(&self, msg: &Message) -> Result<bool, String> {
+        self.matches_within(msg, &EvalBudget::per_message())
+    }
+
+    /// [`CompiledRule::matches`] spending `budget`: one budget per message, shared by all the
+    /// rules of all the topic's subscriptions, bounds what one send can cost.
+    pub fn matches_within(&self, msg: &Message, budget: &EvalBudget) -> Result<bool, String> {
         match &self.filter {
             CompiledFilter::True => Ok(true),
             CompiledFilter::False => Ok(false),
             CompiledFilter::Correlation(c) => Ok(correlation_matches(c, msg)),
-            CompiledFilter::Sql(e) => e.evaluate(msg).map_err(|e| e.to_string()),
+            CompiledFilter::Sql(e) => e.evaluate_within(msg, budget).map_err(|e| e.to_string()),
         }
     }
 
     /// Applies the rule action to the copy delivered to this subscription.
     pub fn apply_action(&self, msg: &mut Message) -> Result<(), String> {
+        self.apply_action_within(msg, &EvalBudget::per_message())
+    }
+
+    /// [`CompiledRule::apply_action`] spending `budget` (see [`CompiledRule::matches_within`]).
+    pub fn apply_action_within(
+        &self,
+        msg: &mut Message,
+        budget: &EvalBudget,
+    ) -> Result<(), String> {
         match &self.action {
-            Some(a) => a.apply(msg).map_err(|e| e.to_string()),
+            Some(a) => a.apply_within(msg, budget).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }

@@ -1,17 +1,18 @@
 //! Execution of `SET` / `REMOVE` action statements.
 
 use super::ast::{PropRef, Stmt, SysProp};
-use super::eval::{eval, names_equal_ci};
-use super::SqlError;
+use super::eval::{eval, names_equal_ci, Cx};
+use super::{EvalBudget, SqlError};
 use crate::broker::message::Message;
 use crate::broker::value::Value;
 
 /// Runs the statements in order against `msg`; each sees the effect of the previous ones.
-pub(super) fn run(stmts: &[Stmt], msg: &mut Message) -> Result<(), SqlError> {
+/// Evaluating the values spends `budget`.
+pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Result<(), SqlError> {
     for s in stmts {
         match s {
             Stmt::Set { target, value, pos } => {
-                let v = eval(value, msg)?;
+                let v = eval(value, &Cx { msg, budget })?;
                 match target {
                     PropRef::User(name) => {
                         let key = existing_key(msg, name).unwrap_or_else(|| name.clone());

@@ -1,5 +1,6 @@
 //! The compiled form of filter expressions and action statements.
 
+use super::like::LikeRegex;
 use crate::broker::value::Value;
 
 /// A system property reachable with the `sys.` scope.
@@ -116,21 +117,10 @@ pub(super) enum CmpOp {
     Ge,
 }
 
-/// One element of a compiled LIKE pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PatElem {
-    /// A literal character.
-    Char(char),
-    /// `_`: exactly one character.
-    One,
-    /// `%`: any run of characters, possibly empty.
-    Many,
-}
-
 /// A LIKE pattern: compiled at compile time when the pattern and escape are constants.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum LikePattern {
-    Static(Vec<PatElem>),
+    Static(LikeRegex),
     Dynamic {
         pattern: Box<Expr>,
         escape: Option<Box<Expr>>,

@@ -3,9 +3,9 @@
 //! `Value::Null` doubles as SQL's *unknown*: a missing user property, a NULL value and
 //! an incomparable comparison all evaluate to it.
 
-use super::ast::{ArithOp, CmpOp, Expr, LikePattern, PatElem, PropRef, SysProp};
-use super::parser::compile_like;
-use super::SqlError;
+use super::ast::{ArithOp, CmpOp, Expr, LikePattern, PropRef, SysProp};
+use super::like::{self, LikeRegex};
+use super::{EvalBudget, SqlError};
 use crate::broker::message::Message;
 use crate::broker::value::Value;
 use std::cmp::Ordering;
@@ -76,25 +76,67 @@ pub(super) fn sys_value(msg: &Message, p: SysProp) -> Value {
     }
 }
 
-fn prop_value(msg: &Message, p: &PropRef) -> Value {
-    match p {
-        PropRef::Sys(s) => sys_value(msg, *s),
-        PropRef::User(name) => user_prop(&msg.content.properties, name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or(Value::Null),
+/// What evaluation reads and spends: the message and the per-message work allowance.
+pub(super) struct Cx<'a> {
+    pub(super) msg: &'a Message,
+    pub(super) budget: &'a EvalBudget,
+}
+
+impl Cx<'_> {
+    /// Spends `units` of the budget; once it is spent, evaluation fails (an evaluation
+    /// error: the rule doesn't match, as for any filter exception on the service).
+    fn charge(&self, units: usize, pos: usize) -> Result<(), SqlError> {
+        if self.budget.spend(units, self.msg) {
+            Ok(())
+        } else {
+            Err(err(
+                pos,
+                "",
+                format!(
+                    "filter evaluation exceeded the work limit of {} units for this message",
+                    self.budget.limit()
+                ),
+            ))
+        }
+    }
+
+    /// A user property by name. The case-insensitive fallback scans every property, so
+    /// it is charged one unit per property.
+    fn user_prop(&self, name: &str) -> Result<Option<&Value>, SqlError> {
+        let props = &self.msg.content.properties;
+        if let Some(v) = props.get(name) {
+            return Ok(Some(v));
+        }
+        self.charge(props.len(), 0)?;
+        Ok(user_prop(props, name).map(|(_, v)| v))
     }
 }
 
-fn prop_exists(msg: &Message, p: &PropRef) -> bool {
-    match p {
-        PropRef::Sys(s) => !matches!(sys_value(msg, *s), Value::Null),
-        PropRef::User(name) => user_prop(&msg.content.properties, name).is_some(),
+/// The work of producing a value: strings cost their length (they are copied).
+fn value_cost(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 1 + s.len(),
+        _ => 1,
     }
+}
+
+fn prop_value(cx: &Cx, p: &PropRef) -> Result<Value, SqlError> {
+    Ok(match p {
+        PropRef::Sys(s) => sys_value(cx.msg, *s),
+        PropRef::User(name) => cx.user_prop(name)?.cloned().unwrap_or(Value::Null),
+    })
+}
+
+fn prop_exists(cx: &Cx, p: &PropRef) -> Result<bool, SqlError> {
+    Ok(match p {
+        PropRef::Sys(s) => !matches!(sys_value(cx.msg, *s), Value::Null),
+        PropRef::User(name) => cx.user_prop(name)?.is_some(),
+    })
 }
 
 /// Evaluates a whole filter: only TRUE matches; FALSE and unknown don't.
-pub(super) fn matches(e: &Expr, msg: &Message) -> Result<bool, SqlError> {
-    Ok(truth(eval(e, msg)?, 0, "")? == Some(true))
+pub(super) fn matches(e: &Expr, cx: &Cx) -> Result<bool, SqlError> {
+    Ok(truth(eval(e, cx)?, 0, "")? == Some(true))
 }
 
 /// Interprets a value in a predicate position.
@@ -132,45 +174,47 @@ fn tri(b: Option<bool>) -> Value {
 ///
 /// This dispatcher stays tiny and each case lives in its own non-inlined function, so that
 /// recursion over deep trees costs little stack per level.
-pub(super) fn eval(e: &Expr, msg: &Message) -> Result<Value, SqlError> {
-    match e {
+pub(super) fn eval(e: &Expr, cx: &Cx) -> Result<Value, SqlError> {
+    let v = match e {
         Expr::Const(v) => Ok(v.clone()),
-        Expr::Prop(p) => Ok(prop_value(msg, p)),
+        Expr::Prop(p) => prop_value(cx, p),
         Expr::NewId => Ok(Value::String(uuid::Uuid::new_v4().to_string())),
-        Expr::PropertyFn { name, pos } => eval_property_fn(name, *pos, msg),
-        Expr::Neg { expr, pos } => eval_neg(expr, *pos, msg),
-        Expr::Plus { expr, pos } => eval_plus(expr, *pos, msg),
+        Expr::PropertyFn { name, pos } => eval_property_fn(name, *pos, cx),
+        Expr::Neg { expr, pos } => eval_neg(expr, *pos, cx),
+        Expr::Plus { expr, pos } => eval_plus(expr, *pos, cx),
         Expr::Arith {
             op,
             left,
             right,
             pos,
-        } => eval_arith(*op, left, right, *pos, msg),
-        Expr::Cmp { op, left, right } => eval_cmp(*op, left, right, msg),
-        Expr::And { items, pos } => eval_logic(items, false, *pos, msg),
-        Expr::Or { items, pos } => eval_logic(items, true, *pos, msg),
-        Expr::Not { expr, pos } => eval_not(expr, *pos, msg),
-        Expr::IsNull { expr, negated } => eval_is_null(expr, *negated, msg),
+        } => eval_arith(*op, left, right, *pos, cx),
+        Expr::Cmp { op, left, right } => eval_cmp(*op, left, right, cx),
+        Expr::And { items, pos } => eval_logic(items, false, *pos, cx),
+        Expr::Or { items, pos } => eval_logic(items, true, *pos, cx),
+        Expr::Not { expr, pos } => eval_not(expr, *pos, cx),
+        Expr::IsNull { expr, negated } => eval_is_null(expr, *negated, cx),
         Expr::In {
             expr,
             list,
             negated,
-        } => eval_in(expr, list, *negated, msg),
+        } => eval_in(expr, list, *negated, cx),
         Expr::Like {
             expr,
             pattern,
             negated,
             pos,
-        } => eval_like(expr, pattern, *negated, *pos, msg),
-        Expr::Exists(p) => Ok(Value::Bool(prop_exists(msg, p))),
-    }
+        } => eval_like(expr, pattern, *negated, *pos, cx),
+        Expr::Exists(p) => prop_exists(cx, p).map(Value::Bool),
+    }?;
+    cx.charge(value_cost(&v), 0)?;
+    Ok(v)
 }
 
 #[inline(never)]
-fn eval_property_fn(name: &Expr, pos: usize, msg: &Message) -> Result<Value, SqlError> {
-    match eval(name, msg)? {
+fn eval_property_fn(name: &Expr, pos: usize, cx: &Cx) -> Result<Value, SqlError> {
+    match eval(name, cx)? {
         Value::Null => Ok(Value::Null),
-        Value::String(s) => dynamic_property(msg, &s, pos),
+        Value::String(s) => dynamic_property(cx, &s, pos),
         other => Err(err(
             pos,
             "property",
@@ -183,8 +227,8 @@ fn eval_property_fn(name: &Expr, pos: usize, msg: &Message) -> Result<Value, Sql
 }
 
 #[inline(never)]
-fn eval_neg(expr: &Expr, pos: usize, msg: &Message) -> Result<Value, SqlError> {
-    match eval(expr, msg)? {
+fn eval_neg(expr: &Expr, pos: usize, cx: &Cx) -> Result<Value, SqlError> {
+    match eval(expr, cx)? {
         Value::Null => Ok(Value::Null),
         Value::Int(i) => i
             .checked_neg()
@@ -200,8 +244,8 @@ fn eval_neg(expr: &Expr, pos: usize, msg: &Message) -> Result<Value, SqlError> {
 }
 
 #[inline(never)]
-fn eval_plus(expr: &Expr, pos: usize, msg: &Message) -> Result<Value, SqlError> {
-    match eval(expr, msg)? {
+fn eval_plus(expr: &Expr, pos: usize, cx: &Cx) -> Result<Value, SqlError> {
+    match eval(expr, cx)? {
         v @ (Value::Null | Value::Int(_) | Value::Double(_)) => Ok(v),
         other => Err(err(
             pos,
@@ -217,27 +261,27 @@ fn eval_arith(
     left: &Expr,
     right: &Expr,
     pos: usize,
-    msg: &Message,
+    cx: &Cx,
 ) -> Result<Value, SqlError> {
-    let l = eval(left, msg)?;
-    let r = eval(right, msg)?;
+    let l = eval(left, cx)?;
+    let r = eval(right, cx)?;
     arith(op, l, r, pos)
 }
 
 #[inline(never)]
-fn eval_cmp(op: CmpOp, left: &Expr, right: &Expr, msg: &Message) -> Result<Value, SqlError> {
-    let l = eval(left, msg)?;
-    let r = eval(right, msg)?;
+fn eval_cmp(op: CmpOp, left: &Expr, right: &Expr, cx: &Cx) -> Result<Value, SqlError> {
+    let l = eval(left, cx)?;
+    let r = eval(right, cx)?;
     Ok(tri(compare(op, &l, &r)))
 }
 
 /// AND (`is_or` false) / OR with three-valued logic, short-circuiting on the deciding value.
 #[inline(never)]
-fn eval_logic(items: &[Expr], is_or: bool, pos: usize, msg: &Message) -> Result<Value, SqlError> {
+fn eval_logic(items: &[Expr], is_or: bool, pos: usize, cx: &Cx) -> Result<Value, SqlError> {
     let token = if is_or { "OR" } else { "AND" };
     let mut unknown = false;
     for item in items {
-        match truth(eval(item, msg)?, pos, token)? {
+        match truth(eval(item, cx)?, pos, token)? {
             Some(b) if b == is_or => return Ok(Value::Bool(is_or)),
             Some(_) => {}
             None => unknown = true,
@@ -251,25 +295,25 @@ fn eval_logic(items: &[Expr], is_or: bool, pos: usize, msg: &Message) -> Result<
 }
 
 #[inline(never)]
-fn eval_not(expr: &Expr, pos: usize, msg: &Message) -> Result<Value, SqlError> {
-    Ok(tri(truth(eval(expr, msg)?, pos, "NOT")?.map(|b| !b)))
+fn eval_not(expr: &Expr, pos: usize, cx: &Cx) -> Result<Value, SqlError> {
+    Ok(tri(truth(eval(expr, cx)?, pos, "NOT")?.map(|b| !b)))
 }
 
 #[inline(never)]
-fn eval_is_null(expr: &Expr, negated: bool, msg: &Message) -> Result<Value, SqlError> {
-    let is_null = matches!(eval(expr, msg)?, Value::Null);
+fn eval_is_null(expr: &Expr, negated: bool, cx: &Cx) -> Result<Value, SqlError> {
+    let is_null = matches!(eval(expr, cx)?, Value::Null);
     Ok(Value::Bool(is_null != negated))
 }
 
 #[inline(never)]
-fn eval_in(expr: &Expr, list: &[Expr], negated: bool, msg: &Message) -> Result<Value, SqlError> {
-    let v = eval(expr, msg)?;
+fn eval_in(expr: &Expr, list: &[Expr], negated: bool, cx: &Cx) -> Result<Value, SqlError> {
+    let v = eval(expr, cx)?;
     if matches!(v, Value::Null) {
         return Ok(Value::Null);
     }
     let mut found = false;
     for item in list {
-        let w = eval(item, msg)?;
+        let w = eval(item, cx)?;
         if compare(CmpOp::Eq, &v, &w) == Some(true) {
             found = true;
             break;
@@ -284,25 +328,25 @@ fn eval_like(
     pattern: &LikePattern,
     negated: bool,
     pos: usize,
-    msg: &Message,
+    cx: &Cx,
 ) -> Result<Value, SqlError> {
-    let v = eval(expr, msg)?;
+    let v = eval(expr, cx)?;
     let r = match pattern {
-        LikePattern::Static(p) => like_value(&v, p),
+        LikePattern::Static(p) => like_value(&v, p, pos, cx)?,
         LikePattern::Dynamic { pattern, escape } => {
-            let pv = eval(pattern, msg)?;
+            let pv = eval(pattern, cx)?;
             let ev = match escape {
-                Some(e) => Some(eval(e, msg)?),
+                Some(e) => Some(eval(e, cx)?),
                 None => None,
             };
-            dynamic_like(&v, pv, ev, pos)?
+            dynamic_like(&v, pv, ev, pos, cx)?
         }
     };
     Ok(tri(r.map(|b| b != negated)))
 }
 
 /// `property('name')`: `sys.`/`user.` prefixes select the scope, as in the static syntax.
-fn dynamic_property(msg: &Message, name: &str, pos: usize) -> Result<Value, SqlError> {
+fn dynamic_property(cx: &Cx, name: &str, pos: usize) -> Result<Value, SqlError> {
     let lower_prefix = |p: &str| -> Option<&str> {
         let head = name.get(..p.len())?;
         if head.eq_ignore_ascii_case(p) {
@@ -313,7 +357,7 @@ fn dynamic_property(msg: &Message, name: &str, pos: usize) -> Result<Value, SqlE
     };
     if let Some(rest) = lower_prefix("sys.") {
         return match SysProp::from_name(rest) {
-            Some(s) => Ok(sys_value(msg, s)),
+            Some(s) => Ok(sys_value(cx.msg, s)),
             None => Err(err(
                 pos,
                 "property",
@@ -322,17 +366,23 @@ fn dynamic_property(msg: &Message, name: &str, pos: usize) -> Result<Value, SqlE
         };
     }
     let user = lower_prefix("user.").unwrap_or(name);
-    Ok(prop_value(msg, &PropRef::User(user.to_string())))
+    prop_value(cx, &PropRef::User(user.to_string()))
 }
 
-fn like_value(v: &Value, pattern: &[PatElem]) -> Option<bool> {
+/// Matches a value against a compiled pattern, charged [`LikeRegex::cost`] first.
+fn like_value(
+    v: &Value,
+    pattern: &LikeRegex,
+    pos: usize,
+    cx: &Cx,
+) -> Result<Option<bool>, SqlError> {
     match v {
         Value::String(s) => {
-            let text: Vec<char> = s.chars().collect();
-            Some(like_match(pattern, &text))
+            cx.charge(pattern.cost(s), pos)?;
+            Ok(Some(pattern.is_match(s)))
         }
         // NULL is unknown; other types can't be LIKE-matched: unknown as well.
-        _ => None,
+        _ => Ok(None),
     }
 }
 
@@ -341,6 +391,7 @@ fn dynamic_like(
     pattern: Value,
     escape: Option<Value>,
     pos: usize,
+    cx: &Cx,
 ) -> Result<Option<bool>, SqlError> {
     let esc = match escape {
         None => None,
@@ -371,42 +422,10 @@ fn dynamic_like(
             ))
         }
     };
-    let compiled = compile_like(&p, esc).map_err(|m| err(pos, "LIKE", m))?;
-    Ok(like_value(v, &compiled))
-}
-
-/// Wildcard matching with backtracking to the last `%` only: O(len(text) * len(pattern)).
-pub(super) fn like_match(pattern: &[PatElem], text: &[char]) -> bool {
-    let (mut p, mut s) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while s < text.len() {
-        match pattern.get(p) {
-            Some(PatElem::Char(c)) if *c == text[s] => {
-                p += 1;
-                s += 1;
-            }
-            Some(PatElem::One) => {
-                p += 1;
-                s += 1;
-            }
-            Some(PatElem::Many) => {
-                star = Some((p, s));
-                p += 1;
-            }
-            _ => match star {
-                Some((sp, ss)) => {
-                    p = sp + 1;
-                    s = ss + 1;
-                    star = Some((sp, ss + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    while pattern.get(p) == Some(&PatElem::Many) {
-        p += 1;
-    }
-    p == pattern.len()
+    // A pattern computed from message data compiles at each evaluation: charged its length.
+    cx.charge(p.len(), pos)?;
+    let compiled = like::compile(&p, esc).map_err(|m| err(pos, "LIKE", m))?;
+    like_value(v, &compiled, pos, cx)
 }
 
 /// Ordinal string order as .NET has it (UTF-16 code units).

@@ -69,8 +69,9 @@
 //! - Compile-time checks beyond syntax: unknown `sys.` names, undefined parameters, a
 //!   constant non-boolean where a predicate is required (`1`, `1 = 1 AND 'x'`), a constant
 //!   LIKE pattern/escape that is malformed, a SET/REMOVE of a read-only system property.
-//! - An expression tree deeper than [`MAX_DEPTH`] (parentheses, `NOT`, unary and binary
-//!   operators, function calls) is a compile error, so no input can overflow the stack while
+//! - An expression nested deeper than [`MAX_DEPTH`] (each parenthesis, `NOT`, unary and
+//!   binary operator and function call is a level; a constant or property is level 1) is a
+//!   compile error, so no input can overflow the stack while
 //!   parsing or evaluating; `AND`/`OR` chains are flattened and don't add depth (a chain of
 //!   128 `+` does). Integer constants outside the 64-bit range and non-finite doubles are
 //!   compile errors. The service caps filter and action text at [`MAX_EXPRESSION_CHARS`]
@@ -80,23 +81,98 @@
 
 mod action;
 mod ast;
+#[cfg(test)]
+mod cost_tests;
 mod eval;
 mod lexer;
+mod like;
 mod parser;
 #[cfg(test)]
 mod tests;
 
 use crate::broker::message::Message;
 use crate::broker::value::Value;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Maximum depth of an expression tree; the parser's recursion is bounded by twice this.
+/// Maximum nesting depth of an expression (README: "nesting is capped at depth 128"); the
+/// parser's recursion is bounded by twice this.
 /// Chosen so that even unoptimised builds stay well within a 1 MiB stack.
 pub const MAX_DEPTH: usize = 128;
 
 /// The longest filter or action text the service accepts, in characters.
 pub const MAX_EXPRESSION_CHARS: usize = 1024;
+
+/// The work one message may cost across every filter and action of a topic's
+/// subscriptions, in units of about one byte scanned or copied (every expression node costs
+/// one, a string value its length, a LIKE its text's length, a case-insensitive property
+/// lookup one per property). LIKE is linear in the text, but a topic multiplies it by its
+/// rules: this keeps one send's fan-out within a few milliseconds of CPU. Normal filters
+/// spend a few hundred units; twenty LIKEs over a 64 KiB property spend about 2.6 million.
+pub const EVAL_BUDGET_PER_MESSAGE: u64 = 8 << 20;
+
+/// A per-message work allowance shared by all the filters and actions evaluated for one
+/// message (see [`EVAL_BUDGET_PER_MESSAGE`]). Once spent, every further evaluation is an
+/// evaluation error, which the service treats as "the rule doesn't match" (and dead-letters
+/// the message per subscription when `EnableDeadLetteringOnFilterEvaluationExceptions` is on:
+/// "whether messages need to be forwarded to dead-letter sub queue when subscription rule
+/// evaluation fails", SubscriptionProperties in Azure.Messaging.ServiceBus).
+#[derive(Debug)]
+pub struct EvalBudget {
+    limit: u64,
+    remaining: Cell<u64>,
+    exhausted: Cell<bool>,
+}
+
+impl EvalBudget {
+    /// The allowance for one message's fan-out: [`EVAL_BUDGET_PER_MESSAGE`].
+    pub fn per_message() -> EvalBudget {
+        EvalBudget::new(EVAL_BUDGET_PER_MESSAGE)
+    }
+
+    /// An allowance of `limit` units.
+    pub fn new(limit: u64) -> EvalBudget {
+        EvalBudget {
+            limit,
+            remaining: Cell::new(limit),
+            exhausted: Cell::new(false),
+        }
+    }
+
+    /// The allowance this budget started with.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Has evaluation run out of budget?
+    pub fn is_exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
+    /// Spends `units`; false once the allowance is spent (logged once per budget).
+    fn spend(&self, units: usize, msg: &Message) -> bool {
+        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        match self.remaining.get().checked_sub(units) {
+            Some(left) if !self.exhausted.get() => {
+                self.remaining.set(left);
+                true
+            }
+            _ => {
+                if !self.exhausted.replace(true) {
+                    tracing::warn!(
+                        message_id = %msg.content.message_id,
+                        sequence_number = msg.sequence_number,
+                        limit = self.limit,
+                        "filter evaluation exceeded its per-message work limit; the remaining \
+                         filters and actions for this message count as evaluation errors"
+                    );
+                }
+                false
+            }
+        }
+    }
+}
 
 /// A syntax or evaluation error with the position (0-based character offset) and token.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +249,12 @@ impl SqlExpr {
     /// Does the message match? Unknown (NULL) results don't match; an `Err` is an evaluation
     /// exception (the service's FilterException).
     pub fn evaluate(&self, msg: &Message) -> Result<bool, SqlError> {
-        eval::matches(&self.root, msg)
+        self.evaluate_within(msg, &EvalBudget::per_message())
+    }
+
+    /// [`SqlExpr::evaluate`] spending `budget`, shared by every filter a message meets.
+    pub fn evaluate_within(&self, msg: &Message, budget: &EvalBudget) -> Result<bool, SqlError> {
+        eval::matches(&self.root, &eval::Cx { msg, budget })
     }
 }
 
@@ -197,13 +278,18 @@ impl SqlActionProgram {
 
     /// Applies the statements to `msg`. On error `msg` is left unchanged.
     pub fn apply(&self, msg: &mut Message) -> Result<(), SqlError> {
+        self.apply_within(msg, &EvalBudget::per_message())
+    }
+
+    /// [`SqlActionProgram::apply`] spending `budget`, shared by every rule a message meets.
+    pub fn apply_within(&self, msg: &mut Message, budget: &EvalBudget) -> Result<(), SqlError> {
         if self.stmts.is_empty() {
             return Ok(());
         }
         // Work on a copy (without cloning the body) so a failing statement changes nothing.
         let body = std::mem::take(&mut msg.content.body);
         let mut work = msg.clone();
-        let result = action::run(&self.stmts, &mut work);
+        let result = action::run(&self.stmts, &mut work, budget);
         match result {
             Ok(()) => {
                 work.content.body = body;

@@ -3,8 +3,9 @@
 //! Precedence, loosest first: `OR`, `AND`, `NOT`, predicates (comparison, `IS [NOT] NULL`,
 //! `[NOT] IN`, `[NOT] LIKE`, `EXISTS`), `+ -`, `* / %`, unary `+ -`, primaries.
 
-use super::ast::{ArithOp, CmpOp, Expr, LikePattern, PatElem, PropRef, Stmt, SysProp};
+use super::ast::{ArithOp, CmpOp, Expr, LikePattern, PropRef, Stmt, SysProp};
 use super::lexer::{tokenize, Kw, Sym, Tok, Token};
+use super::like;
 use super::{SqlError, MAX_DEPTH};
 use crate::broker::value::Value;
 use std::collections::BTreeMap;
@@ -510,7 +511,7 @@ impl<'a> Parser<'a> {
         };
         let pattern = match (&pattern.e, static_escape) {
             (Expr::Const(Value::String(s)), Some(esc)) => LikePattern::Static(
-                compile_like(s, esc).map_err(|m| err(pat_tok.pos, pat_tok.text.clone(), m))?,
+                like::compile(s, esc).map_err(|m| err(pat_tok.pos, pat_tok.text.clone(), m))?,
             ),
             (Expr::Const(Value::Null), _) => LikePattern::Dynamic {
                 pattern: Box::new(pattern.e),
@@ -576,11 +577,8 @@ impl<'a> Parser<'a> {
         let t = self.bump();
         let inner = self.parse_expr(0)?;
         self.expect_sym(Sym::RParen, "')'")?;
-        Ok(P {
-            pos: t.pos,
-            text: t.text,
-            ..inner
-        })
+        // A parenthesis is a nesting level, as README's cap of 128 counts it.
+        self.node(inner.e, inner.depth + 1, inner.kind, t.pos, t.text)
     }
 
     #[inline(never)]
@@ -742,28 +740,4 @@ impl<'a> Parser<'a> {
             )),
         }
     }
-}
-
-/// Compiles a LIKE pattern: `%` any run, `_` one character, `esc` makes the next
-/// character literal.
-pub(super) fn compile_like(pattern: &str, esc: Option<char>) -> Result<Vec<PatElem>, String> {
-    let mut out = Vec::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if Some(c) == esc {
-            match chars.next() {
-                Some(n) => out.push(PatElem::Char(n)),
-                None => return Err("LIKE pattern ends with the escape character".to_string()),
-            }
-        } else if c == '%' {
-            if out.last() != Some(&PatElem::Many) {
-                out.push(PatElem::Many);
-            }
-        } else if c == '_' {
-            out.push(PatElem::One);
-        } else {
-            out.push(PatElem::Char(c));
-        }
-    }
-    Ok(out)
 }

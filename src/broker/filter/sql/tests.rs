@@ -30,7 +30,7 @@ fn props() -> BTreeMap<String, Value> {
     p
 }
 
-fn msg() -> Message {
+pub(super) fn msg() -> Message {
     Message {
         sequence_number: 42,
         content: NewMessage {
@@ -447,7 +447,7 @@ fn nesting_just_under_the_limit_fits_a_small_stack() {
         format!("{}TRUE", "NOT ".repeat(n)),
         format!("{}1{} = 1", "-(".repeat(n / 2), ")".repeat(n / 2)),
         format!("{}'color'{} = 'red'", "p(".repeat(n), ")".repeat(n)),
-        format!("{}1{} > 0", "(1 + ".repeat(n), ")".repeat(n)),
+        format!("{}1{} > 0", "(1 + ".repeat(n / 2), ")".repeat(n / 2)),
         format!("{}TRUE{}", "(TRUE AND ".repeat(n / 2), ")".repeat(n / 2)),
     ];
     let handle = std::thread::Builder::new()
