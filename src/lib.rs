@@ -29,6 +29,7 @@ pub mod sas;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod time;
 
 pub use config::{StorageConfig, StorageType};
