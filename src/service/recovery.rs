@@ -45,7 +45,6 @@ impl ServiceBusBackend {
             .map_err(|e| StorageError::Other(e.to_string()))?;
         let backend = match opened {
             Ok(b) => b,
-            Err(e @ StorageError::Unavailable(_)) => return Err(e),
             Err(e) => return Ok(self.fall_back(&e)),
         };
         let started = Instant::now();

@@ -445,7 +445,7 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
     let topics: Vec<&EntityKey> = delta
         .entity_deletes
         .iter()
-        .filter(|k| k.kind == crate::broker::entity::EntityKind::Topic)
+        .filter(|k| k.kind == crate::storage::EntityKind::Topic)
         .collect();
     let all_fields: Vec<String> = if topics.is_empty() || delta.full {
         Vec::new()
@@ -459,7 +459,7 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
         let ek = entity_key_string(k);
         del_keys.push(RedisBackend::msgs_key(t, &ek));
         del_fields.push(ek);
-        if k.kind == crate::broker::entity::EntityKind::Topic && !delta.full {
+        if k.kind == crate::storage::EntityKind::Topic && !delta.full {
             let subs = subscriptions_prefix(&k.name);
             del_keys.extend(t.scan(con, &format!("snap:msgs:{subs}"))?);
             del_fields.extend(all_fields.iter().filter(|f| f.starts_with(&subs)).cloned());
