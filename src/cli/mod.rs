@@ -32,14 +32,28 @@ pub enum CliError {
     Refused(String),
 }
 
-/// The storage subcommands.
-#[derive(Debug, Clone)]
+/// The storage subcommands (`localzure storage …`), parsed by clap straight into this enum.
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum StorageCommand {
-    Stats { json: bool },
+    /// Print storage statistics.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every entity and message to a portable JSON file.
     Export { file: PathBuf },
+    /// Replace all state with the contents of an export file.
     Import { file: PathBuf },
+    /// Reclaim space (SQLite VACUUM, JSON orphan cleanup).
     Compact,
-    Purge { yes: bool },
+    /// Delete every entity and message (asks for confirmation).
+    Purge {
+        /// Do not ask (scripts and CI).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write a snapshot now and truncate the operation log.
     Snapshot,
 }
 
