@@ -4,8 +4,9 @@
 //! waiter on every flush.
 
 use super::StorageError;
+use crate::sync::lock;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use tokio::sync::{oneshot, watch};
 
 /// What an operation log has made durable, published after every flush attempt.
@@ -51,10 +52,6 @@ pub(crate) struct Durability {
     state: watch::Sender<DurableState>,
     /// Lock order: taken after `state`'s internal lock is released (publish first, then wake).
     waiters: Mutex<Waiters>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Durability {

@@ -44,6 +44,7 @@ use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageRecord, Snapshot, StorageError,
 };
 use crate::config::StorageConfig;
+use crate::sync::lock;
 use ::redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -68,10 +69,6 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Messages are loaded with this many `HGETALL`s per pipeline.
 const LOAD_PIPELINE: usize = 64;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// This process's identity in leases: `pid <n> host <name> id <uuid>` (the PID first, worded
 /// as the data-directory lock file is).
