@@ -162,7 +162,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(path) =
-        localzure::entities_config::configured_path(config.entities_config.as_deref())
+        localzure::entities_config::configured_path(config.server.entities_config.as_deref())
     {
         match localzure::entities_config::apply(&backend, &path).await {
             Ok(n) => tracing::info!("created {n} entities from {}", path.display()),
@@ -172,7 +172,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    let addr = format!("{}:{}", config.host, config.http_port);
+    let addr = format!("{}:{}", config.server.host, config.server.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -185,7 +185,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         Err(e) => tracing::warn!("bound, but the local address is unknown: {e}"),
     }
     // --- AMQP endpoint: LOCALZURE_HOST:LOCALZURE_AMQP_PORT (0 = ephemeral) ---
-    let amqp_addr = format!("{}:{}", config.host, config.amqp_port);
+    let amqp_addr = format!("{}:{}", config.server.host, config.server.amqp_port);
     let amqp_listener = match tokio::net::TcpListener::bind(&amqp_addr).await {
         Ok(l) => l,
         Err(e) => {

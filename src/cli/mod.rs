@@ -67,13 +67,13 @@ pub struct Target {
 impl Target {
     /// The local server as configured (`0.0.0.0`/`::` are reached on loopback).
     pub fn from_config(cfg: &Config, url: Option<String>) -> Self {
-        let host = match cfg.host.as_str() {
+        let host = match cfg.server.host.as_str() {
             "0.0.0.0" | "::" | "[::]" | "" => "127.0.0.1".to_string(),
             h => h.to_string(),
         };
         Target {
-            base_url: url.unwrap_or_else(|| format!("http://{host}:{}", cfg.http_port)),
-            token: cfg.admin_token.clone(),
+            base_url: url.unwrap_or_else(|| format!("http://{host}:{}", cfg.server.http_port)),
+            token: cfg.server.admin_token.clone(),
         }
     }
 

@@ -179,11 +179,11 @@ impl ServiceBusBackend {
 
     pub(super) fn location(&self) -> String {
         match self.inner.config.storage_type {
-            StorageType::Sqlite => self.inner.config.sqlite_path.display().to_string(),
-            StorageType::Json => self.inner.config.json_path.display().to_string(),
+            StorageType::Sqlite => self.inner.config.sqlite.path.display().to_string(),
+            StorageType::Json => self.inner.config.json.path.display().to_string(),
             StorageType::Redis => format!(
                 "{}:{}",
-                self.inner.config.redis_host, self.inner.config.redis_port
+                self.inner.config.redis.host, self.inner.config.redis.port
             ),
             StorageType::InMemory => "memory".to_string(),
         }

@@ -82,13 +82,15 @@ impl ServiceBusBackend {
         let load_ms = started.elapsed().as_secs_f64() * 1000.0;
         *self.lock_broker() = broker;
         let mut replayed = 0u64;
-        if self.inner.config.wal_enabled {
+        if self.inner.config.wal_enabled() {
             let path = lock(&self.inner.backend).journal_path();
+            let redis = (self.inner.config.storage_type == StorageType::Redis)
+                .then_some(&self.inner.config.redis);
             if let Some(oplog::Opened {
                 log: journal,
                 replay,
                 location: path,
-            }) = oplog::open(&self.inner.config, path.as_deref(), snap_lsn + 1).await?
+            }) = oplog::open(redis, path.as_deref(), snap_lsn + 1).await?
             {
                 if let Some(off) = replay.torn_tail {
                     tracing::warn!("dropped a torn record at the tail of {path} (offset {off})");
@@ -134,7 +136,7 @@ impl ServiceBusBackend {
         tracing::info!(
             "Persistence initialized (storage_type={}, wal_enabled={}, read_ms={read_ms:.1}, load_ms={load_ms:.1})",
             self.inner.config.storage_type.as_str(),
-            self.inner.config.wal_enabled
+            self.inner.config.wal_enabled()
         );
         tracing::info!("Replayed {replayed} operations from WAL");
         self.set_status(|s| s.replayed = replayed);

@@ -24,7 +24,10 @@ async fn journal_failure_refuses_acknowledgement_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = StorageConfig {
         storage_type: StorageType::Sqlite,
-        sqlite_path: dir.path().join("sb.db"),
+        sqlite: crate::config::SqliteConfig {
+            path: dir.path().join("sb.db"),
+            ..Default::default()
+        },
         snapshot_interval_seconds: 0,
         ..StorageConfig::default()
     };

@@ -2,18 +2,18 @@
 //! writing the same store.
 
 use super::redis::RedisLease;
+use super::settings::{StorageConfig, StorageType};
 use super::StorageError;
-use crate::config::{StorageConfig, StorageType};
 
 /// The lock file guarding a configured store against a second writer.
 pub fn lock_path(cfg: &StorageConfig) -> Option<std::path::PathBuf> {
     match cfg.storage_type {
         StorageType::Sqlite => {
-            let mut p = cfg.sqlite_path.clone().into_os_string();
+            let mut p = cfg.sqlite.path.clone().into_os_string();
             p.push(".lock");
             Some(p.into())
         }
-        StorageType::Json => Some(cfg.json_path.join(".lock")),
+        StorageType::Json => Some(cfg.json.path.join(".lock")),
         _ => None,
     }
 }
@@ -30,7 +30,7 @@ pub enum DataLock {
 pub fn lock_data(cfg: &StorageConfig) -> Result<Option<DataLock>, StorageError> {
     use std::io::Write;
     if cfg.storage_type == StorageType::Redis {
-        return Ok(Some(DataLock::Redis(RedisLease::acquire(cfg)?)));
+        return Ok(Some(DataLock::Redis(RedisLease::acquire(&cfg.redis)?)));
     }
     let Some(path) = lock_path(cfg) else {
         return Ok(None);

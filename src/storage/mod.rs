@@ -46,6 +46,7 @@ pub mod open;
 pub mod oplog;
 pub mod redis;
 pub mod schema;
+pub mod settings;
 pub mod sqlite;
 #[cfg(test)]
 mod testkit;

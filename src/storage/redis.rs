@@ -40,10 +40,10 @@ use super::durable::{Durability, DurableState};
 use super::journal::{Records, Replay, RETRY_INTERVAL};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
+use super::settings::RedisConfig;
 use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageRecord, Snapshot, StorageError,
 };
-use crate::config::StorageConfig;
 use crate::sync::lock;
 use ::redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 use futures::future::BoxFuture;
@@ -122,23 +122,23 @@ pub struct RedisTarget {
 
 impl RedisTarget {
     /// Builds the connection settings from the configuration (no connection is made).
-    pub fn from_config(cfg: &StorageConfig) -> Result<Self, StorageError> {
+    pub fn from_config(cfg: &RedisConfig) -> Result<Self, StorageError> {
         let display = format!(
             "redis://{}:{}/{} (prefix {})",
-            cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix
+            cfg.host, cfg.port, cfg.db, cfg.prefix
         );
-        let mut settings = RedisConnectionInfo::default().set_db(cfg.redis_db);
-        if let Some(pw) = cfg.redis_password.as_deref().filter(|p| !p.is_empty()) {
+        let mut settings = RedisConnectionInfo::default().set_db(cfg.db);
+        if let Some(pw) = cfg.password.as_deref().filter(|p| !p.is_empty()) {
             settings = settings.set_password(pw);
         }
-        let info = ConnectionAddr::Tcp(cfg.redis_host.clone(), cfg.redis_port)
+        let info = ConnectionAddr::Tcp(cfg.host.clone(), cfg.port)
             .into_connection_info()
             .map(|i| i.set_redis_settings(settings))
             .and_then(Client::open)
             .map_err(|e| StorageError::Other(format!("bad Redis settings {display}: {e}")))?;
         Ok(RedisTarget {
             client: info,
-            prefix: cfg.redis_prefix.clone(),
+            prefix: cfg.prefix.clone(),
             display,
         })
     }
@@ -249,7 +249,7 @@ impl std::fmt::Debug for RedisLease {
 impl RedisLease {
     /// Takes the lease on the configured prefix, or refuses with [`StorageError::InUse`] when
     /// a live instance holds it.
-    pub fn acquire(cfg: &StorageConfig) -> Result<RedisLease, StorageError> {
+    pub fn acquire(cfg: &RedisConfig) -> Result<RedisLease, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
         let mut con = target.connect()?;
         let key = target.key("lease");
@@ -399,7 +399,7 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects to the configured Redis (fails when it is unreachable).
-    pub fn open(cfg: &StorageConfig) -> Result<RedisBackend, StorageError> {
+    pub fn open(cfg: &RedisConfig) -> Result<RedisBackend, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
         let con = target.connect()?;
         Ok(RedisBackend {
@@ -758,7 +758,7 @@ impl RedisOpLog {
     /// Reads the records already in the stream and starts the flusher. New LSNs continue after
     /// the highest LSN ever written and are at least `next_lsn_floor`.
     pub async fn open(
-        cfg: &StorageConfig,
+        cfg: &RedisConfig,
         next_lsn_floor: u64,
     ) -> Result<(RedisOpLog, Replay), StorageError> {
         let target = RedisTarget::from_config(cfg)?;
@@ -1173,13 +1173,16 @@ impl TestRedis {
     }
 
     /// A storage configuration pointing at this server with `prefix`.
-    pub fn config(&self, prefix: &str) -> StorageConfig {
-        StorageConfig {
-            storage_type: crate::config::StorageType::Redis,
-            redis_host: "127.0.0.1".to_string(),
-            redis_port: self.port,
-            redis_prefix: prefix.to_string(),
-            ..StorageConfig::default()
+    pub fn config(&self, prefix: &str) -> super::settings::StorageConfig {
+        super::settings::StorageConfig {
+            storage_type: super::settings::StorageType::Redis,
+            redis: RedisConfig {
+                host: "127.0.0.1".to_string(),
+                port: self.port,
+                prefix: prefix.to_string(),
+                ..RedisConfig::default()
+            },
+            ..Default::default()
         }
     }
 }
@@ -1200,7 +1203,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("conf:");
-        testkit::conformance(&|| Box::new(RedisBackend::open(&cfg).unwrap()));
+        testkit::conformance(&|| Box::new(RedisBackend::open(&cfg.redis).unwrap()));
     }
 
     /// Prefixes are independent: a full wipe of one leaves another's keys alone.
@@ -1217,11 +1220,25 @@ mod tests {
             taken_at: 1,
             ..Delta::default()
         };
-        RedisBackend::open(&b).unwrap().apply(&delta(true)).unwrap();
-        RedisBackend::open(&a).unwrap().apply(&delta(true)).unwrap();
-        RedisBackend::open(&a).unwrap().purge().unwrap();
-        assert!(RedisBackend::open(&a).unwrap().load().unwrap().is_none());
-        let kept = RedisBackend::open(&b).unwrap().load().unwrap().unwrap();
+        RedisBackend::open(&b.redis)
+            .unwrap()
+            .apply(&delta(true))
+            .unwrap();
+        RedisBackend::open(&a.redis)
+            .unwrap()
+            .apply(&delta(true))
+            .unwrap();
+        RedisBackend::open(&a.redis).unwrap().purge().unwrap();
+        assert!(RedisBackend::open(&a.redis)
+            .unwrap()
+            .load()
+            .unwrap()
+            .is_none());
+        let kept = RedisBackend::open(&b.redis)
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
         assert_eq!((kept.entities.len(), kept.messages.len()), (1, 1));
     }
 
@@ -1231,7 +1248,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("t:");
-        let mut be = RedisBackend::open(&cfg).unwrap();
+        let mut be = RedisBackend::open(&cfg.redis).unwrap();
         let (t, s, other) = (topic("T"), sub("T", "s"), sub("T2", "s"));
         be.apply(&Delta {
             full: true,
@@ -1266,7 +1283,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut redis = TestRedis::start_durable(dir.path());
         let cfg = redis.config("log:");
-        let (log, replay) = RedisOpLog::open(&cfg, 1).await.unwrap();
+        let (log, replay) = RedisOpLog::open(&cfg.redis, 1).await.unwrap();
         assert!(replay.records.is_empty());
         let lsns: Vec<u64> = (0..100)
             .map(|i| log.append(format!("r{i}").into()))
@@ -1289,7 +1306,7 @@ mod tests {
         log.wait_durable(lost).await.unwrap();
         log.close();
         drop(log);
-        let (log2, replay) = RedisOpLog::open(&cfg, 1).await.unwrap();
+        let (log2, replay) = RedisOpLog::open(&cfg.redis, 1).await.unwrap();
         let got: Vec<u64> = replay.records.iter().map(|r| r.0).collect();
         assert_eq!(got, (41..=102).collect::<Vec<_>>());
         assert_eq!(replay.records.last().unwrap().1, b"during");
@@ -1314,11 +1331,11 @@ mod tests {
             .arg(60_000)
             .exec(&mut con)
             .unwrap();
-        let err = RedisLease::acquire(&cfg).unwrap_err();
+        let err = RedisLease::acquire(&cfg.redis).unwrap_err();
         assert!(matches!(err, StorageError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("pid 1 host elsewhere"), "{err}");
         // Writes are fenced too.
-        let e = RedisBackend::open(&cfg)
+        let e = RedisBackend::open(&cfg.redis)
             .unwrap()
             .apply(&Delta::default())
             .unwrap_err();
@@ -1327,7 +1344,7 @@ mod tests {
             .arg("lease:lease")
             .exec(&mut con)
             .unwrap();
-        let lease = RedisLease::acquire(&cfg).unwrap();
+        let lease = RedisLease::acquire(&cfg.redis).unwrap();
         let held: String = ::redis::cmd("GET")
             .arg("lease:lease")
             .query(&mut con)
