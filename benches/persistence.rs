@@ -77,9 +77,14 @@ fn wanted(kind: &str) -> bool {
 fn storage(kind: StorageType, dir: &std::path::Path) -> StorageConfig {
     StorageConfig {
         storage_type: kind,
-        sqlite_path: dir.join("sb.db"),
-        json_path: dir.join("json"),
-        json_pretty_print: false,
+        sqlite: localzure::config::SqliteConfig {
+            path: dir.join("sb.db"),
+            ..Default::default()
+        },
+        json: localzure::config::JsonConfig {
+            path: dir.join("json"),
+            pretty_print: false,
+        },
         snapshot_interval_seconds: 0,
         ..StorageConfig::default()
     }

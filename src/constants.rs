@@ -23,3 +23,18 @@ pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 /// Most headers one HTTP/1 request may carry (hyper's default is 100): a message's custom
 /// properties travel as headers.
 pub const HTTP_MAX_HEADERS: usize = 2_000;
+/// .NET TimeSpan ticks (100 ns) per second: the unit of Azure's durations
+/// (<https://learn.microsoft.com/dotnet/api/system.timespan.tickspersecond>).
+pub const TICKS_PER_SECOND: i64 = 10_000_000;
+/// TimeSpan.MaxValue (i64::MAX ticks) in seconds: the "infinite" time-to-live, as the REST
+/// API's `BrokerProperties.TimeToLive` (seconds, a double) spells it.
+pub const MAX_TIMESPAN_SECONDS: f64 = i64::MAX as f64 / TICKS_PER_SECOND as f64;
+
+#[cfg(test)]
+mod tests {
+    /// The named value is the literal the REST layer compares against.
+    #[test]
+    fn max_timespan_seconds_is_timespan_max_value() {
+        assert!((super::MAX_TIMESPAN_SECONDS - 922_337_203_685.477_6).abs() < 1e-3);
+    }
+}

@@ -30,6 +30,7 @@ pub mod sas;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod time;
 pub mod tls;
 pub mod wire_errors;

@@ -1,6 +1,7 @@
 //! The `localzure` binary: a thin CLI over the library.
 
 use clap::{Parser, Subcommand};
+use localzure::cli::StorageCommand;
 use localzure::config::Config;
 use localzure::service::ServiceBusBackend;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ enum Command {
     /// Storage administration: through the running server, or on the files when none runs.
     Storage {
         #[command(subcommand)]
-        command: StorageCmd,
+        command: StorageCommand,
         #[command(flatten)]
         common: Common,
     },
@@ -56,30 +57,6 @@ struct Common {
     url: Option<String>,
 }
 
-#[derive(Subcommand)]
-enum StorageCmd {
-    /// Print storage statistics.
-    Stats {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write every entity and message to a portable JSON file.
-    Export { file: PathBuf },
-    /// Replace all state with the contents of an export file.
-    Import { file: PathBuf },
-    /// Reclaim space (SQLite VACUUM, JSON orphan cleanup).
-    Compact,
-    /// Delete every entity and message (asks for confirmation).
-    Purge {
-        /// Do not ask (scripts and CI).
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Write a snapshot now and truncate the operation log.
-    Snapshot,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Admin commands log only warnings, so their output stays the command's own.
@@ -93,6 +70,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .init();
     let rt = match localzure::runtime::builder().build() {
         Ok(rt) => rt,
@@ -129,6 +107,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Colours in logs only when they go to a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>): piped logs and CI files stay free of escape codes.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn load(common: &Common) -> Option<(Config, localzure::cli::Target)> {
     match Config::load(common.config.as_deref()) {
         Ok(c) => {
@@ -142,20 +128,11 @@ fn load(common: &Common) -> Option<(Config, localzure::cli::Target)> {
     }
 }
 
-async fn storage(command: StorageCmd, common: Common) -> ExitCode {
-    use localzure::cli::StorageCommand as S;
+async fn storage(command: StorageCommand, common: Common) -> ExitCode {
     let Some((config, target)) = load(&common) else {
         return ExitCode::from(2);
     };
-    let cmd = match command {
-        StorageCmd::Stats { json } => S::Stats { json },
-        StorageCmd::Export { file } => S::Export { file },
-        StorageCmd::Import { file } => S::Import { file },
-        StorageCmd::Compact => S::Compact,
-        StorageCmd::Purge { yes } => S::Purge { yes },
-        StorageCmd::Snapshot => S::Snapshot,
-    };
-    match localzure::cli::storage(&config, &target, cmd).await {
+    match localzure::cli::storage(&config, &target, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -185,7 +162,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(path) =
-        localzure::entities_config::configured_path(config.entities_config.as_deref())
+        localzure::entities_config::configured_path(config.server.entities_config.as_deref())
     {
         match localzure::entities_config::apply(&backend, &path).await {
             Ok(n) => tracing::info!("created {n} entities from {}", path.display()),
@@ -195,7 +172,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    let addr = format!("{}:{}", config.host, config.http_port);
+    let addr = format!("{}:{}", config.server.host, config.server.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -208,7 +185,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         Err(e) => tracing::warn!("bound, but the local address is unknown: {e}"),
     }
     // --- AMQP endpoint: LOCALZURE_HOST:LOCALZURE_AMQP_PORT (0 = ephemeral) ---
-    let amqp_addr = format!("{}:{}", config.host, config.amqp_port);
+    let amqp_addr = format!("{}:{}", config.server.host, config.server.amqp_port);
     let amqp_listener = match tokio::net::TcpListener::bind(&amqp_addr).await {
         Ok(l) => l,
         Err(e) => {

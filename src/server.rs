@@ -111,7 +111,7 @@ pub async fn run_with_amqp(
     // --- AMQP endpoint (src/amqp) ---
     let amqp_task = amqp.map(|l| {
         let options = crate::amqp::AmqpOptions {
-            max_message_size: (config.max_message_size_kb as u64).saturating_mul(1024),
+            max_message_size: (config.server.max_message_size_kb as u64).saturating_mul(1024),
             sas: config.sas(),
             ..Default::default()
         };
@@ -135,8 +135,8 @@ pub async fn run_with_amqp(
     }
     let state = HttpState {
         backend: backend.clone(),
-        max_message_size: config.max_message_size_kb.saturating_mul(1024),
-        admin_token: config.admin_token.clone(),
+        max_message_size: config.server.max_message_size_kb.saturating_mul(1024),
+        admin_token: config.server.admin_token.clone(),
         sas: config.sas(),
         shutdown: shutdown.clone(),
     };
@@ -156,7 +156,7 @@ pub async fn run_with_amqp(
         listener,
         routes(state),
         shutdown.clone(),
-        std::time::Duration::from_millis(config.http_header_read_timeout_ms.max(1)),
+        std::time::Duration::from_millis(config.server.http_header_read_timeout_ms.max(1)),
     )
     .await;
     let t = Instant::now();

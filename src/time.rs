@@ -102,7 +102,7 @@ pub fn parse_date(s: &str) -> Option<Millis> {
 pub struct TimeSpan(pub i64);
 
 const TICKS_PER_MS: i64 = 10_000;
-const TICKS_PER_SEC: i64 = 10_000_000;
+const TICKS_PER_SEC: i64 = crate::constants::TICKS_PER_SECOND;
 
 impl TimeSpan {
     /// TimeSpan.MaxValue: what Azure means by "infinite".

@@ -135,7 +135,6 @@ fn storage_code(s: &StorageError) -> WireCode {
         | StorageError::SchemaTooNew { .. }
         | StorageError::InUse { .. }
         | StorageError::JournalFailed(_)
-        | StorageError::Unavailable(_)
         | StorageError::Other(_) => code(503, INTERNAL_ERROR, 500),
     }
 }
@@ -198,7 +197,6 @@ mod tests {
                 holder: "pid 1".into(),
             },
             StorageError::JournalFailed("x".into()),
-            StorageError::Unavailable("x".into()),
             StorageError::Other("x".into()),
         ];
         let mut out: Vec<ServiceError> = broker.into_iter().map(ServiceError::Broker).collect();
@@ -233,10 +231,9 @@ mod tests {
                 StorageError::SchemaTooNew { .. } => 17,
                 StorageError::InUse { .. } => 18,
                 StorageError::JournalFailed(_) => 19,
-                StorageError::Unavailable(_) => 20,
-                StorageError::Other(_) => 21,
+                StorageError::Other(_) => 20,
             },
-            ServiceError::ShuttingDown => 22,
+            ServiceError::ShuttingDown => 21,
         }
     }
 
@@ -247,7 +244,7 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(
             seen,
-            (0..=22).collect::<Vec<_>>(),
+            (0..=21).collect::<Vec<_>>(),
             "a variant has no sample"
         );
         for e in &all {

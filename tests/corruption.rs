@@ -57,8 +57,14 @@ fn storage_config(store: &Store) -> StorageConfig {
             Kind::Memory => StorageType::InMemory,
             Kind::Redis => panic!("the corruption tests damage files; Redis has none"),
         },
-        sqlite_path: store.sqlite_path(),
-        json_path: store.json_path(),
+        sqlite: localzure::config::SqliteConfig {
+            path: store.sqlite_path(),
+            ..Default::default()
+        },
+        json: localzure::config::JsonConfig {
+            path: store.json_path(),
+            ..Default::default()
+        },
         snapshot_interval_seconds: 0,
         ..StorageConfig::default()
     }

@@ -304,10 +304,8 @@ async fn a_message_with_a_thousand_properties_round_trips() {
 /// timeout (shortened here), while others are served.
 #[tokio::test]
 async fn a_stalled_request_head_is_disconnected() {
-    let config = localzure::config::Config {
-        http_header_read_timeout_ms: 300,
-        ..Default::default()
-    };
+    let mut config = localzure::config::Config::default();
+    config.server.http_header_read_timeout_ms = 300;
     let mut s = TestServer::start_with(config).await;
     s.create_queue("q", "").await;
     let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
@@ -381,11 +379,9 @@ async fn sas_validation_refuses_bad_expired_and_missing_tokens() {
         name: "RootManageSharedAccessKey".into(),
         key: "c2VjcmV0LWtleQ==".into(),
     };
-    let config = localzure::config::Config {
-        sas_key_name: Some(key.name.clone()),
-        sas_key: Some(key.key.clone()),
-        ..Default::default()
-    };
+    let mut config = localzure::config::Config::default();
+    config.server.sas_key_name = Some(key.name.clone());
+    config.server.sas_key = Some(key.key.clone());
     let s = TestServer::start_with(config).await;
     let now = (s.now() / 1000) as u64;
     let namespace = token(&key, &format!("sb://{}/", addr(&s)), now + 3600);

@@ -35,11 +35,15 @@ fn fixtures_v1() -> PathBuf {
 fn storage_config(kind: StorageType, dir: &Path) -> StorageConfig {
     StorageConfig {
         storage_type: kind,
-        sqlite_path: dir.join("servicebus.db"),
-        json_path: dir.join("data"),
-        json_pretty_print: true,
+        sqlite: localzure::storage::settings::SqliteConfig {
+            path: dir.join("servicebus.db"),
+            wal_enabled: true,
+        },
+        json: localzure::storage::settings::JsonConfig {
+            path: dir.join("data"),
+            pretty_print: true,
+        },
         snapshot_interval_seconds: 0,
-        wal_enabled: true,
         auto_compact: false,
         ..StorageConfig::default()
     }
@@ -803,7 +807,7 @@ async fn falls_back_naming(cfg: StorageConfig, found: i64, supported: i64) {
 async fn sqlite_fixture_with_a_newer_schema_is_refused() {
     let dir = fixture_copy("sqlite");
     let cfg = storage_config(StorageType::Sqlite, dir.path());
-    let conn = rusqlite::Connection::open(&cfg.sqlite_path).unwrap();
+    let conn = rusqlite::Connection::open(&cfg.sqlite.path).unwrap();
     conn.execute("INSERT INTO schema_version (version) VALUES (2)", [])
         .unwrap();
     drop(conn);
@@ -814,7 +818,7 @@ async fn sqlite_fixture_with_a_newer_schema_is_refused() {
 async fn json_fixture_with_a_newer_layout_is_refused() {
     let dir = fixture_copy("json");
     let cfg = storage_config(StorageType::Json, dir.path());
-    let state = cfg.json_path.join("state.json");
+    let state = cfg.json.path.join("state.json");
     let mut doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(doc["version"], 1, "the fixture is version 1");
@@ -842,7 +846,7 @@ async fn journal_records_of_a_newer_version_are_refused() {
         let dir = fixture_copy(name);
         let cfg = storage_config(kind, dir.path());
         let journal = match kind {
-            StorageType::Json => cfg.json_path.join("operations.wal"),
+            StorageType::Json => cfg.json.path.join("operations.wal"),
             _ => dir.path().join("servicebus.db.wal"),
         };
         // Today's fixture records have no version field: version 1.
@@ -906,7 +910,7 @@ fn export_of_a_newer_version_is_refused() {
 async fn new_records_carry_their_version() {
     let dir = fixture_copy("json");
     let cfg = storage_config(StorageType::Json, dir.path());
-    let journal = cfg.json_path.join("operations.wal");
+    let journal = cfg.json.path.join("operations.wal");
     let b = backend_at_fixture_time(Some(cfg.clone()));
     b.initialize_persistence().await.unwrap();
     send(&b, "work", msg("new-1", "written by this binary")).await;
@@ -920,7 +924,7 @@ async fn new_records_carry_their_version() {
     );
     b.shutdown_persistence().await.unwrap();
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cfg.json_path.join("state.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(cfg.json.path.join("state.json")).unwrap())
             .unwrap();
     assert_eq!(
         state["version"],

@@ -9,13 +9,9 @@ use std::collections::BTreeMap;
 
 use super::value::Value;
 
-/// Which kind of entity a description belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum EntityKind {
-    Queue,
-    Topic,
-    Subscription,
-}
+/// Which kind of entity a description belongs to. Defined with the stored record types (it is
+/// part of every stored key) so that storage does not depend on the broker.
+pub use crate::storage::EntityKind;
 
 /// Azure's EntityStatus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -32,14 +32,28 @@ pub enum CliError {
     Refused(String),
 }
 
-/// The storage subcommands.
-#[derive(Debug, Clone)]
+/// The storage subcommands (`localzure storage …`), parsed by clap straight into this enum.
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum StorageCommand {
-    Stats { json: bool },
+    /// Print storage statistics.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every entity and message to a portable JSON file.
     Export { file: PathBuf },
+    /// Replace all state with the contents of an export file.
     Import { file: PathBuf },
+    /// Reclaim space (SQLite VACUUM, JSON orphan cleanup).
     Compact,
-    Purge { yes: bool },
+    /// Delete every entity and message (asks for confirmation).
+    Purge {
+        /// Do not ask (scripts and CI).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write a snapshot now and truncate the operation log.
     Snapshot,
 }
 
@@ -53,13 +67,13 @@ pub struct Target {
 impl Target {
     /// The local server as configured (`0.0.0.0`/`::` are reached on loopback).
     pub fn from_config(cfg: &Config, url: Option<String>) -> Self {
-        let host = match cfg.host.as_str() {
+        let host = match cfg.server.host.as_str() {
             "0.0.0.0" | "::" | "[::]" | "" => "127.0.0.1".to_string(),
             h => h.to_string(),
         };
         Target {
-            base_url: url.unwrap_or_else(|| format!("http://{host}:{}", cfg.http_port)),
-            token: cfg.admin_token.clone(),
+            base_url: url.unwrap_or_else(|| format!("http://{host}:{}", cfg.server.http_port)),
+            token: cfg.server.admin_token.clone(),
         }
     }
 

@@ -6,8 +6,9 @@
 
 use super::idle::{Gather, LingerEnd};
 use super::StorageError;
+use crate::sync::lock;
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
@@ -57,10 +58,6 @@ pub(crate) struct Durability {
     state: watch::Sender<DurableState>,
     /// Lock order: taken after `state`'s internal lock is released (publish first, then wake).
     waiters: Mutex<Waiters>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Durability {

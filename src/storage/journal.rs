@@ -61,12 +61,13 @@
 pub use super::durable::DurableState;
 use super::durable::{run_flusher, Buffer, Durability, FlushState, Flusher};
 use super::StorageError;
+use crate::sync::lock;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -175,12 +176,9 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: the journal's state
-/// stays consistent under every lock (each critical section is a few assignments or one I/O
-/// call whose failure is handled), so poisoning carries no information here.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The journal's state stays consistent under every lock (each critical section is a few
+// assignments or one I/O call whose failure is handled), so poisoning carries no information:
+// `crate::sync::lock` recovers it.
 
 fn io_err(path: &Path, source: io::Error) -> StorageError {
     StorageError::Io {
@@ -683,7 +681,7 @@ impl Journal {
     }
 
     #[cfg(test)]
-    fn hold_file_lock(&self) -> MutexGuard<'_, FileState> {
+    fn hold_file_lock(&self) -> std::sync::MutexGuard<'_, FileState> {
         lock(&self.shared.file)
     }
 }

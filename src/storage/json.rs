@@ -39,7 +39,7 @@ use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot,
     StorageError,
 };
-use crate::broker::entity::EntityKind;
+use crate::storage::EntityKind;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -8,7 +8,7 @@
 //! file name such as `queue_...json`).
 
 use super::EntityKey;
-use crate::broker::entity::EntityKind;
+use super::EntityKind;
 
 /// Percent-encodes a lowercased name: `[a-z0-9.-]` kept, every other UTF-8 byte as `%xx`.
 pub fn encode_name(name: &str) -> String {

@@ -40,15 +40,17 @@ pub mod idle;
 pub mod journal;
 pub mod json;
 pub mod keys;
+pub mod lock;
 pub mod memory;
+pub mod open;
 pub mod oplog;
 pub mod redis;
 pub mod schema;
+pub mod settings;
 pub mod sqlite;
 #[cfg(test)]
 mod testkit;
 
-use crate::broker::entity::EntityKind;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -82,10 +84,16 @@ pub enum StorageError {
     InUse { path: PathBuf, holder: String },
     #[error("the operation log could not be written: {0}")]
     JournalFailed(String),
-    #[error("storage type '{0}' is not available yet")]
-    Unavailable(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Which kind of entity a record belongs to (re-exported as `broker::entity::EntityKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EntityKind {
+    Queue,
+    Topic,
+    Subscription,
 }
 
 /// Identifies an entity in storage: queue `name`, topic `name`, or subscription `topic`/`name`.

@@ -15,8 +15,8 @@
 //!   LSNs ≤ the snapshot's anyway, so a late or failed truncation never applies anything twice.
 
 use super::journal::{Journal, Replay};
+use super::settings::RedisConfig;
 use super::StorageError;
-use crate::config::{StorageConfig, StorageType};
 use futures::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
@@ -77,16 +77,16 @@ pub struct Opened {
     pub location: String,
 }
 
-/// Opens the operation log the configuration names: the journal file at `journal_path` (the
-/// backend's choice) or, for Redis, the stream under the configured prefix. `None` when the
+/// Opens the operation log: for Redis (`redis` set), the stream under its prefix; else the
+/// journal file at `journal_path` (the backend's choice). `None` when the
 /// store keeps no log (in-memory). New LSNs are at least `next_lsn_floor`.
 pub async fn open(
-    cfg: &StorageConfig,
+    redis: Option<&RedisConfig>,
     journal_path: Option<&Path>,
     next_lsn_floor: u64,
 ) -> Result<Option<Opened>, StorageError> {
-    if cfg.storage_type == StorageType::Redis {
-        let (log, replay) = super::redis::RedisOpLog::open(cfg, next_lsn_floor).await?;
+    if let Some(redis) = redis {
+        let (log, replay) = super::redis::RedisOpLog::open(redis, next_lsn_floor).await?;
         let location = log.location();
         super::schema::check_payloads(&replay.records, &location)?;
         return Ok(Some(Opened {

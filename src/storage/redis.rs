@@ -43,10 +43,11 @@ use super::journal::{Records, Replay};
 use super::keys::{entity_key_string, subscriptions_prefix};
 use super::oplog::OpLog;
 use super::schema::REDIS_KEYS;
+use super::settings::RedisConfig;
 use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageRecord, Snapshot, StorageError,
 };
-use crate::config::StorageConfig;
+use crate::sync::lock;
 use ::redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,10 +71,6 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Messages are loaded with this many `HGETALL`s per pipeline.
 const LOAD_PIPELINE: usize = 64;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// This process's identity in leases: `pid <n> host <name> id <uuid>` (the PID first, worded
 /// as the data-directory lock file is).
@@ -127,23 +124,23 @@ pub struct RedisTarget {
 
 impl RedisTarget {
     /// Builds the connection settings from the configuration (no connection is made).
-    pub fn from_config(cfg: &StorageConfig) -> Result<Self, StorageError> {
+    pub fn from_config(cfg: &RedisConfig) -> Result<Self, StorageError> {
         let display = format!(
             "redis://{}:{}/{} (prefix {})",
-            cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix
+            cfg.host, cfg.port, cfg.db, cfg.prefix
         );
-        let mut settings = RedisConnectionInfo::default().set_db(cfg.redis_db);
-        if let Some(pw) = cfg.redis_password.as_deref().filter(|p| !p.is_empty()) {
+        let mut settings = RedisConnectionInfo::default().set_db(cfg.db);
+        if let Some(pw) = cfg.password.as_deref().filter(|p| !p.is_empty()) {
             settings = settings.set_password(pw);
         }
-        let info = ConnectionAddr::Tcp(cfg.redis_host.clone(), cfg.redis_port)
+        let info = ConnectionAddr::Tcp(cfg.host.clone(), cfg.port)
             .into_connection_info()
             .map(|i| i.set_redis_settings(settings))
             .and_then(Client::open)
             .map_err(|e| StorageError::Other(format!("bad Redis settings {display}: {e}")))?;
         Ok(RedisTarget {
             client: info,
-            prefix: cfg.redis_prefix.clone(),
+            prefix: cfg.prefix.clone(),
             display,
         })
     }
@@ -254,7 +251,7 @@ impl std::fmt::Debug for RedisLease {
 impl RedisLease {
     /// Takes the lease on the configured prefix, or refuses with [`StorageError::InUse`] when
     /// a live instance holds it.
-    pub fn acquire(cfg: &StorageConfig) -> Result<RedisLease, StorageError> {
+    pub fn acquire(cfg: &RedisConfig) -> Result<RedisLease, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
         let mut con = target.connect()?;
         let key = target.key("lease");
@@ -405,7 +402,7 @@ impl std::fmt::Debug for RedisBackend {
 impl RedisBackend {
     /// Connects to the configured Redis (fails when it is unreachable) and refuses keys
     /// written by a newer format version.
-    pub fn open(cfg: &StorageConfig) -> Result<RedisBackend, StorageError> {
+    pub fn open(cfg: &RedisConfig) -> Result<RedisBackend, StorageError> {
         let target = RedisTarget::from_config(cfg)?;
         let mut con = target.connect()?;
         let key = target.key("format");
@@ -454,7 +451,7 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
     let topics: Vec<&EntityKey> = delta
         .entity_deletes
         .iter()
-        .filter(|k| k.kind == crate::broker::entity::EntityKind::Topic)
+        .filter(|k| k.kind == crate::storage::EntityKind::Topic)
         .collect();
     let all_fields: Vec<String> = if topics.is_empty() || delta.full {
         Vec::new()
@@ -468,7 +465,7 @@ fn apply_delta(t: &RedisTarget, con: &mut Connection, delta: &Delta) -> Result<(
         let ek = entity_key_string(k);
         del_keys.push(RedisBackend::msgs_key(t, &ek));
         del_fields.push(ek);
-        if k.kind == crate::broker::entity::EntityKind::Topic && !delta.full {
+        if k.kind == crate::storage::EntityKind::Topic && !delta.full {
             let subs = subscriptions_prefix(&k.name);
             del_keys.extend(t.scan(con, &format!("snap:msgs:{subs}"))?);
             del_fields.extend(all_fields.iter().filter(|f| f.starts_with(&subs)).cloned());
@@ -785,7 +782,7 @@ impl RedisOpLog {
     /// Reads the records already in the stream and starts the flusher. New LSNs continue after
     /// the highest LSN ever written and are at least `next_lsn_floor`.
     pub async fn open(
-        cfg: &StorageConfig,
+        cfg: &RedisConfig,
         next_lsn_floor: u64,
     ) -> Result<(RedisOpLog, Replay), StorageError> {
         let target = RedisTarget::from_config(cfg)?;
@@ -1242,13 +1239,16 @@ impl TestRedis {
     }
 
     /// A storage configuration pointing at this server with `prefix`.
-    pub fn config(&self, prefix: &str) -> StorageConfig {
-        StorageConfig {
-            storage_type: crate::config::StorageType::Redis,
-            redis_host: "127.0.0.1".to_string(),
-            redis_port: self.port,
-            redis_prefix: prefix.to_string(),
-            ..StorageConfig::default()
+    pub fn config(&self, prefix: &str) -> super::settings::StorageConfig {
+        super::settings::StorageConfig {
+            storage_type: super::settings::StorageType::Redis,
+            redis: RedisConfig {
+                host: "127.0.0.1".to_string(),
+                port: self.port,
+                prefix: prefix.to_string(),
+                ..RedisConfig::default()
+            },
+            ..Default::default()
         }
     }
 }
@@ -1269,7 +1269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("conf:");
-        testkit::conformance(&|| Box::new(RedisBackend::open(&cfg).unwrap()));
+        testkit::conformance(&|| Box::new(RedisBackend::open(&cfg.redis).unwrap()));
     }
 
     /// The key layout's version: written with every snapshot, absent means version 1 (data
@@ -1293,17 +1293,24 @@ mod tests {
             taken_at: 1,
             ..Delta::default()
         };
-        RedisBackend::open(&cfg).unwrap().apply(&delta).unwrap();
+        RedisBackend::open(&cfg.redis)
+            .unwrap()
+            .apply(&delta)
+            .unwrap();
         assert_eq!(format(&mut con), Some(REDIS_KEYS.current));
         let _: () = ::redis::cmd("DEL").arg("v:format").query(&mut con).unwrap();
-        let legacy = RedisBackend::open(&cfg).unwrap().load().unwrap().unwrap();
+        let legacy = RedisBackend::open(&cfg.redis)
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
         assert_eq!(legacy.entities.len(), 1);
         let _: () = ::redis::cmd("SET")
             .arg("v:format")
             .arg(REDIS_KEYS.current + 1)
             .query(&mut con)
             .unwrap();
-        match RedisBackend::open(&cfg) {
+        match RedisBackend::open(&cfg.redis) {
             Err(e @ StorageError::SchemaTooNew { .. }) => {
                 let text = e.to_string();
                 assert!(text.contains("v:format"), "{text}");
@@ -1334,11 +1341,25 @@ mod tests {
             taken_at: 1,
             ..Delta::default()
         };
-        RedisBackend::open(&b).unwrap().apply(&delta(true)).unwrap();
-        RedisBackend::open(&a).unwrap().apply(&delta(true)).unwrap();
-        RedisBackend::open(&a).unwrap().purge().unwrap();
-        assert!(RedisBackend::open(&a).unwrap().load().unwrap().is_none());
-        let kept = RedisBackend::open(&b).unwrap().load().unwrap().unwrap();
+        RedisBackend::open(&b.redis)
+            .unwrap()
+            .apply(&delta(true))
+            .unwrap();
+        RedisBackend::open(&a.redis)
+            .unwrap()
+            .apply(&delta(true))
+            .unwrap();
+        RedisBackend::open(&a.redis).unwrap().purge().unwrap();
+        assert!(RedisBackend::open(&a.redis)
+            .unwrap()
+            .load()
+            .unwrap()
+            .is_none());
+        let kept = RedisBackend::open(&b.redis)
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
         assert_eq!((kept.entities.len(), kept.messages.len()), (1, 1));
     }
 
@@ -1348,7 +1369,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let redis = TestRedis::start(dir.path());
         let cfg = redis.config("t:");
-        let mut be = RedisBackend::open(&cfg).unwrap();
+        let mut be = RedisBackend::open(&cfg.redis).unwrap();
         let (t, s, other) = (topic("T"), sub("T", "s"), sub("T2", "s"));
         be.apply(&Delta {
             full: true,
@@ -1383,7 +1404,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut redis = TestRedis::start_durable(dir.path());
         let cfg = redis.config("log:");
-        let (log, replay) = RedisOpLog::open(&cfg, 1).await.unwrap();
+        let (log, replay) = RedisOpLog::open(&cfg.redis, 1).await.unwrap();
         assert!(replay.records.is_empty());
         let lsns: Vec<u64> = (0..100)
             .map(|i| log.append(format!("r{i}").into()))
@@ -1406,7 +1427,7 @@ mod tests {
         log.wait_durable(lost).await.unwrap();
         log.close();
         drop(log);
-        let (log2, replay) = RedisOpLog::open(&cfg, 1).await.unwrap();
+        let (log2, replay) = RedisOpLog::open(&cfg.redis, 1).await.unwrap();
         let got: Vec<u64> = replay.records.iter().map(|r| r.0).collect();
         assert_eq!(got, (41..=102).collect::<Vec<_>>());
         assert_eq!(replay.records.last().unwrap().1, b"during");
@@ -1431,11 +1452,11 @@ mod tests {
             .arg(60_000)
             .exec(&mut con)
             .unwrap();
-        let err = RedisLease::acquire(&cfg).unwrap_err();
+        let err = RedisLease::acquire(&cfg.redis).unwrap_err();
         assert!(matches!(err, StorageError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("pid 1 host elsewhere"), "{err}");
         // Writes are fenced too.
-        let e = RedisBackend::open(&cfg)
+        let e = RedisBackend::open(&cfg.redis)
             .unwrap()
             .apply(&Delta::default())
             .unwrap_err();
@@ -1444,7 +1465,7 @@ mod tests {
             .arg("lease:lease")
             .exec(&mut con)
             .unwrap();
-        let lease = RedisLease::acquire(&cfg).unwrap();
+        let lease = RedisLease::acquire(&cfg.redis).unwrap();
         let held: String = ::redis::cmd("GET")
             .arg("lease:lease")
             .query(&mut con)

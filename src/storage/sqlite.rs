@@ -19,7 +19,7 @@ use super::{
     Backend, BackendStats, Delta, EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot,
     StorageError,
 };
-use crate::broker::entity::EntityKind;
+use crate::storage::EntityKind;
 use crate::time::Millis;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};

@@ -4,7 +4,7 @@
 
 use super::keys::{entity_key_string, prefix_upper_bound, subscriptions_prefix};
 use super::{Backend, Delta, EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot};
-use crate::broker::entity::EntityKind;
+use crate::storage::EntityKind;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeMap;

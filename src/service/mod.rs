@@ -1,0 +1,231 @@
+//! [`ServiceBusBackend`]: the broker behind a lock, the operation log, the snapshot backend,
+//! the timers, and durable acknowledgement.
+//!
+//! Every state change goes through [`ServiceBusBackend::execute`]: under the state lock the
+//! operation is applied to the broker and (if it changed anything) appended to the journal, so
+//! journal order is apply order; the lock is released and the caller waits until the journal
+//! has flushed that record (group commit: one fsync serves every waiter of a batch). Only then
+//! is the request answered.
+//!
+//! Snapshots take the changed records under the lock (cost ∝ change), write them to the backend
+//! off the lock, then truncate the journal through the snapshot's LSN.
+//!
+//! Files: [`recovery`] (start-up and shutdown), [`request`] (execute, wake-ups, parked
+//! receives), [`snapshots`] (snapshots, export, import, compaction, purge), [`timers`] (the tick
+//! loop). This file holds the shared state and the small accessors the others use.
+
+mod ops;
+mod recovery;
+mod request;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+pub use ops::AcceptedSession;
+pub use request::Parked;
+
+use crate::broker::error::BrokerError;
+use crate::broker::{Broker, Totals};
+use crate::config::{StorageConfig, StorageType};
+use crate::storage::lock::DataLock;
+use crate::storage::memory::MemoryBackend;
+use crate::storage::oplog::OpLog;
+use crate::storage::{Backend, BackendStats, StorageError};
+use crate::sync::lock;
+use crate::time::{Clock, Millis, SystemClock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::sync::Notify;
+
+/// Errors of the service layer: a refused operation, or a server-side storage fault.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("storage failure: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// How persistence came up, for `/health` and `storage stats`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PersistenceStatus {
+    pub storage_type: String,
+    /// Set when persistence failed to initialise and the server runs in memory instead.
+    pub degraded: Option<String>,
+    pub replayed: u64,
+    pub journal_error: Option<String>,
+}
+
+struct Inner {
+    broker: Mutex<Broker>,
+    journal: Mutex<Option<Arc<dyn OpLog>>>,
+    backend: Mutex<Box<dyn Backend>>,
+    clock: Arc<dyn Clock>,
+    config: StorageConfig,
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    timer_wake: Notify,
+    status: Mutex<PersistenceStatus>,
+    last_snapshot: AtomicI64,
+    /// Used as the snapshot LSN when no journal runs (wal disabled).
+    op_counter: AtomicU64,
+    closing: AtomicBool,
+    /// Cancelled when shutdown begins: parked long-poll receives return empty at once, so
+    /// draining in-flight requests does not wait out their timeouts.
+    draining: tokio_util::sync::CancellationToken,
+    /// Serialises snapshots (periodic, manual, final).
+    snapshot_lock: tokio::sync::Mutex<()>,
+    /// The held data-directory lock or Redis lease (released on drop / shutdown).
+    data_lock: Mutex<Option<DataLock>>,
+    /// Receives currently parked waiting for a message (see [`ServiceBusBackend::parked_receives`]).
+    parked: AtomicUsize,
+}
+
+/// The Service Bus backend with optional persistence (the guide's `ServiceBusBackend`).
+#[derive(Clone)]
+pub struct ServiceBusBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServiceBusBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBusBackend")
+            .field("storage_type", &self.inner.config.storage_type)
+            .finish()
+    }
+}
+
+/// Result of a snapshot, for logs and the admin API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SnapshotReport {
+    pub entities_written: usize,
+    pub entities_deleted: usize,
+    pub messages_written: usize,
+    pub messages_deleted: usize,
+    pub full: bool,
+    pub lsn: u64,
+    pub capture_ms: f64,
+    pub write_ms: f64,
+}
+
+impl ServiceBusBackend {
+    /// Creates a backend; `None` means in-memory (no persistence), as in the guide.
+    pub fn new(storage_config: Option<StorageConfig>) -> Self {
+        Self::with_clock(storage_config, Arc::new(SystemClock))
+    }
+
+    /// Creates a backend with an injected clock (tests of time-dependent behaviour).
+    pub fn with_clock(storage_config: Option<StorageConfig>, clock: Arc<dyn Clock>) -> Self {
+        let config = storage_config.unwrap_or_default();
+        let now = clock.now();
+        ServiceBusBackend {
+            inner: Arc::new(Inner {
+                broker: Mutex::new(Broker::new(now)),
+                journal: Mutex::new(None),
+                backend: Mutex::new(Box::new(MemoryBackend)),
+                clock,
+                status: Mutex::new(PersistenceStatus {
+                    storage_type: config.storage_type.as_str().to_string(),
+                    ..Default::default()
+                }),
+                config,
+                waiters: Mutex::new(HashMap::new()),
+                timer_wake: Notify::new(),
+                last_snapshot: AtomicI64::new(0),
+                op_counter: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                draining: tokio_util::sync::CancellationToken::new(),
+                snapshot_lock: tokio::sync::Mutex::new(()),
+                data_lock: Mutex::new(None),
+                parked: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    pub fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+
+    /// The broker state. A poisoned lock means a panic while applying; the state itself is
+    /// still the last consistent one (apply validates before mutating), so keep serving.
+    pub(super) fn lock_broker(&self) -> std::sync::MutexGuard<'_, Broker> {
+        lock(&self.inner.broker)
+    }
+
+    /// Runs a read-only query against the current state.
+    pub fn read<R>(&self, f: impl FnOnce(&Broker) -> R) -> R {
+        f(&self.lock_broker())
+    }
+
+    pub(super) fn set_status(&self, f: impl FnOnce(&mut PersistenceStatus)) {
+        f(&mut lock(&self.inner.status));
+    }
+
+    pub fn status(&self) -> PersistenceStatus {
+        lock(&self.inner.status).clone()
+    }
+
+    pub(super) fn journal(&self) -> Option<Arc<dyn OpLog>> {
+        lock(&self.inner.journal).clone()
+    }
+
+    pub(super) fn location(&self) -> String {
+        match self.inner.config.storage_type {
+            StorageType::Sqlite => self.inner.config.sqlite.path.display().to_string(),
+            StorageType::Json => self.inner.config.json.path.display().to_string(),
+            StorageType::Redis => format!(
+                "{}:{}",
+                self.inner.config.redis.host, self.inner.config.redis.port
+            ),
+            StorageType::InMemory => "memory".to_string(),
+        }
+    }
+
+    /// Storage statistics for `storage stats` and the admin API.
+    pub fn stats(&self) -> StorageStats {
+        let backend = lock(&self.inner.backend).stats();
+        let journal_size = self.journal().map(|j| j.size_bytes()).unwrap_or(0);
+        let last = self.inner.last_snapshot.load(Ordering::SeqCst);
+        StorageStats {
+            backend,
+            totals: self.read(|b| b.totals()),
+            wal_size_bytes: journal_size,
+            last_snapshot: if last > 0 { Some(last) } else { None },
+            status: self.status(),
+        }
+    }
+
+    /// Test hook: makes journal writes fail as if the disk were full (or lets them succeed).
+    #[doc(hidden)]
+    pub fn inject_journal_failure(&self, fail: bool) {
+        if let Some(j) = self.journal() {
+            j.inject_write_failure(fail);
+        }
+    }
+
+    /// Is the journal currently failing to write?
+    pub fn journal_healthy(&self) -> Result<(), String> {
+        match self.journal() {
+            Some(j) => j.health(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Storage statistics.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StorageStats {
+    pub backend: BackendStats,
+    pub totals: Totals,
+    pub wal_size_bytes: u64,
+    pub last_snapshot: Option<Millis>,
+    pub status: PersistenceStatus,
+}

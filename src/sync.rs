@@ -1,0 +1,12 @@
+//! Poisoned-mutex recovery, written once.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, taking the guard even when a previous holder panicked. Every lock in this crate
+/// guards state that is only mutated after validation (the broker applies an operation after
+/// checking it; the journal and backends write whole records), so the data behind a poisoned
+/// lock is still the last consistent one and the server keeps serving instead of cascading
+/// the panic into every later request.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
