@@ -341,7 +341,12 @@ async fn redis_without_the_log_acknowledges_from_memory_during_an_outage() {
         .await;
     let r = server
         .http
-        .request(reqwest::Method::POST, "$admin/snapshot", &[], "")
+        .request(
+            reqwest::Method::POST,
+            "$admin/snapshot",
+            &[("X-LocalZure-Admin", "1")],
+            "",
+        )
         .await;
     assert!(
         !r.status.is_success(),

@@ -56,8 +56,7 @@ pub fn parse(address: &str) -> Node {
 
 /// The receivable path an entity path names (`q`, `t/Subscriptions/s`, `…/$DeadLetterQueue`).
 pub fn queue_path(path: &str) -> Result<QueuePath, String> {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    crate::http::messaging::queue_path(&segs)
+    QueuePath::parse(path)
 }
 
 #[cfg(test)]

@@ -82,6 +82,47 @@ impl QueuePath {
         self.dead_letter = true;
         self
     }
+    /// Parses Azure's path form (the inverse of [`QueuePath::display`]): `q` (names may hold
+    /// `/`), `t/Subscriptions/s`, each optionally followed by `/$DeadLetterQueue`; the keywords
+    /// are matched case-insensitively, as the service does. The one parser of entity paths for
+    /// the REST and AMQP planes.
+    pub fn parse(path: &str) -> Result<Self, String> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        Self::parse_segments(&segs)
+    }
+
+    /// [`QueuePath::parse`] of a path already split at `/` (the REST router's segments).
+    pub fn parse_segments(segs: &[&str]) -> Result<Self, String> {
+        let mut segs = segs.to_vec();
+        let mut dead_letter = false;
+        if segs
+            .last()
+            .is_some_and(|s| s.eq_ignore_ascii_case("$DeadLetterQueue"))
+        {
+            dead_letter = true;
+            segs.pop();
+        }
+        if segs.is_empty() {
+            return Err("The entity path is empty.".to_string());
+        }
+        match segs
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case("subscriptions"))
+        {
+            Some(i) if i > 0 && i + 2 == segs.len() => Ok(QueuePath {
+                entity: segs[..i].join("/"),
+                subscription: Some(segs[i + 1].to_string()),
+                dead_letter,
+            }),
+            Some(_) => Err("The subscription path is malformed.".to_string()),
+            None => Ok(QueuePath {
+                entity: segs.join("/"),
+                subscription: None,
+                dead_letter,
+            }),
+        }
+    }
+
     /// Azure's path form: `q`, `t/Subscriptions/s`, with `/$DeadLetterQueue` appended.
     pub fn display(&self) -> String {
         let mut s = match &self.subscription {
@@ -331,5 +372,32 @@ mod tests {
                 op: Op::Tick
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::QueuePath;
+
+    #[test]
+    fn paths_parse_and_display_round_trip() {
+        assert_eq!(QueuePath::parse("q").unwrap(), QueuePath::queue("q"));
+        assert_eq!(
+            QueuePath::parse_segments(&["a", "b", "$DeadLetterQueue"]).unwrap(),
+            QueuePath::queue("a/b").dlq()
+        );
+        assert_eq!(
+            QueuePath::parse("t/subscriptions/s").unwrap(),
+            QueuePath::subscription("t", "s")
+        );
+        assert!(QueuePath::parse("t/Subscriptions").is_err());
+        assert!(QueuePath::parse("$deadletterqueue").is_err());
+        assert!(QueuePath::parse("").is_err());
+        for p in [
+            QueuePath::queue("a/b"),
+            QueuePath::subscription("t", "s").dlq(),
+        ] {
+            assert_eq!(QueuePath::parse(&p.display()).unwrap(), p);
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::broker::message::{Message, NewMessage};
 use crate::broker::op::{Op, QueuePath, ReceiveMode, Settlement};
 use crate::broker::value::Value;
 use crate::broker::Outcome;
-use crate::constants::DEFAULT_RECEIVE_TIMEOUT_SECS;
+use crate::constants::{DEFAULT_RECEIVE_TIMEOUT_SECS, MAX_TIMESPAN_SECONDS, TICKS_PER_SECOND};
 use crate::time::{parse_date, rfc1123, TimeSpan};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
@@ -61,39 +61,6 @@ fn is_standard_header(name: &str) -> bool {
         || name.starts_with("servicebus")
 }
 
-/// Parses path segments (before `/messages…`) into a receivable path.
-pub fn queue_path(segs: &[&str]) -> Result<QueuePath, String> {
-    let mut segs = segs.to_vec();
-    let mut dead_letter = false;
-    if segs
-        .last()
-        .is_some_and(|s| s.eq_ignore_ascii_case("$DeadLetterQueue"))
-    {
-        dead_letter = true;
-        segs.pop();
-    }
-    if segs.is_empty() {
-        return Err("The entity path is empty.".to_string());
-    }
-    let path = match segs
-        .iter()
-        .position(|s| s.eq_ignore_ascii_case("subscriptions"))
-    {
-        Some(i) if i > 0 && i + 2 == segs.len() => QueuePath {
-            entity: segs[..i].join("/"),
-            subscription: Some(segs[i + 1].to_string()),
-            dead_letter,
-        },
-        Some(_) => return Err("The subscription path is malformed.".to_string()),
-        None => QueuePath {
-            entity: segs.join("/"),
-            subscription: None,
-            dead_letter,
-        },
-    };
-    Ok(path)
-}
-
 /// The BrokerProperties a sender may set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -134,10 +101,12 @@ fn build_message(
                 "TimeToLive must be a positive number of seconds, got {s}."
             ))
         }
-        Some(s) => Some(if s >= 922_337_203_685.0 {
+        // At or past TimeSpan.MaxValue in seconds the TTL is "never expires" (the float-to-int
+        // cast saturates there anyway).
+        Some(s) => Some(if s >= MAX_TIMESPAN_SECONDS {
             TimeSpan::MAX
         } else {
-            TimeSpan((s * 10_000_000.0) as i64)
+            TimeSpan((s * TICKS_PER_SECOND as f64) as i64)
         }),
         None => None,
     };
@@ -310,7 +279,7 @@ pub async fn receive(state: &HttpState, req: &Request, segs: &[&str]) -> Result<
         Method::DELETE => ReceiveMode::ReceiveAndDelete,
         _ => return Err(HttpError::method_not_allowed()),
     };
-    let path = queue_path(segs).map_err(HttpError::bad_request)?;
+    let path = QueuePath::parse_segments(segs).map_err(HttpError::bad_request)?;
     let timeout = timeout_of(req)?;
     let msgs = state
         .backend
@@ -326,9 +295,9 @@ pub async fn receive(state: &HttpState, req: &Request, segs: &[&str]) -> Result<
 pub fn broker_properties(m: &Message) -> serde_json::Value {
     let c = &m.content;
     let ttl_secs = if m.ttl.is_infinite() {
-        922_337_203_685.477_6
+        MAX_TIMESPAN_SECONDS
     } else {
-        m.ttl.0 as f64 / 10_000_000.0
+        m.ttl.0 as f64 / TICKS_PER_SECOND as f64
     };
     let mut bp = serde_json::json!({
         "DeliveryCount": m.delivery_count,
@@ -409,7 +378,7 @@ pub async fn settle(
     _id: &str,
     lock: &str,
 ) -> Result<Reply, HttpError> {
-    let path = queue_path(segs).map_err(HttpError::bad_request)?;
+    let path = QueuePath::parse_segments(segs).map_err(HttpError::bad_request)?;
     let token = uuid::Uuid::parse_str(lock).map_err(|_| {
         HttpError::bad_request(format!("The lock token '{lock}' is not a valid GUID."))
     })?;
@@ -445,21 +414,6 @@ pub async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_parse() {
-        assert_eq!(queue_path(&["q"]).unwrap(), QueuePath::queue("q"));
-        assert_eq!(
-            queue_path(&["a", "b", "$DeadLetterQueue"]).unwrap(),
-            QueuePath::queue("a/b").dlq()
-        );
-        assert_eq!(
-            queue_path(&["t", "subscriptions", "s"]).unwrap(),
-            QueuePath::subscription("t", "s")
-        );
-        assert!(queue_path(&["t", "Subscriptions"]).is_err());
-        assert!(queue_path(&["$deadletterqueue"]).is_err());
-    }
 
     #[test]
     fn batch_bodies_parse() {

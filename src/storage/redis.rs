@@ -418,16 +418,24 @@ impl RedisBackend {
     }
 
     /// Runs `f` on the connection (reconnecting first if the last call failed); drops the
-    /// connection on error so the next call starts afresh.
+    /// connection on error so the next call starts afresh. A kept connection can be stale
+    /// (Redis restarted while this store was idle: the first call reads EOF), so a failure on
+    /// it is retried once on a fresh connection; every `f` here is idempotent (snapshot writes
+    /// set keys, reads read). Without the retry the shutdown snapshot after a Redis restart
+    /// failed, losing what `wal_enabled=false` had acknowledged from memory.
     fn with_con<R>(
         &mut self,
-        f: impl FnOnce(&RedisTarget, &mut Connection) -> Result<R, StorageError>,
+        f: impl Fn(&RedisTarget, &mut Connection) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
-        let mut con = match self.con.take() {
-            Some(c) => c,
-            None => self.target.connect()?,
+        let (mut con, reused) = match self.con.take() {
+            Some(c) => (c, true),
+            None => (self.target.connect()?, false),
         };
-        let r = f(&self.target, &mut con);
+        let mut r = f(&self.target, &mut con);
+        if r.is_err() && reused {
+            con = self.target.connect()?;
+            r = f(&self.target, &mut con);
+        }
         if r.is_ok() {
             self.con = Some(con);
         }

@@ -13,7 +13,7 @@ use localzure::ServiceBusBackend;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,8 @@ pub struct TestServer {
     pub base_url: String,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
+    /// The served backend, for what only the server can observe (parked receives).
+    backend: ServiceBusBackend,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), localzure::storage::StorageError>>>,
 }
@@ -141,8 +143,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task =
-            tokio::spawn(async move { server::run(listener, backend, &config, token).await });
+        let served = backend.clone();
+        let task = tokio::spawn(async move { server::run(listener, served, &config, token).await });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -151,6 +153,7 @@ impl TestServer {
             base_url: format!("http://{addr}"),
             clock,
             client,
+            backend,
             shutdown,
             task: Some(task),
         }
@@ -169,17 +172,19 @@ impl TestServer {
         }
     }
 
-    /// Waits until `n` receives are parked in a long poll on the server, so a test that then
-    /// sends proves the *wake*, not a receive that simply found the message.
-    ///
-    /// Interim: the backend exposes no waiter count yet, so this waits a fixed 200 ms (long
-    /// enough on a loaded machine for the request to reach `receive_wait`). When
-    /// `ServiceBusBackend::parked_receives()` lands, keep a clone of the backend in
-    /// `TestServer` and poll it here until it reaches `n` (failing after 10 s); the callers
-    /// need no change.
+    /// Waits until `n` receives are parked in a long poll on the server
+    /// (`ServiceBusBackend::parked_receives`), so a test that then sends proves the *wake*, not a
+    /// receive that simply found the message. Fails after 10 s.
     pub async fn wait_parked(&self, n: usize) {
-        let _ = n;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.backend.parked_receives() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} receive(s) never parked (parked: {})",
+                self.backend.parked_receives()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Moves the manual clock forward.

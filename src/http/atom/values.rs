@@ -13,7 +13,8 @@ use crate::time::{iso8601, parse_date, Millis, TimeSpan};
 pub(super) const MAX_DURATION_LEN: usize = 64;
 /// Durations at or above this many ticks mean "infinite": .NET's TimeSpan.MaxValue is
 /// `P10675199DT2H48M5.4775807S`, and Python sends `P10675199DT2H48M5.477539S` for it.
-pub(super) const INFINITE_THRESHOLD_TICKS: i64 = 10_675_199 * 86_400 * 10_000_000;
+pub(super) const INFINITE_THRESHOLD_TICKS: i64 =
+    10_675_199 * 86_400 * crate::constants::TICKS_PER_SECOND;
 /// What the service reports for a time that never happened (e.g. AccessedAt of an unused queue).
 pub(super) const NEVER: &str = "0001-01-01T00:00:00Z";
 
