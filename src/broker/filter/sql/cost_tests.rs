@@ -60,9 +60,10 @@ fn like_time_is_linear_in_the_text() {
     let (small, large) = (msg_with_big(20_000), msg_with_big(200_000));
     let t_small = best_of_5(|| assert!(!f.evaluate(&small).unwrap()));
     let t_large = best_of_5(|| assert!(!f.evaluate(&large).unwrap()));
-    // 10× the text may cost at most 20× the time (generous for timer noise).
+    // 10× the text may cost at most 40× the time: a quadratic cost would be 100×, and the
+    // margin absorbs a loaded machine (tests run in parallel threads).
     assert!(
-        t_large < t_small * 20 + Duration::from_millis(2),
+        t_large < t_small * 40 + Duration::from_millis(2),
         "10x text: {t_small:?} -> {t_large:?}"
     );
 }
@@ -74,7 +75,7 @@ fn parse_time_is_linear_in_the_text() {
     let t_small = best_of_5(|| drop(SqlExpr::compile(&small, &BTreeMap::new()).unwrap()));
     let t_large = best_of_5(|| drop(SqlExpr::compile(&large, &BTreeMap::new()).unwrap()));
     assert!(
-        t_large < t_small * 20 + Duration::from_millis(2),
+        t_large < t_small * 40 + Duration::from_millis(2),
         "10x text: {t_small:?} -> {t_large:?}"
     );
 }

@@ -1,0 +1,341 @@
+//! Sending: duplicate detection, enqueue on queues, topic fan-out through rules,
+//! auto-forwarding, dead-lettering.
+
+use super::*;
+
+impl Broker {
+    pub(in crate::broker) fn send(
+        &mut self,
+        entity: &str,
+        messages: &[NewMessage],
+        now: Millis,
+    ) -> Result<Outcome, BrokerError> {
+        let k = names::key(entity);
+        let (props, size_now) = if let Some(q) = self.queues.get(&k) {
+            (q.props.clone(), q.q.size())
+        } else if let Some(t) = self.topics.get(&k) {
+            let size: u64 = t.subs.values().map(|s| s.q.size()).sum();
+            (t.props.clone(), size)
+        } else {
+            return Err(BrokerError::EntityNotFound(entity.to_string()));
+        };
+        match props.status {
+            crate::broker::entity::EntityStatus::Disabled => {
+                return Err(BrokerError::EntityDisabled(entity.to_string()))
+            }
+            s if !s.can_send() => return Err(BrokerError::SendDisabled(entity.to_string())),
+            _ => {}
+        }
+        let limit = (props.max_message_size_in_kilobytes.max(1) as usize) * 1024;
+        let mut total = 0u64;
+        for m in messages {
+            let size = m.size();
+            if size > limit {
+                return Err(BrokerError::MessageTooLarge { size, max: limit });
+            }
+            if m.message_id.is_empty() {
+                return Err(BrokerError::BadRequest(
+                    "MessageId must not be empty.".into(),
+                ));
+            }
+            total += size as u64;
+        }
+        let quota = (props.max_size_in_megabytes.max(1) as u64) * 1024 * 1024;
+        if size_now + total > quota {
+            return Err(BrokerError::QuotaExceeded(entity.to_string()));
+        }
+        if self.queues.contains_key(&k) {
+            let mut seqs = Vec::new();
+            for m in messages {
+                if let Some(seq) = self.enqueue_queue(&k, m, now, 0, None) {
+                    seqs.push(seq);
+                }
+            }
+            Ok(Outcome::Sent {
+                sequence_numbers: seqs,
+            })
+        } else {
+            let mut seqs = Vec::new();
+            for m in messages {
+                if let Some(seq) = self.enqueue_topic(&k, m, now, 0) {
+                    seqs.push(seq);
+                }
+            }
+            Ok(Outcome::Sent {
+                sequence_numbers: seqs,
+            })
+        }
+    }
+
+    /// Records `id` in the duplicate history; `true` when it is a duplicate to drop.
+    pub(in crate::broker) fn is_duplicate(
+        dup: &mut crate::broker::DupHistory,
+        props: &EntityProps,
+        id: &str,
+        now: Millis,
+    ) -> bool {
+        if !props.requires_duplicate_detection {
+            return false;
+        }
+        dup.prune(
+            now,
+            props.duplicate_detection_history_time_window.as_millis(),
+        );
+        if dup.contains(id) {
+            return true;
+        }
+        dup.record(id, now);
+        false
+    }
+
+    /// Sends into a queue (following ForwardTo); returns the sequence number in the queue first
+    /// addressed, or `None` for a dropped duplicate.
+    pub(in crate::broker) fn enqueue_queue(
+        &mut self,
+        k: &str,
+        m: &NewMessage,
+        now: Millis,
+        hops: usize,
+        source: Option<&str>,
+    ) -> Option<u64> {
+        let q = self.queues.get_mut(k)?;
+        self.deadlines.mark(EntityId::Queue(k.to_string()));
+        if Self::is_duplicate(&mut q.dup, &q.props, &m.message_id, now) {
+            self.touched = true;
+            self.dirty_entities.insert(queue_key(&q.name));
+            return None;
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.times.accessed_at = now;
+        let key = queue_key(&q.name);
+        let qname = q.name.clone();
+        self.touched = true;
+        self.dirty_entities.insert(key);
+        if let Some(target) = self.forward_target(k, hops) {
+            self.forward(&target, m, now, hops + 1, source);
+            return Some(seq);
+        }
+        let q = self.queues.get_mut(k)?;
+        let mut msg = materialize(m, seq, &q.props, now);
+        msg.dead_letter_source = source.map(str::to_string);
+        let visible = msg.state == MessageState::Active;
+        q.q.main.insert(msg);
+        if visible {
+            self.wakeups.insert(wake_key_of(&QueuePath::queue(&qname)));
+        }
+        Some(seq)
+    }
+
+    /// The ForwardTo target of a queue (by key) if forwarding applies.
+    pub(in crate::broker) fn forward_target(&self, k: &str, hops: usize) -> Option<String> {
+        let q = self.queues.get(k)?;
+        let target = q.props.forward_to.as_ref()?;
+        let tk = names::key(target);
+        if hops >= MAX_FORWARD_HOPS || tk == k {
+            return None;
+        }
+        if self.queues.contains_key(&tk) || self.topics.contains_key(&tk) {
+            Some(tk)
+        } else {
+            None
+        }
+    }
+
+    /// Moves a message on to `target_key`. `dead_letter_source` is set only when a
+    /// dead-lettered message is forwarded (ForwardDeadLetteredMessagesTo): it names the entity
+    /// whose dead-letter queue it left, and becomes the message's DeadLetterSource. Plain
+    /// ForwardTo passes it through unchanged.
+    pub(in crate::broker) fn forward(
+        &mut self,
+        target_key: &str,
+        m: &NewMessage,
+        now: Millis,
+        hops: usize,
+        dead_letter_source: Option<&str>,
+    ) {
+        if self.queues.contains_key(target_key) {
+            self.enqueue_queue(target_key, m, now, hops, dead_letter_source);
+        } else if self.topics.contains_key(target_key) {
+            self.enqueue_topic(target_key, m, now, hops);
+        }
+    }
+
+    /// Sends into a topic: assigns the topic's sequence number and fans out.
+    pub(in crate::broker) fn enqueue_topic(
+        &mut self,
+        k: &str,
+        m: &NewMessage,
+        now: Millis,
+        hops: usize,
+    ) -> Option<u64> {
+        let t = self.topics.get_mut(k)?;
+        self.deadlines.mark(EntityId::Topic(k.to_string()));
+        if Self::is_duplicate(&mut t.dup, &t.props, &m.message_id, now) {
+            self.touched = true;
+            self.dirty_entities.insert(topic_key(&t.name));
+            return None;
+        }
+        let seq = t.next_seq;
+        t.next_seq += 1;
+        t.times.accessed_at = now;
+        let tname = t.name.clone();
+        let topic_props = t.props.clone();
+        self.touched = true;
+        self.dirty_entities.insert(topic_key(&tname));
+        let base = materialize(m, seq, &topic_props, now);
+        // Evaluate every subscription's rules first, then deliver (forwarding may need &mut self).
+        let mut deliveries: Vec<(String, Message)> = Vec::new();
+        let mut filter_failures: Vec<(String, String)> = Vec::new();
+        let t = self.topics.get(k)?;
+        let budget = crate::broker::filter::EvalBudget::per_message();
+        for (sk, s) in &t.subs {
+            let mut plain_match = false;
+            let mut action_copies: Vec<Message> = Vec::new();
+            // The first rule of this subscription whose filter or action failed to evaluate.
+            let mut failure: Option<String> = None;
+            for r in s.rules.values() {
+                match r.matches_within(&base, &budget) {
+                    Ok(true) if r.has_action() => {
+                        let mut copy = base.clone();
+                        match r.apply_action_within(&mut copy, &budget) {
+                            Ok(()) => {
+                                copy.content.properties.insert(
+                                    "RuleName".to_string(),
+                                    Value::String(r.rule.name.clone()),
+                                );
+                                action_copies.push(copy);
+                            }
+                            Err(e) => {
+                                failure.get_or_insert_with(|| {
+                                    format!("Rule '{}': action failed: {e}", r.rule.name)
+                                });
+                            }
+                        }
+                    }
+                    Ok(true) => plain_match = true,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failure.get_or_insert_with(|| {
+                            format!("Rule '{}': filter failed: {e}", r.rule.name)
+                        });
+                    }
+                }
+            }
+            if plain_match {
+                deliveries.push((sk.clone(), base.clone()));
+            }
+            deliveries.extend(action_copies.into_iter().map(|m| (sk.clone(), m)));
+            if let Some(e) = failure {
+                if s.props.dead_lettering_on_filter_evaluation_exceptions {
+                    filter_failures.push((s.name.clone(), e));
+                }
+            }
+        }
+        // A subscription's store is keyed by sequence number: when several rules deliver
+        // copies to one subscription, the first keeps the topic's number and each further one
+        // takes the next topic number (EnqueuedSequenceNumber stays the original).
+        let mut extra = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (sk, _)) in deliveries.iter().enumerate() {
+            if !seen.insert(sk.as_str()) {
+                extra.push(i);
+            }
+        }
+        if !extra.is_empty() {
+            let t = self.topics.get_mut(k)?;
+            for i in extra {
+                deliveries[i].1.sequence_number = t.next_seq;
+                t.next_seq += 1;
+            }
+        }
+        for (sk, mut msg) in deliveries {
+            let forward = {
+                let Some(s) = self.topics.get(k).and_then(|t| t.subs.get(&sk)) else {
+                    continue;
+                };
+                s.props.forward_to.as_deref().map(names::key).filter(|tk| {
+                    hops < MAX_FORWARD_HOPS
+                        && (self.queues.contains_key(tk) || self.topics.contains_key(tk))
+                })
+            };
+            if let Some(target) = forward {
+                self.forward(&target, &msg.content, now, hops + 1, None);
+                continue;
+            }
+            let Some(s) = self.topics.get_mut(k).and_then(|t| t.subs.get_mut(&sk)) else {
+                continue;
+            };
+            self.deadlines
+                .mark(EntityId::Subscription(k.to_string(), sk.clone()));
+            // The subscription's own TTL default may be shorter than the topic's.
+            let ttl = msg.ttl.min(s.props.default_message_time_to_live);
+            msg.ttl = ttl;
+            msg.expires_at = ttl.after(msg.enqueued_time);
+            let visible = msg.state == MessageState::Active;
+            s.times.accessed_at = now;
+            s.q.main.insert(msg);
+            let sname = s.name.clone();
+            self.dirty_entities
+                .insert(crate::broker::entities::sub_key(&tname, &sname));
+            if visible {
+                self.wakeups
+                    .insert(wake_key_of(&QueuePath::subscription(&tname, &sname)));
+            }
+        }
+        // One dead-lettered copy per subscription whose rules failed to evaluate (the rules
+        // that did evaluate still deliver); ForwardDeadLetteredMessagesTo applies.
+        for (sname, err) in filter_failures {
+            let path = QueuePath {
+                entity: tname.clone(),
+                subscription: Some(sname),
+                dead_letter: false,
+            };
+            self.dead_letter_message(&path, base.clone(), Some(REASON_FILTER), Some(&err), now);
+        }
+        Some(seq)
+    }
+
+    // ----- dead-lettering ----------------------------------------------------------------------
+
+    /// Moves a message (already removed from its store) to the dead-letter queue of `path`, or
+    /// on to ForwardDeadLetteredMessagesTo.
+    pub(in crate::broker) fn dead_letter_message(
+        &mut self,
+        path: &QueuePath,
+        mut msg: Message,
+        reason: Option<&str>,
+        description: Option<&str>,
+        now: Millis,
+    ) {
+        msg.lock = None;
+        msg.state = MessageState::Active;
+        msg.expires_at = MAX_MILLIS;
+        if let Some(r) = reason {
+            msg.content
+                .properties
+                .insert(PROP_DL_REASON.into(), Value::String(r.to_string()));
+        }
+        if let Some(d) = description {
+            msg.content
+                .properties
+                .insert(PROP_DL_DESCRIPTION.into(), Value::String(d.to_string()));
+        }
+        let fwd = self
+            .receivable(path)
+            .ok()
+            .and_then(|(_, p)| p.forward_dead_lettered_messages_to.clone())
+            .map(|t| names::key(&t))
+            .filter(|tk| self.queues.contains_key(tk) || self.topics.contains_key(tk));
+        if let Some(target) = fwd {
+            let src = path.display();
+            self.forward(&target, &msg.content, now, 1, Some(&src));
+            return;
+        }
+        let dl = path.clone().dlq();
+        if let Ok(rcv) = self.receivable_mut(path) {
+            rcv.dlq.insert(msg);
+            self.wakeups.insert(wake_key_of(&dl));
+        }
+    }
+}
