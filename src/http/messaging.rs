@@ -6,9 +6,8 @@
 use super::{empty, reply, HttpError, HttpState, Reply, Request};
 use crate::broker::error::BrokerError;
 use crate::broker::message::{Message, NewMessage};
-use crate::broker::op::{Op, QueuePath, ReceiveMode, Settlement};
+use crate::broker::op::{QueuePath, ReceiveMode, Settlement};
 use crate::broker::value::Value;
-use crate::broker::Outcome;
 use crate::constants::{DEFAULT_RECEIVE_TIMEOUT_SECS, MAX_TIMESPAN_SECONDS, TICKS_PER_SECOND};
 use crate::time::{parse_date, rfc1123, TimeSpan};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -253,7 +252,7 @@ pub async fn send(state: &HttpState, req: &Request, segs: &[&str]) -> Result<Rep
         vec![single_message(bp, req.body.to_vec(), content_type, props)
             .map_err(HttpError::bad_request)?]
     };
-    state.backend.execute(Op::Send { entity, messages }).await?;
+    state.backend.send(entity, messages).await?;
     Ok(empty(StatusCode::CREATED))
 }
 
@@ -382,31 +381,28 @@ pub async fn settle(
     let token = uuid::Uuid::parse_str(lock).map_err(|_| {
         HttpError::bad_request(format!("The lock token '{lock}' is not a valid GUID."))
     })?;
-    let op = match req.method {
-        Method::PUT => Op::Settle {
-            from: path,
-            lock_token: token,
-            settlement: Settlement::Abandon {
-                properties: BTreeMap::new(),
-            },
-        },
-        Method::DELETE => Op::Settle {
-            from: path,
-            lock_token: token,
-            settlement: Settlement::Complete,
-        },
-        Method::POST => Op::RenewLock {
-            from: path,
-            lock_token: token,
-        },
-        _ => return Err(HttpError::method_not_allowed()),
-    };
     let mut r = empty(StatusCode::OK);
-    if let Outcome::LockRenewed { locked_until } = state.backend.execute(op).await? {
-        let bp = serde_json::json!({ "LockedUntilUtc": rfc1123(locked_until) }).to_string();
-        if let Ok(v) = HeaderValue::from_str(&bp) {
-            r.headers_mut().insert("BrokerProperties", v);
+    match req.method {
+        Method::PUT => {
+            let abandon = Settlement::Abandon {
+                properties: BTreeMap::new(),
+            };
+            state.backend.settle(&path, token, abandon).await?;
         }
+        Method::DELETE => {
+            state
+                .backend
+                .settle(&path, token, Settlement::Complete)
+                .await?
+        }
+        Method::POST => {
+            let locked_until = state.backend.renew_lock(&path, token).await?;
+            let bp = serde_json::json!({ "LockedUntilUtc": rfc1123(locked_until) }).to_string();
+            if let Ok(v) = HeaderValue::from_str(&bp) {
+                r.headers_mut().insert("BrokerProperties", v);
+            }
+        }
+        _ => return Err(HttpError::method_not_allowed()),
     }
     Ok(r)
 }
