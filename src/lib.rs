@@ -10,7 +10,7 @@
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
 //! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON,
 //!   Redis).
-//! - [`config`]: the one typed configuration struct (envy + optional YAML).
+//! - [`config`]: the one typed configuration struct: YAML layout, one `ENV` table.
 //! - [`entities_config`]: the official emulator's `Config.json` entity file, loaded at start.
 //! - [`names`]: entity-name rules, validated in one place.
 //! - [`time`]: the injected clock, dates and xsd:duration.
