@@ -99,7 +99,10 @@ macro_rules! env_table {
 
 /// The `LOCALZURE_*` variables (README's configuration table) and the field each sets.
 /// `LOCALZURE_CONFIG` (the YAML file) and `LOCALZURE_LOG` are read elsewhere.
+/// `EMULATOR_HTTP_PORT` is the official emulator container's variable (its compose template
+/// maps `5300:${EMULATOR_HTTP_PORT}`); `LOCALZURE_HTTP_PORT` wins when both are set.
 pub static ENV: &[(&str, Setter)] = env_table![
+    "EMULATOR_HTTP_PORT" => server.http_port: number,
     "LOCALZURE_HOST" => server.host: text,
     "LOCALZURE_HTTP_PORT" => server.http_port: number,
     "LOCALZURE_AMQP_PORT" => server.amqp_port: number,
@@ -121,6 +124,22 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_SNAPSHOT_INTERVAL" => storage.snapshot_interval_seconds: number,
     "LOCALZURE_AUTO_COMPACT" => storage.auto_compact: boolean,
 ];
+
+/// The official emulator container's other variables, accepted and ignored: they configure its
+/// SQL Server and licence prompt, which LocalZure has no use for. Setting them is not an error
+/// and logs nothing, so the official compose file's `environment:` block works as it is.
+pub static ACCEPTED_OFFICIAL_ENV: &[&str] = &[
+    "ACCEPT_EULA",
+    "SQL_SERVER",
+    "MSSQL_SA_PASSWORD",
+    "SQL_WAIT_INTERVAL",
+];
+
+/// Whether `name` is read by [`Config::load_from`]: `LOCALZURE_*` and the official emulator's
+/// `EMULATOR_*` rows of [`ENV`].
+fn is_ours(name: &str) -> bool {
+    name.starts_with("LOCALZURE_") || name.starts_with("EMULATOR_")
+}
 
 fn text(_: &str, v: &str) -> Result<String, ConfigError> {
     Ok(v.to_string())
@@ -174,10 +193,10 @@ impl Config {
         config_file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("LOCALZURE_"))
-            .collect();
+        let mut vars: Vec<(String, String)> =
+            vars.into_iter().filter(|(k, _)| is_ours(k)).collect();
+        // The official emulator's variables first, so a `LOCALZURE_*` one always wins.
+        vars.sort_by_key(|(k, _)| k.starts_with("LOCALZURE_"));
         let file = config_file.map(Path::to_path_buf).or_else(|| {
             vars.iter()
                 .rev()
@@ -400,6 +419,40 @@ mod tests {
                 Config::load_from(None, vars(&[(name, v)])).is_ok_and(|c| c != Config::default())
             });
             assert!(changed, "{name} changed nothing");
+        }
+    }
+
+    /// The official emulator's variables: `EMULATOR_HTTP_PORT` sets the HTTP port unless
+    /// `LOCALZURE_HTTP_PORT` is also set (in either order); its SQL Server and licence
+    /// variables change nothing and are no error, whatever their value.
+    #[test]
+    fn official_emulator_variables() {
+        let c = Config::load_from(None, vars(&[("EMULATOR_HTTP_PORT", "5400")])).unwrap();
+        assert_eq!(c.server.http_port, 5400);
+        for order in [
+            [
+                ("EMULATOR_HTTP_PORT", "5400"),
+                ("LOCALZURE_HTTP_PORT", "5500"),
+            ],
+            [
+                ("LOCALZURE_HTTP_PORT", "5500"),
+                ("EMULATOR_HTTP_PORT", "5400"),
+            ],
+        ] {
+            let c = Config::load_from(None, vars(&order)).unwrap();
+            assert_eq!(c.server.http_port, 5500);
+        }
+        let e = Config::load_from(None, vars(&[("EMULATOR_HTTP_PORT", "web")])).unwrap_err();
+        assert!(e.to_string().contains("EMULATOR_HTTP_PORT"), "{e}");
+        let official: Vec<(&str, &str)> = ACCEPTED_OFFICIAL_ENV
+            .iter()
+            .map(|k| (*k, "Y; not a number {}"))
+            .collect();
+        let c = Config::load_from(None, vars(&official)).unwrap();
+        assert_eq!(c, Config::default());
+        let readme = include_str!("../README.md");
+        for name in ACCEPTED_OFFICIAL_ENV {
+            assert!(readme.contains(name), "{name} is not in README");
         }
     }
 

@@ -1,6 +1,10 @@
 //! The official Service Bus emulator's entity file (`Config.json`), so LocalZure is a drop-in:
 //! `UserConfig.Namespaces[].Queues|Topics[].Subscriptions[].Rules` with their `Properties`.
 //! Entities are created at start; existing ones are kept as they are.
+//!
+//! The official file carries `//` comments (its sample correlation filter lists the other
+//! supported properties as commented-out lines), which the official emulator skips: comments
+//! (`//` and `/* */`) are stripped before parsing, keeping line and column numbers in errors.
 
 use crate::broker::entity::{
     CorrelationFilter, EntityKind, EntityProps, EntityStatus, Filter, Rule, SqlAction,
@@ -235,7 +239,12 @@ fn rule(r: &RuleDef, what: &str) -> Result<Rule, String> {
 /// topics before subscriptions; forwarding targets are created before their sources as far
 /// as the file's order allows, and a missing target is reported by the broker).
 fn plan(text: &str) -> Result<Vec<Op>, String> {
-    let de = &mut serde_json::Deserializer::from_str(text);
+    // StripComments replaces each comment with spaces, so positions stay those of the file.
+    let stripped = json_comments::StripComments::with_settings(
+        json_comments::CommentSettings::c_style(),
+        text.as_bytes(),
+    );
+    let de = &mut serde_json::Deserializer::from_reader(stripped);
     let file: File = serde_path_to_error::deserialize(de)
         .map_err(|e| format!("at '{}': {}", e.path(), e.inner()))?;
     let mut entities = Vec::new();
@@ -393,6 +402,63 @@ mod tests {
         };
         assert!(matches!(r.filter, Filter::Sql(_)));
         assert!(r.action.is_some());
+    }
+
+    /// A file shaped as the official emulator's `Config.json` (queues, topics, subscriptions,
+    /// correlation and SQL rules, a SQL action, `//` comments inside objects) loads.
+    #[test]
+    fn the_official_file_shape_with_comments_loads() {
+        let text = include_str!("../tests/fixtures/official-config/Config.json");
+        assert!(text.contains("//"), "the fixture keeps its comments");
+        let ops = plan(text).unwrap();
+        let names: Vec<(&str, String)> = ops
+            .iter()
+            .map(|o| {
+                let what = match o {
+                    Op::CreateQueue { name, .. } | Op::CreateTopic { name, .. } => name.clone(),
+                    Op::CreateSubscription { topic, name, .. } => format!("{topic}/{name}"),
+                    Op::CreateRule {
+                        subscription, rule, ..
+                    } => format!("{subscription}/{}", rule.name),
+                    _ => String::new(),
+                };
+                (o.name(), what)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("CreateQueue", "orders".to_string()),
+                ("CreateQueue", "payments".to_string()),
+                ("CreateTopic", "events".to_string()),
+                ("CreateSubscription", "events/by-content-type".to_string()),
+                ("CreateSubscription", "events/by-user-property".to_string()),
+                ("CreateSubscription", "events/everything".to_string()),
+                ("CreateSubscription", "events/sql-routed".to_string()),
+                ("CreateRule", "sql-routed/second-sql".to_string()),
+            ]
+        );
+        let Op::CreateSubscription { rule: Some(r), .. } = &ops[3] else {
+            panic!("{ops:?}")
+        };
+        let Filter::Correlation(c) = &r.filter else {
+            panic!("{r:?}")
+        };
+        // The commented-out properties stay unset.
+        assert_eq!(c.content_type.as_deref(), Some("application/json"));
+        assert_eq!(c.correlation_id, None);
+        assert_eq!(c.label, None);
+        let Op::CreateSubscription { rule: Some(r), .. } = &ops[6] else {
+            panic!("{ops:?}")
+        };
+        assert!(matches!(r.filter, Filter::Sql(_)));
+        assert!(r.action.is_some());
+        // Without comment stripping this file is not JSON.
+        assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
+        // Errors after a comment still name the file's own line.
+        let e = plan("{\n// one\n// two\n\"UserConfig\": {\"Namespaces\": [{\"Queues\": [{}]}]}}")
+            .unwrap_err();
+        assert!(e.contains("line 4"), "{e}");
     }
 
     #[test]

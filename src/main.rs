@@ -193,14 +193,18 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match amqp_listener.local_addr() {
-        Ok(a) => tracing::info!("AMQP listening on amqp://{a}"),
-        Err(e) => tracing::warn!("AMQP bound, but the local address is unknown: {e}"),
-    }
+    let amqp_port = match amqp_listener.local_addr() {
+        Ok(a) => {
+            tracing::info!("AMQP listening on amqp://{a}");
+            a.port()
+        }
+        Err(e) => {
+            tracing::warn!("AMQP bound, but the local address is unknown: {e}");
+            config.server.amqp_port
+        }
+    };
     // --- end AMQP ---
-    tracing::info!(
-        "connection string: Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
-    );
+    tracing::info!("connection string: {}", connection_string(amqp_port));
     // The official emulator's readiness line, which test harnesses wait for.
     tracing::info!("Emulator Service is Successfully Up!");
     let shutdown = CancellationToken::new();
@@ -218,6 +222,20 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The connection string that reaches this server, the official emulator's with the AMQP
+/// port: `sb://localhost` means 5672 to the SDKs (`UseDevelopmentEmulator=true` selects plain
+/// AMQP on the endpoint's port, 5672 when none is given), so any other port is spelled out.
+fn connection_string(amqp_port: u16) -> String {
+    let host = if amqp_port == localzure::constants::DEFAULT_AMQP_PORT {
+        "localhost".to_string()
+    } else {
+        format!("localhost:{amqp_port}")
+    };
+    format!(
+        "Endpoint=sb://{host};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+    )
 }
 
 /// SIGTERM/SIGINT → graceful shutdown (signal-hook-tokio).

@@ -965,6 +965,9 @@ async fn namespace_info_and_health() {
     assert_eq!(h.status, 200);
     let v: serde_json::Value = serde_json::from_str(&h.body).expect("health is JSON");
     assert_eq!(v["status"], "healthy");
+    // The official emulator's schema (HealthCheckApiSchema.md), storage facts beside it.
+    assert_eq!(v["message"], "Service is healthy.");
+    assert!(v["storage"]["type"].is_string(), "{v}");
     s.stop().await;
 }
 
@@ -1400,5 +1403,145 @@ async fn atom_with_100000_attributes_is_refused_quickly() {
     assert!(r.body.contains("<Code>400</Code>"), "{}", r.body);
     assert!(r.body.contains("more than 64 attributes"), "{}", r.body);
     assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    s.stop().await;
+}
+
+// ----- feed paging as the admin clients follow it --------------------------------------------
+
+/// The feed's own `<link>`s (not its entries'), in document order, as `(rel, href)` with
+/// `&amp;` unescaped.
+fn feed_links(body: &str) -> Vec<(String, String)> {
+    let head = body.split("<entry").next().unwrap_or_default();
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        tag.find(&key)
+            .map(|i| &tag[i + key.len()..])
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .replace("&amp;", "&")
+    };
+    head.split("<link ")
+        .skip(1)
+        .map(|tag| {
+            let tag = tag.split("/>").next().unwrap_or_default();
+            (attr(tag, "rel"), attr(tag, "href"))
+        })
+        .collect()
+}
+
+/// A query parameter of `url`, percent-decoded names (`%24skip` is `$skip`), as the clients read
+/// it (Python `urllib.parse.parse_qs`, JavaScript `URL.searchParams`).
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.replace("%24", "$") == name).then(|| v.to_string())
+    })
+}
+
+/// Lists `path` the way azure-servicebus 7.15 does (`get_next_template` /
+/// `extract_data_template`): first `$skip=0&$top={top}`, then, while the feed has exactly two
+/// links, the second one's `$skip` and `$top`. Returns every title and the page sizes.
+async fn list_like_the_python_client(
+    s: &TestServer,
+    path: &str,
+    top: usize,
+) -> (Vec<String>, Vec<usize>) {
+    let (mut skip, mut top) = (0usize, top);
+    let (mut titles, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let r = s
+            .get(&format!(
+                "{path}?$skip={skip}&$top={top}&api-version=2021-05"
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = feed_titles(&r.body);
+        pages.push(page.len());
+        titles.extend(page);
+        let links = feed_links(&r.body);
+        assert_eq!(links[0].0, "self", "{links:?}");
+        assert_eq!(
+            query_param(&links[0].1, "$skip"),
+            Some(skip.to_string()),
+            "{links:?}"
+        );
+        if links.len() != 2 {
+            assert_eq!(links.len(), 1, "{links:?}");
+            return (titles, pages);
+        }
+        assert_eq!(links[1].0, "next", "{links:?}");
+        let next = &links[1].1;
+        assert!(next.starts_with(&s.url(path)), "{next}");
+        skip = query_param(next, "$skip")
+            .expect("$skip")
+            .parse()
+            .expect("a number");
+        top = query_param(next, "$top")
+            .expect("$top")
+            .parse()
+            .expect("a number");
+        assert!(pages.len() < 1000, "paging does not end");
+    }
+}
+
+/// Queue, topic, subscription and rule feeds page with `$skip`/`$top`: 100 entries by default,
+/// a `self` link and, while entries follow, a `next` link (the feed's second) carrying the next
+/// `$skip` and `$top`; the last page has no `next` link, so the clients stop without an empty
+/// request.
+#[tokio::test]
+async fn feeds_page_with_next_links_as_the_admin_clients_follow_them() {
+    let s = TestServer::start().await;
+    let want: Vec<String> = (0..103).map(|i| format!("q{i:03}")).collect();
+    for n in &want {
+        s.create_queue(n, "").await;
+    }
+    // Without paging parameters: the service's 100, and a next link to the rest.
+    let first = s.get("$Resources/Queues").await;
+    assert_eq!(feed_titles(&first.body).len(), 100);
+    let links = feed_links(&first.body);
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(query_param(&links[1].1, "$skip").as_deref(), Some("100"));
+    assert_eq!(query_param(&links[1].1, "$top").as_deref(), Some("100"));
+    assert_eq!(
+        query_param(&links[1].1, "api-version").as_deref(),
+        Some("2021-05")
+    );
+
+    let (mut got, pages) = list_like_the_python_client(&s, "$Resources/Queues", 100).await;
+    assert_eq!(pages, vec![100, 3]);
+    got.sort();
+    assert_eq!(got, want);
+    let (got, pages) = list_like_the_python_client(&s, "$Resources/Queues", 1).await;
+    assert_eq!((got.len(), pages.len()), (103, 103));
+    // An exact multiple ends on a full page, without a next link to an empty one.
+    let (_, pages) = list_like_the_python_client(&s, "$Resources/Queues", 103).await;
+    assert_eq!(pages, vec![103]);
+    // $top=0 never advances: no next link.
+    let zero = s.get("$Resources/Queues?$top=0").await;
+    assert_eq!(feed_links(&zero.body).len(), 1);
+
+    s.create_topic("t", "").await;
+    for n in ["t2", "t3"] {
+        s.create_topic(n, "").await;
+    }
+    for n in ["a", "b", "c"] {
+        s.create_subscription("t", n, "").await;
+    }
+    for r in ["r1", "r2"] {
+        s.create_rule("t", "a", r, &correlation_filter(&[("Label", r)], &[]))
+            .await;
+    }
+    for (path, n) in [
+        ("$Resources/Topics", 3),
+        ("t/Subscriptions", 3),
+        ("t/Subscriptions/a/Rules", 3),
+    ] {
+        let (got, pages) = list_like_the_python_client(&s, path, 1).await;
+        assert_eq!(got.len(), n, "{path}");
+        assert_eq!(pages, vec![1; n], "{path}");
+        let (_, pages) = list_like_the_python_client(&s, path, 2).await;
+        assert_eq!(pages, vec![2, 1], "{path}");
+    }
     s.stop().await;
 }

@@ -30,7 +30,9 @@ fn put_status(update: bool) -> StatusCode {
     }
 }
 
-fn paging(req: &Request) -> Result<(usize, usize), HttpError> {
+/// The request's `$skip` and `$top` (default 100, the service's page size) and `api-version`
+/// (echoed into the feed's links when it is a plain version string).
+fn paging(req: &Request) -> Result<(usize, usize, &str), HttpError> {
     let parse = |k: &str, d: usize| -> Result<usize, HttpError> {
         match req.query.get(k) {
             None => Ok(d),
@@ -41,7 +43,43 @@ fn paging(req: &Request) -> Result<(usize, usize), HttpError> {
             }),
         }
     };
-    Ok((parse("$skip", 0)?, parse("$top", DEFAULT_LIST_TOP)?))
+    let version = req
+        .query
+        .get("api-version")
+        .map(String::as_str)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 32
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or(atom::API_VERSION);
+    Ok((
+        parse("$skip", 0)?,
+        parse("$top", DEFAULT_LIST_TOP)?,
+        version,
+    ))
+}
+
+/// The `$skip`/`$top` window of `all` with the feed links' [`atom::Page`] for `path`.
+fn page_of<'a, T>(
+    req: &'a Request,
+    path: &'a str,
+    all: Vec<T>,
+) -> Result<(Vec<T>, atom::Page<'a>), HttpError> {
+    let (skip, top, api_version) = paging(req)?;
+    let total = all.len();
+    let items = all.into_iter().skip(skip).take(top).collect();
+    Ok((
+        items,
+        atom::Page {
+            path,
+            skip,
+            top,
+            total,
+            api_version,
+        },
+    ))
 }
 
 fn not_found(what: &str) -> HttpError {
@@ -65,7 +103,6 @@ pub fn namespace_info(state: &HttpState, _req: &Request) -> Reply {
 
 /// GET /$Resources/Queues | /$Resources/Topics
 pub fn list_entities(state: &HttpState, req: &Request, kind: &str) -> Result<Reply, HttpError> {
-    let (skip, top) = paging(req)?;
     let (title, infos) = if kind.eq_ignore_ascii_case("queues") {
         ("Queues", state.backend.read(|b| b.list_queues()))
     } else if kind.eq_ignore_ascii_case("topics") {
@@ -76,12 +113,12 @@ pub fn list_entities(state: &HttpState, req: &Request, kind: &str) -> Result<Rep
             format!("Unknown resource '{kind}'."),
         ));
     };
-    let page: Vec<_> = infos.into_iter().skip(skip).take(top).collect();
-    let self_path = format!("$Resources/{title}");
+    let path = format!("$Resources/{title}");
+    let (items, page) = page_of(req, &path, infos)?;
     Ok(reply(
         StatusCode::OK,
         FEED_CT,
-        atom::entity_feed(title, &page, &req.base_url, &self_path, state.backend.now()),
+        atom::entity_feed_page(title, &items, &req.base_url, &page, state.backend.now()),
     ))
 }
 
@@ -152,17 +189,17 @@ pub fn list_subscriptions(
     if req.method != Method::GET {
         return Err(HttpError::method_not_allowed());
     }
-    let (skip, top) = paging(req)?;
     let infos = state.backend.read(|b| b.list_subscriptions(topic))?;
-    let page: Vec<_> = infos.into_iter().skip(skip).take(top).collect();
+    let path = format!("{topic}/Subscriptions");
+    let (items, page) = page_of(req, &path, infos)?;
     Ok(reply(
         StatusCode::OK,
         FEED_CT,
-        atom::entity_feed(
+        atom::entity_feed_page(
             "Subscriptions",
-            &page,
+            &items,
             &req.base_url,
-            &format!("{topic}/Subscriptions"),
+            &page,
             state.backend.now(),
         ),
     ))
@@ -224,13 +261,20 @@ pub fn list_rules(
     if req.method != Method::GET {
         return Err(HttpError::method_not_allowed());
     }
-    let (skip, top) = paging(req)?;
     let rules = state.backend.read(|b| b.rules(topic, sub))?;
-    let page: Vec<_> = rules.into_iter().skip(skip).take(top).collect();
+    let path = format!("{topic}/Subscriptions/{sub}/Rules");
+    let (items, page) = page_of(req, &path, rules)?;
     Ok(reply(
         StatusCode::OK,
         FEED_CT,
-        atom::rule_feed(&page, topic, sub, &req.base_url, state.backend.now()),
+        atom::rule_feed_page(
+            &items,
+            topic,
+            sub,
+            &req.base_url,
+            &page,
+            state.backend.now(),
+        ),
     ))
 }
 

@@ -182,3 +182,49 @@ def client(server):
 
     with ServiceBusClient.from_connection_string(server.conn_str) as c:
         yield c
+
+
+# ----- the management (ATOM) client ------------------------------------------------------------
+
+
+def plain_http_transport():
+    """A requests transport that sends the admin client's `https://` requests as `http://`.
+
+    `ServiceBusAdministrationClient` always builds `https://{namespace}` (7.15,
+    `management/_management_client.py`), and LocalZure has no TLS listener yet. This is the one
+    place that knows it: when the TLS listener lands, return a transport that trusts the local
+    CA instead (or `None` for the default) and every admin test follows.
+    """
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class PlainHttpTransport(RequestsTransport):
+        def send(self, request, **kwargs):
+            if request.url.startswith("https://"):
+                request.url = "http://" + request.url[len("https://") :]
+            return super().send(request, **kwargs)
+
+    return PlainHttpTransport()
+
+
+@pytest.fixture
+def admin_server():
+    """A server of its own, so list tests see exactly the entities they create."""
+    if not os.path.exists(BINARY):
+        pytest.fail(f"localzure binary not found at {BINARY}; build it first (cargo build)")
+    s = Server(tempfile.mkdtemp(prefix="localzure-admin-"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def admin_client(admin_server):
+    """azure-servicebus's ServiceBusAdministrationClient on `admin_server`'s HTTP port, from
+    the development-emulator connection string as an application would build it."""
+    from azure.servicebus.management import ServiceBusAdministrationClient
+
+    conn = (
+        f"Endpoint=sb://localhost:{admin_server.http_port};SharedAccessKeyName=RootManageSharedAccessKey;"
+        "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+    )
+    with ServiceBusAdministrationClient.from_connection_string(conn, transport=plain_http_transport()) as c:
+        yield c

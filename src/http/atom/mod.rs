@@ -8,7 +8,8 @@
 //! - A single resource is an Atom `<entry>` whose `<content type="application/xml">` holds a
 //!   `QueueDescription`, `TopicDescription`, `SubscriptionDescription`, `RuleDescription` or
 //!   `NamespaceInfo` in the `.../2010/10/servicebus/connect` namespace.
-//! - Lists are an Atom `<feed>` of such entries.
+//! - Lists are an Atom `<feed>` of such entries, paged by `$skip`/`$top` with `self` and
+//!   `next` links ([`Page`]).
 //! - Description elements are rendered in the order the service uses (taken from recorded
 //!   service responses); the SDK parsers look elements up by local name, so parsing here is
 //!   order-independent and prefix-agnostic (the Python SDK sends `ns0:entry` with the connect
@@ -42,7 +43,7 @@ use crate::broker::entity::{EntityKind, EntityProps, Rule};
 use write::el;
 
 pub use entity::{description_kind, entity_entry, parse_entity};
-pub use feed::{entity_feed, namespace_info, rule_feed};
+pub use feed::{entity_feed, entity_feed_page, namespace_info, rule_feed, rule_feed_page, Page};
 pub use rule::{parse_rule, rule_entry};
 
 /// The Atom namespace of `<entry>` and `<feed>`.
