@@ -385,6 +385,12 @@ impl Broker {
         description: Option<&str>,
         now: Millis,
     ) {
+        // Every dead-lettering passes here: settlement, TTL, max delivery, filter errors.
+        crate::metrics::global().count(
+            &crate::metrics::entity_label(path),
+            crate::metrics::Event::DeadLettered,
+            1,
+        );
         msg.lock = None;
         msg.state = MessageState::Active;
         msg.expires_at = MAX_MILLIS;
@@ -485,6 +491,11 @@ impl Broker {
                 continue;
             }
             if let Some(m) = rcv.main.remove(seq) {
+                crate::metrics::global().count(
+                    &crate::metrics::entity_label(&main_path),
+                    crate::metrics::Event::Expired,
+                    1,
+                );
                 if dl_on_expiry {
                     to_dead_letter.push((
                         m,
