@@ -400,8 +400,9 @@ mod tests {
                 // Only valid in pairs: `sas_needs_both_name_and_key` covers them.
                 continue;
             }
-            // Some value of each kind (number, boolean, text, type) differs from the default.
-            let changed = ["2", "0", "json"].iter().any(|v| {
+            // Some value of each kind (number, boolean either way, text, type) differs from the
+            // default.
+            let changed = ["2", "0", "json", "true"].iter().any(|v| {
                 Config::load_from(None, vars(&[(name, v)])).is_ok_and(|c| c != Config::default())
             });
             assert!(changed, "{name} changed nothing");
