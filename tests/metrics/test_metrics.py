@@ -134,3 +134,32 @@ def test_metrics_need_a_token_from_outside_when_sas_is_on():
         assert requests.get(f"{s.url}/$Resources/Queues", timeout=10).status_code == 401
     finally:
         s.stop()
+
+
+def test_amqp_connections_links_and_latency_with_the_python_sdk(server):
+    """The official SDK (pure-Python AMQP): its connection and links are counted while open,
+    its send is timed on the AMQP plane and counted, and closing uncounts them."""
+    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+    q = server.create_queue()
+    with ServiceBusClient.from_connection_string(server.conn_str) as client:
+        with client.get_queue_sender(q) as sender:
+            sender.send_messages(ServiceBusMessage("over amqp"))
+            m = server.metrics()
+            assert value(m, "localzure_amqp_connections") >= 1
+            # The CBS pair and the sender link at least.
+            assert value(m, "localzure_amqp_links") >= 1
+            assert value(m, "localzure_request_duration_seconds_count", plane="amqp", operation="send") == 1
+            assert value(m, "localzure_messages_total", entity=q, event="sent") == 1
+        with client.get_queue_receiver(q, max_wait_time=5) as receiver:
+            for msg in receiver.receive_messages(max_message_count=1, max_wait_time=5):
+                receiver.complete_message(msg)
+    deadline = time.time() + 10
+    while True:
+        m = server.metrics()
+        if value(m, "localzure_amqp_connections") == 0 and value(m, "localzure_amqp_links") == 0:
+            break
+        assert time.time() < deadline, "AMQP gauges not back to 0 after close"
+        time.sleep(0.05)
+    assert value(m, "localzure_messages_total", entity=q, event="received") == 1
+    assert value(m, "localzure_messages_total", entity=q, event="completed") == 1
