@@ -68,6 +68,64 @@ mod tests {
             .collect()
     }
 
+    fn scrape(sas: bool, remote: &str, auth: Option<String>) -> StatusCode {
+        let state = HttpState {
+            backend: crate::service::ServiceBusBackend::new(None),
+            max_message_size: 1024,
+            admin_token: None,
+            sas: sas.then(|| crate::sas::SasKey {
+                name: "RootManageSharedAccessKey".into(),
+                key: "k".into(),
+            }),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
+        if let Some(a) = auth {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&a).unwrap(),
+            );
+        }
+        let req = Request {
+            method: Method::GET,
+            segments: segs("metrics"),
+            query: Default::default(),
+            headers,
+            body: bytes::Bytes::new(),
+            remote: Some(remote.parse().unwrap()),
+            base_url: "http://localhost".into(),
+        };
+        metrics(&state, &req).status()
+    }
+
+    /// Open without SAS; with SAS, loopback or a valid token (192.0.2.0/24 is documentation).
+    #[test]
+    fn access_follows_the_data_plane() {
+        let outside = "192.0.2.7:4000";
+        assert_eq!(scrape(false, outside, None), StatusCode::OK);
+        assert_eq!(scrape(true, "127.0.0.1:4000", None), StatusCode::OK);
+        assert_eq!(scrape(true, outside, None), StatusCode::UNAUTHORIZED);
+        let key = crate::sas::SasKey {
+            name: "RootManageSharedAccessKey".into(),
+            key: "k".into(),
+        };
+        let valid = crate::sas::token(&key, "sb://localhost/", u64::MAX / 2);
+        assert_eq!(scrape(true, outside, Some(valid)), StatusCode::OK);
+        let wrong = crate::sas::SasKey {
+            key: "other".into(),
+            ..key
+        };
+        let forged = crate::sas::token(&wrong, "sb://localhost/", u64::MAX / 2);
+        assert_eq!(
+            scrape(true, outside, Some(forged)),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
     #[test]
     fn operations_are_a_fixed_set() {
         assert_eq!(operation(&Method::POST, &segs("q/messages")), "send");
