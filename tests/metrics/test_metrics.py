@@ -163,3 +163,16 @@ def test_amqp_connections_links_and_latency_with_the_python_sdk(server):
         time.sleep(0.05)
     assert value(m, "localzure_messages_total", entity=q, event="received") == 1
     assert value(m, "localzure_messages_total", entity=q, event="completed") == 1
+
+
+def test_expiry_counts_expired_and_dead_lettered(server):
+    q = server.create_queue(DeadLetteringOnMessageExpiration="true")
+    server.send(q, "short-lived", {"TimeToLive": 1})
+    deadline = time.time() + 15
+    while value(server.metrics(), "localzure_messages_total", entity=q, event="expired") != 1:
+        assert time.time() < deadline, "the message never expired"
+        time.sleep(0.1)
+    m = server.metrics()
+    assert value(m, "localzure_messages_total", entity=q, event="dead_lettered") == 1
+    assert value(m, "localzure_entity_dead_lettered_messages", entity=q, kind="queue") == 1
+    assert value(m, "localzure_entity_active_messages", entity=q, kind="queue") == 0
