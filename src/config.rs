@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub sas_key: Option<String>,
     /// The official emulator's entity file (`Config.json`) to create entities from at start.
     pub entities_config: Option<String>,
+    /// One INFO line per HTTP request (method, path, status, latency, peer).
+    pub access_log: bool,
     /// How long a client may take to send a request head before its connection is closed
     /// (slowloris protection). Neither a YAML key nor an environment variable: tests shorten it.
     #[serde(skip)]
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             sas_key_name: None,
             sas_key: None,
             entities_config: None,
+            access_log: false,
             http_header_read_timeout_ms: crate::constants::HTTP_HEADER_READ_TIMEOUT_MS,
         }
     }
@@ -98,9 +101,10 @@ macro_rules! env_table {
 }
 
 /// The `LOCALZURE_*` variables (README's configuration table) and the field each sets.
-/// `LOCALZURE_CONFIG` (the YAML file) and `LOCALZURE_LOG` are read elsewhere.
-/// `EMULATOR_HTTP_PORT` is the official emulator container's variable (its compose template
-/// maps `5300:${EMULATOR_HTTP_PORT}`); `LOCALZURE_HTTP_PORT` wins when both are set.
+/// `LOCALZURE_CONFIG` (the YAML file), `LOCALZURE_LOG` and `LOCALZURE_LOG_FORMAT` are read
+/// elsewhere (logging starts before the configuration loads). `EMULATOR_HTTP_PORT` is the
+/// official emulator container's variable (its compose template maps
+/// `5300:${EMULATOR_HTTP_PORT}`); `LOCALZURE_HTTP_PORT` wins when both are set.
 pub static ENV: &[(&str, Setter)] = env_table![
     "EMULATOR_HTTP_PORT" => server.http_port: number,
     "LOCALZURE_HOST" => server.host: text,
@@ -111,6 +115,7 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_SAS_KEY_NAME" => server.sas_key_name: some_text,
     "LOCALZURE_SAS_KEY" => server.sas_key: some_text,
     "LOCALZURE_ENTITIES_CONFIG" => server.entities_config: some_text,
+    "LOCALZURE_ACCESS_LOG" => server.access_log: boolean,
     "LOCALZURE_STORAGE_TYPE" => storage.storage_type: storage_type,
     "LOCALZURE_SQLITE_PATH" => storage.sqlite.path: path,
     "LOCALZURE_WAL_ENABLED" => storage.sqlite.wal_enabled: boolean,
@@ -414,8 +419,9 @@ mod tests {
                 // Only valid in pairs: `sas_needs_both_name_and_key` covers them.
                 continue;
             }
-            // Some value of each kind (number, boolean, text, type) differs from the default.
-            let changed = ["2", "0", "json"].iter().any(|v| {
+            // Some value of each kind (number, boolean either way, text, type) differs from the
+            // default.
+            let changed = ["2", "0", "json", "true"].iter().any(|v| {
                 Config::load_from(None, vars(&[(name, v)])).is_ok_and(|c| c != Config::default())
             });
             assert!(changed, "{name} changed nothing");

@@ -12,6 +12,7 @@
 //!   Redis).
 //! - [`config`]: the one typed configuration struct: YAML layout, one `ENV` table.
 //! - [`entities_config`]: the official emulator's `Config.json` entity file, loaded at start.
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`; [`logging`]: log format set-up.
 //! - [`names`]: entity-name rules, validated in one place.
 //! - [`time`]: the injected clock, dates and xsd:duration.
 //! - [`constants`]: limits and defaults.
@@ -23,6 +24,8 @@ pub mod config;
 pub mod constants;
 pub mod entities_config;
 pub mod http;
+pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod runtime;

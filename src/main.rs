@@ -40,6 +40,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print messages of a queue or subscription without changing them (peek).
+    Peek {
+        #[command(flatten)]
+        args: localzure::cli::PeekArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Ask the local server to shut down gracefully.
     Stop {
         #[command(flatten)]
@@ -64,14 +71,14 @@ fn main() -> ExitCode {
         Command::Start { .. } => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOCALZURE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour_logs())
-        .init();
+    let format = match localzure::logging::LogFormat::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    localzure::logging::init(default_level, format);
     let rt = match localzure::runtime::builder().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -92,27 +99,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }),
+        Command::Peek { args, common } => rt.block_on(async {
+            let Some((config, target)) = load(&common) else {
+                return ExitCode::from(2);
+            };
+            outcome(localzure::cli::peek(&config, &target, args).await)
+        }),
         Command::Stop { common } => rt.block_on(async {
             let Some((_, target)) = load(&common) else {
                 return ExitCode::from(2);
             };
-            match localzure::cli::stop(&target).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            outcome(localzure::cli::stop(&target).await)
         }),
     }
-}
-
-/// Colours in logs only when they go to a terminal and `NO_COLOR` is unset or empty
-/// (<https://no-color.org>): piped logs and CI files stay free of escape codes.
-fn colour_logs() -> bool {
-    use std::io::IsTerminal;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::stderr().is_terminal()
 }
 
 fn load(common: &Common) -> Option<(Config, localzure::cli::Target)> {
@@ -132,7 +131,12 @@ async fn storage(command: StorageCommand, common: Common) -> ExitCode {
     let Some((config, target)) = load(&common) else {
         return ExitCode::from(2);
     };
-    match localzure::cli::storage(&config, &target, command).await {
+    outcome(localzure::cli::storage(&config, &target, command).await)
+}
+
+/// A command's exit status: 0, or 1 with the error on one line.
+fn outcome(result: Result<(), localzure::cli::CliError>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -150,6 +154,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         }
     };
     tracing::info!("configuration: {}", config.summary());
+    localzure::logging::set_access_log(config.server.access_log);
     // Every connection holds a descriptor; the usual soft limit (1,024) is below what a
     // thousand clients need, so take what the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {

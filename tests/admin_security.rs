@@ -182,9 +182,16 @@ async fn non_simple_requests_and_the_cli_still_work() {
         token: None,
     };
     let cfg = Config::default();
-    cli::storage(&cfg, &target, StorageCommand::Stats { json: true })
-        .await
-        .expect("storage stats");
+    cli::storage(
+        &cfg,
+        &target,
+        StorageCommand::Stats {
+            json: true,
+            entities: false,
+        },
+    )
+    .await
+    .expect("storage stats");
     cli::storage(&cfg, &target, StorageCommand::Purge { yes: true })
         .await
         .expect("storage purge");
@@ -210,7 +217,10 @@ async fn admin_from_ipv4_loopback(bind: &str) {
     cli::storage(
         &Config::default(),
         &target,
-        StorageCommand::Stats { json: true },
+        StorageCommand::Stats {
+            json: true,
+            entities: false,
+        },
     )
     .await
     .unwrap_or_else(|e| panic!("storage stats with the server on {bind}: {e}"));

@@ -709,3 +709,74 @@ async fn sqlite_interrupted_import_is_all_or_nothing() {
 async fn json_interrupted_import_is_all_or_nothing() {
     interrupted_import_is_all_or_nothing(Kind::Json).await;
 }
+
+/// `health` prints the status line it checked with the storage mode; `storage stats
+/// --entities` lists each entity's counts; `peek` prints messages (dead-letter reason
+/// included) and changes nothing, through the server and on the files.
+#[tokio::test]
+async fn health_line_entity_stats_and_peek() {
+    let store = Store::new(Kind::Sqlite);
+    let server = Server::start(&store.env());
+    populate(&server.http).await;
+    let before = server.http.export().await;
+
+    let out = server.cli(&["health"]);
+    let line = out.ok();
+    assert!(line.starts_with("GET http://"), "{line}");
+    assert!(
+        line.contains("/health: 200 healthy; storage sqlite (persistent)"),
+        "{line}"
+    );
+
+    let check_entities = |text: &str| {
+        assert!(text.contains("Storage Statistics"), "{text}");
+        let row = |path: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(path))
+                .unwrap_or_else(|| panic!("no row for {path}: {text}"))
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        // orders: active-1 and locked-1 (Azure counts locked as active), scheduled-1, dlq-1.
+        let orders = row("orders");
+        assert_eq!(&orders[1..6], ["queue", "2", "1", "0", "1"], "{text}");
+        assert_eq!(row("retries")[2], "1", "{text}");
+        assert_eq!(
+            row("events/Subscriptions/high")[1],
+            "subscription",
+            "{text}"
+        );
+        assert_eq!(row("events")[1], "topic", "{text}");
+    };
+    check_entities(server.cli(&["storage", "stats", "--entities"]).ok());
+    let s = stats_json(&server.cli(&["storage", "stats", "--json"]));
+    assert_eq!(s["entities"].as_array().map(Vec::len), Some(5), "{s}");
+
+    let out = server.cli(&["peek", "orders", "--dlq"]);
+    let text = out.ok();
+    assert!(text.contains("id=dlq-1"), "{text}");
+    assert!(text.contains("subject=doomed"), "{text}");
+    assert!(text.contains("DeadLetterReason="), "{text}");
+    assert!(text.contains("body: to the dead-letter queue"), "{text}");
+    let text = server
+        .cli(&["peek", "orders", "--count", "2"])
+        .ok()
+        .to_string();
+    assert_eq!(text.matches("\n#").count() + 1, 2, "{text}");
+    assert!(text.contains("id=locked-1"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(server.cli(&["peek", "orders", "--json"]).ok()).expect("JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(3), "{json}");
+    assert!(server.cli(&["peek", "nosuch"]).fails().contains("404"));
+    // Peeking changed nothing (delivery counts, locks, states).
+    assert_same_state(&before, &server.http.export().await, "after peek");
+    server.terminate();
+
+    // Offline: the same answers from the files.
+    check_entities(offline(&store, &["storage", "stats", "--entities"]).ok());
+    let text = offline(&store, &["peek", "orders/$DeadLetterQueue"])
+        .ok()
+        .to_string();
+    assert!(text.contains("id=dlq-1"), "{text}");
+}

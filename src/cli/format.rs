@@ -92,6 +92,113 @@ pub fn error_detail(body: &[u8]) -> String {
     }
 }
 
+/// `200 healthy; storage sqlite (persistent)`: the `/health` answer `localzure health` checked.
+pub fn health_line(status: u16, body: &serde_json::Value) -> String {
+    let state = body["status"].as_str().unwrap_or("no status");
+    let storage = &body["storage"];
+    let kind = storage["type"].as_str().unwrap_or("unknown");
+    let mode = if let Some(reason) = storage["degraded"].as_str() {
+        format!("degraded to memory: {reason}")
+    } else if storage["persistent"].as_bool() == Some(true) {
+        "persistent".to_string()
+    } else {
+        "not persistent".to_string()
+    };
+    let mut line = format!("{status} {state}; storage {kind} ({mode})");
+    if let Some(e) = storage["journalError"].as_str() {
+        line.push_str(&format!("; journal error: {e}"));
+    }
+    line
+}
+
+/// The per-entity table of `storage stats --entities`.
+pub fn entities_table(entities: &[crate::service::EntityCounts]) -> String {
+    let width = entities
+        .iter()
+        .map(|e| e.path.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = format!(
+        "\n{:<width$}  {:<12}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}\n",
+        "Entity", "Kind", "Active", "Scheduled", "Deferred", "DeadLetter", "TransferDLQ", "Size"
+    );
+    for e in entities {
+        out.push_str(&format!(
+            "{:<width$}  {:<12}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}\n",
+            e.path,
+            e.kind,
+            thousands(e.active),
+            thousands(e.scheduled),
+            thousands(e.deferred),
+            thousands(e.dead_letter),
+            thousands(e.transfer_dead_letter),
+            human_size(e.size_bytes)
+        ));
+    }
+    if entities.is_empty() {
+        out.push_str("(no entities)\n");
+    }
+    out
+}
+
+/// Bodies longer than this are cut in `localzure peek`'s output.
+const BODY_PREVIEW: usize = 2000;
+
+/// One peeked message: system properties, application properties, dead-letter reason and
+/// the body (text when it is UTF-8, else hex).
+pub fn message_block(m: &crate::broker::message::Message) -> String {
+    let c = &m.content;
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| ms.to_string())
+    };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let mut out = format!(
+        "#{} id={} state={} enqueued={} deliveries={}\n",
+        m.sequence_number,
+        c.message_id,
+        m.state.as_str(),
+        time(m.enqueued_time),
+        m.delivery_count
+    );
+    out.push_str(&format!(
+        "  content-type={} subject={} session={} correlation={}\n",
+        opt(&c.content_type),
+        opt(&c.label),
+        opt(&c.session_id),
+        opt(&c.correlation_id)
+    ));
+    if let Some(t) = c.scheduled_enqueue_time {
+        out.push_str(&format!("  scheduled={}\n", time(t)));
+    }
+    if !c.properties.is_empty() {
+        let props: Vec<String> = c
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("  properties: {}\n", props.join(", ")));
+    }
+    let body = match std::str::from_utf8(&c.body) {
+        Ok(text) => text.chars().take(BODY_PREVIEW).collect::<String>(),
+        Err(_) => c
+            .body
+            .iter()
+            .take(BODY_PREVIEW / 2)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    };
+    let kind = if std::str::from_utf8(&c.body).is_ok() {
+        "body"
+    } else {
+        "body (hex)"
+    };
+    out.push_str(&format!("  {kind}: {body}\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! The `localzure storage|health|stop` commands.
+//! The `localzure storage|health|stop|peek` commands.
 //!
 //! When a server is running, every command is a call to its admin API (`/$admin/…`), so the
 //! live state and the files never disagree. When none answers, the storage commands open the
@@ -7,6 +7,7 @@
 
 pub mod format;
 
+use crate::broker::message::Message;
 use crate::config::{Config, StorageType};
 use crate::service::{ServiceBusBackend, StorageStats};
 use crate::storage::export::ExportDocument;
@@ -40,6 +41,9 @@ pub enum StorageCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also list each queue, topic and subscription with its counts.
+        #[arg(long)]
+        entities: bool,
     },
     /// Write every entity and message to a portable JSON file.
     Export { file: PathBuf },
@@ -142,13 +146,89 @@ impl Target {
     }
 }
 
-/// `localzure health`: exit status only (for Docker HEALTHCHECK without curl).
+/// `localzure health`: prints the status line it checked (and the storage mode); true when
+/// the server answered healthy (exit status for Docker HEALTHCHECK without curl).
 pub async fn health(target: &Target) -> bool {
     let c = target.client(Duration::from_secs(3));
-    matches!(
-        c.get(format!("{}/health", target.base_url)).send().await,
-        Ok(r) if r.status().is_success()
-    )
+    let url = format!("{}/health", target.base_url);
+    let resp = match c.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("GET {url}: unreachable ({e})");
+            return false;
+        }
+    };
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    println!("GET {url}: {}", format::health_line(status.as_u16(), &body));
+    status.is_success()
+}
+
+/// `localzure peek ENTITY`: prints up to `count` messages from sequence number `from` on,
+/// without locking or changing them: through the running server's `/$admin/peek`, or from
+/// the configured storage when no server runs.
+pub async fn peek(cfg: &Config, target: &Target, args: PeekArgs) -> Result<(), CliError> {
+    let messages: Vec<Message> = if target.is_up().await? {
+        let mut path = format!(
+            "/$admin/peek?entity={}&count={}&from={}",
+            urlencoding::encode(&args.entity),
+            args.count,
+            args.from
+        );
+        if args.dlq {
+            path.push_str("&dlq=true");
+        }
+        let body = target.call(reqwest::Method::GET, &path, None).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| CliError::Refused(format!("unexpected peek answer: {e}")))?
+    } else {
+        let backend = open_offline(cfg).await?;
+        let segs: Vec<&str> = args.entity.split('/').filter(|s| !s.is_empty()).collect();
+        let result = crate::broker::op::QueuePath::parse_segments(&segs)
+            .map_err(CliError::Refused)
+            .and_then(|mut path| {
+                path.dead_letter |= args.dlq;
+                let count = usize::try_from(args.count).unwrap_or(usize::MAX);
+                backend
+                    .read(|b| b.peek(&path, args.from, count))
+                    .map_err(|e| CliError::Refused(e.to_string()))
+            });
+        backend.shutdown_persistence().await?;
+        result?
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&messages)
+                .map_err(|e| CliError::Refused(e.to_string()))?
+        );
+    } else if messages.is_empty() {
+        println!("No messages.");
+    } else {
+        for m in &messages {
+            print!("{}", format::message_block(m));
+        }
+    }
+    Ok(())
+}
+
+/// `localzure peek`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeekArgs {
+    /// `queue`, `topic/Subscriptions/sub` (add `/$DeadLetterQueue`, or use --dlq).
+    pub entity: String,
+    /// Peek the entity's dead-letter queue.
+    #[arg(long)]
+    pub dlq: bool,
+    /// How many messages (at most 1,000 through the server).
+    #[arg(long, default_value_t = 10)]
+    pub count: u64,
+    /// The first sequence number to show.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Print the messages as JSON (bodies in base64).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `localzure stop`: asks the local server to shut down gracefully.
@@ -196,11 +276,11 @@ fn confirm_purge(yes: bool) -> Result<(), CliError> {
 async fn online(target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
     use reqwest::Method;
     match cmd {
-        StorageCommand::Stats { json } => {
+        StorageCommand::Stats { json, entities } => {
             let body = target.call(Method::GET, "/$admin/stats", None).await?;
             let stats: StorageStats = serde_json::from_slice(&body)
                 .map_err(|e| CliError::Refused(format!("unexpected stats answer: {e}")))?;
-            print_stats(&stats, json);
+            print_stats(&stats, json, entities);
         }
         StorageCommand::Export { file } => {
             let bar = spinner("Exporting");
@@ -250,24 +330,12 @@ async fn online(target: &Target, cmd: StorageCommand) -> Result<(), CliError> {
 }
 
 async fn offline(cfg: &Config, cmd: StorageCommand) -> Result<(), CliError> {
-    if cfg.storage.storage_type == StorageType::InMemory {
-        return Err(CliError::Refused(
-            "no server answers and the storage type is in-memory: nothing is stored (start the server, or set LOCALZURE_STORAGE_TYPE)".to_string(),
-        ));
-    }
-    let mut storage = cfg.storage.clone();
-    // Offline commands never snapshot on their own schedule.
-    storage.snapshot_interval_seconds = 0;
-    let backend = ServiceBusBackend::new(Some(storage));
-    let status = backend.initialize_persistence().await?;
-    if let Some(reason) = status.degraded {
-        return Err(CliError::Refused(format!(
-            "cannot open the storage: {reason}"
-        )));
-    }
+    let backend = open_offline(cfg).await?;
     let result = async {
         match cmd {
-            StorageCommand::Stats { json } => print_stats(&backend.stats(), json),
+            StorageCommand::Stats { json, entities } => {
+                print_stats(&backend.stats(), json, entities)
+            }
             StorageCommand::Export { file } => {
                 let doc = backend.export()?;
                 write_export(&file, &doc)?;
@@ -317,7 +385,28 @@ async fn offline(cfg: &Config, cmd: StorageCommand) -> Result<(), CliError> {
     result
 }
 
-fn print_stats(stats: &StorageStats, json: bool) {
+/// Opens the configured storage for a command run while no server does (the data-directory
+/// lock keeps a server from starting on it meanwhile).
+async fn open_offline(cfg: &Config) -> Result<ServiceBusBackend, CliError> {
+    if cfg.storage.storage_type == StorageType::InMemory {
+        return Err(CliError::Refused(
+            "no server answers and the storage type is in-memory: nothing is stored (start the server, or set LOCALZURE_STORAGE_TYPE)".to_string(),
+        ));
+    }
+    let mut storage = cfg.storage.clone();
+    // Offline commands never snapshot on their own schedule.
+    storage.snapshot_interval_seconds = 0;
+    let backend = ServiceBusBackend::new(Some(storage));
+    let status = backend.initialize_persistence().await?;
+    if let Some(reason) = status.degraded {
+        return Err(CliError::Refused(format!(
+            "cannot open the storage: {reason}"
+        )));
+    }
+    Ok(backend)
+}
+
+fn print_stats(stats: &StorageStats, json: bool, entities: bool) {
     if json {
         println!(
             "{}",
@@ -326,6 +415,9 @@ fn print_stats(stats: &StorageStats, json: bool) {
         );
     } else {
         print!("{}", format::stats_block(stats));
+        if entities {
+            print!("{}", format::entities_table(&stats.entities));
+        }
     }
 }
 

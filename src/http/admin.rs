@@ -121,6 +121,18 @@ pub async fn handle(state: &HttpState, req: &Request) -> Reply {
         return error_body(StatusCode::FORBIDDEN, why);
     }
     let verb = req.segments.get(1).map(String::as_str).unwrap_or("");
+    if req.method == Method::POST || verb == "export" {
+        // One INFO line per administrative action, naming the caller.
+        let peer = req
+            .remote
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let how = if with_token {
+            "admin token"
+        } else {
+            "loopback"
+        };
+        tracing::info!(action = verb, plane = "http", %peer, "admin {verb} requested by {peer} ({how})");
+    }
     match (&req.method, verb) {
         // GET /$admin/stats — storage statistics.
         (&Method::GET, "stats") => json(&state.backend.stats()),
@@ -161,12 +173,50 @@ pub async fn handle(state: &HttpState, req: &Request) -> Reply {
                 Err(e) => super::error_reply(&e, super::Plane::Management),
             }
         }
+        // GET /$admin/peek?entity=PATH[&dlq=true][&count=N][&from=SEQ] — messages by
+        // sequence number without locking or changing them (`localzure peek`).
+        (&Method::GET, "peek") => peek(state, req),
         // POST /$admin/shutdown — graceful stop (`localzure stop`).
         (&Method::POST, "shutdown") => {
             state.shutdown.cancel();
             empty(StatusCode::ACCEPTED)
         }
         _ => error_body(StatusCode::NOT_FOUND, "Unknown admin command."),
+    }
+}
+
+/// The most messages one `/$admin/peek` returns.
+const MAX_PEEK: usize = 1000;
+
+fn peek(state: &HttpState, req: &Request) -> Reply {
+    let Some(entity) = req.query.get("entity").filter(|e| !e.is_empty()) else {
+        return error_body(StatusCode::BAD_REQUEST, "peek needs ?entity=PATH.");
+    };
+    let segs: Vec<&str> = entity.split('/').filter(|s| !s.is_empty()).collect();
+    let mut path = match crate::broker::op::QueuePath::parse_segments(&segs) {
+        Ok(p) => p,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, &e),
+    };
+    if req
+        .query
+        .get("dlq")
+        .is_some_and(|v| v == "true" || v == "1")
+    {
+        path.dead_letter = true;
+    }
+    let number = |key: &str, default: u64| match req.query.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("{key} must be a non-negative integer.")),
+    };
+    let (count, from) = match (number("count", 10), number("from", 0)) {
+        (Ok(c), Ok(f)) => (usize::try_from(c).unwrap_or(MAX_PEEK).min(MAX_PEEK), f),
+        (Err(e), _) | (_, Err(e)) => return error_body(StatusCode::BAD_REQUEST, &e),
+    };
+    match state.backend.read(|b| b.peek(&path, from, count)) {
+        Ok(messages) => json(&messages),
+        Err(e) => super::error_reply(&e.into(), super::Plane::Management),
     }
 }
 

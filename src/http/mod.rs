@@ -11,6 +11,7 @@ pub mod atom;
 pub mod health;
 pub mod management;
 pub mod messaging;
+pub mod metrics;
 
 use crate::broker::error::BrokerError;
 use crate::service::{ServiceBusBackend, ServiceError};
@@ -209,6 +210,9 @@ pub fn routes(
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("localhost")
                     .to_string();
+                let started = std::time::Instant::now();
+                let operation = metrics::operation(&method, &segments);
+                let access = crate::logging::access_log().then(|| (method.clone(), path.as_str().to_string()));
                 let req = Request {
                     method,
                     segments,
@@ -218,7 +222,15 @@ pub fn routes(
                     remote,
                     base_url: format!("http://{host}"),
                 };
-                route(&state, req).await
+                let caller = crate::logging::Caller { plane: "http", peer: remote };
+                let reply = crate::logging::with_caller(caller, route(&state, req)).await;
+                let elapsed = started.elapsed();
+                crate::metrics::global().request("http", operation, elapsed);
+                if let Some((method, path)) = access {
+                    let (status, ms) = (reply.status().as_u16(), elapsed.as_secs_f64() * 1000.0);
+                    tracing::info!(%method, %path, status, ms, peer = caller.peer_text(), "{method} {path} {status} {ms:.1}ms");
+                }
+                reply
             },
         )
         .recover(|r: warp::Rejection| async move {
@@ -260,7 +272,7 @@ async fn route(state: &HttpState, req: Request) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = req.method.clone();
     // SAS (when configured) guards everything but liveness and `/$admin`, which has its own rule.
-    let open = matches!(segs.as_slice(), ["health"]) && m == Method::GET
+    let open = matches!(segs.as_slice(), ["health"] | ["metrics"]) && m == Method::GET
         || segs.first().is_some_and(|f| eq(f, "$admin"));
     if !open {
         if let Err(detail) = authorize(state, &req) {
@@ -270,6 +282,8 @@ async fn route(state: &HttpState, req: Request) -> Reply {
     match segs.as_slice() {
         // GET /health — liveness, as the official emulator answers it.
         ["health"] if m == Method::GET => health::health(state),
+        // GET /metrics — Prometheus text exposition (its own rule: SAS token or loopback).
+        ["metrics"] if m == Method::GET => metrics::metrics(state, &req),
         // /$admin/... — storage administration (loopback or token only).
         [first, ..] if eq(first, "$admin") => admin::handle(state, &req).await,
         // GET /$namespaceinfo — namespace description.

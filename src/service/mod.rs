@@ -200,7 +200,35 @@ impl ServiceBusBackend {
             wal_size_bytes: journal_size,
             last_snapshot: if last > 0 { Some(last) } else { None },
             status: self.status(),
+            entities: self
+                .entities()
+                .iter()
+                .map(|e| EntityCounts {
+                    path: crate::metrics::entity_name(e),
+                    kind: crate::metrics::kind_label(e.kind).to_string(),
+                    active: e.counts.active,
+                    scheduled: e.counts.scheduled,
+                    deferred: e.counts.deferred,
+                    dead_letter: e.counts.dead_letter,
+                    transfer_dead_letter: e.counts.transfer_dead_letter,
+                    size_bytes: e.size_in_bytes,
+                })
+                .collect(),
         }
+    }
+
+    /// Every queue, topic and subscription with its counts, subscriptions after their topic
+    /// (for `/metrics` and `storage stats --entities`).
+    pub fn entities(&self) -> Vec<crate::broker::entity::EntityInfo> {
+        self.read(|b| {
+            let mut all = b.list_queues();
+            for t in b.list_topics() {
+                let subs = b.list_subscriptions(&t.name).unwrap_or_default();
+                all.push(t);
+                all.extend(subs);
+            }
+            all
+        })
     }
 
     /// Test hook: makes journal writes fail as if the disk were full (or lets them succeed).
@@ -228,4 +256,22 @@ pub struct StorageStats {
     pub wal_size_bytes: u64,
     pub last_snapshot: Option<Millis>,
     pub status: PersistenceStatus,
+    /// Each entity's counts (`storage stats --entities`); absent from older servers' answers.
+    #[serde(default)]
+    pub entities: Vec<EntityCounts>,
+}
+
+/// One entity's message counts, as `storage stats --entities` lists them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EntityCounts {
+    /// `queue`, `topic` or `topic/Subscriptions/sub`.
+    pub path: String,
+    /// `queue`, `topic` or `subscription`.
+    pub kind: String,
+    pub active: u64,
+    pub scheduled: u64,
+    pub deferred: u64,
+    pub dead_letter: u64,
+    pub transfer_dead_letter: u64,
+    pub size_bytes: u64,
 }

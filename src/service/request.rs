@@ -18,6 +18,7 @@ impl ServiceBusBackend {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(ServiceError::ShuttingDown);
         }
+        let started = std::time::Instant::now();
         // The log is set once, by `initialize_persistence`, before requests are served. The
         // operation is encoded before the broker lock is taken, so other requests never wait
         // on it (sized for a typical small message, so encoding rarely regrows the buffer).
@@ -31,7 +32,7 @@ impl ServiceBusBackend {
             }
             None => None,
         };
-        let (outcome, lsn, changed) = {
+        let (outcome, lsn, changed, rec) = {
             let mut b = self.lock_broker();
             let rec = OpRecord {
                 at: self.inner.clock.now(),
@@ -48,19 +49,24 @@ impl ServiceBusBackend {
             let wake = b.take_wakeups();
             drop(b);
             self.wake(wake);
-            (applied.result, lsn, applied.changed)
+            (applied.result, lsn, applied.changed, rec)
         };
         // Only a change can move the earliest deadline, so only a change wakes the timer.
         if changed {
             self.inner.timer_wake.notify_one();
         }
         if let (Some(lsn), Some(j)) = (lsn, journal) {
+            let appended = std::time::Instant::now();
             if let Err(e) = j.wait_durable(lsn).await {
                 self.set_status(|s| s.journal_error = Some(e.to_string()));
                 return Err(e.into());
             }
+            crate::metrics::global().journal_durable(lsn, appended.elapsed());
         }
-        Ok(outcome?)
+        let outcome = outcome?;
+        crate::metrics::global().applied(&rec.op, &outcome, rec.at, started.elapsed());
+        log_entity_change(&rec.op);
+        Ok(outcome)
     }
 
     fn wake(&self, keys: std::collections::BTreeSet<String>) {
@@ -154,6 +160,43 @@ impl ServiceBusBackend {
             inner: self.inner.clone(),
         }
     }
+}
+
+/// One INFO line per entity created, updated or deleted, naming the caller (plane and peer,
+/// from [`crate::logging::caller`]; entities from the entity file at start name no peer).
+fn log_entity_change(op: &Op) {
+    let (action, kind, name) = match op {
+        Op::CreateQueue { name, .. } => ("created", "queue", name.clone()),
+        Op::UpdateQueue { name, .. } => ("updated", "queue", name.clone()),
+        Op::DeleteQueue { name } => ("deleted", "queue", name.clone()),
+        Op::CreateTopic { name, .. } => ("created", "topic", name.clone()),
+        Op::UpdateTopic { name, .. } => ("updated", "topic", name.clone()),
+        Op::DeleteTopic { name } => ("deleted", "topic", name.clone()),
+        Op::CreateSubscription { topic, name, .. } => (
+            "created",
+            "subscription",
+            format!("{topic}/Subscriptions/{name}"),
+        ),
+        Op::UpdateSubscription { topic, name, .. } => (
+            "updated",
+            "subscription",
+            format!("{topic}/Subscriptions/{name}"),
+        ),
+        Op::DeleteSubscription { topic, name } => (
+            "deleted",
+            "subscription",
+            format!("{topic}/Subscriptions/{name}"),
+        ),
+        _ => return,
+    };
+    let caller = crate::logging::caller();
+    tracing::info!(
+        plane = caller.plane,
+        peer = caller.peer_text(),
+        entity = %name,
+        "{action} {kind} {name} ({})",
+        caller
+    );
 }
 
 /// A receive counted in [`ServiceBusBackend::parked_receives`]; dropping it (the wait ended,

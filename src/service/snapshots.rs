@@ -90,6 +90,7 @@ impl ServiceBusBackend {
             return Err(e);
         }
         report.write_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        crate::metrics::global().snapshot(report.capture_ms + report.write_ms);
         self.inner.last_snapshot.store(now, Ordering::SeqCst);
         if let Some(j) = journal {
             let j2 = j.clone();

@@ -88,6 +88,7 @@ where
         Err(_) => return Err(FrameError::Malformed("handshake timed out".into())),
         Ok(r) => r?,
     }
+    let _open = crate::metrics::amqp_connection_open();
     let (frame_tx, frame_rx) = mpsc::channel(64);
     let max = opts.max_frame_size;
     let reader = tokio::spawn(async move {

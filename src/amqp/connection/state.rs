@@ -124,6 +124,7 @@ pub(super) struct Link {
     pub(super) delivery_count: u32,
     pub(super) drain: bool,
     pub(super) kind: Kind,
+    pub(super) _attached: crate::metrics::Open,
 }
 
 impl Link {
@@ -135,6 +136,7 @@ impl Link {
             delivery_count: 0,
             drain: false,
             kind,
+            _attached: crate::metrics::amqp_link_attached(),
         }
     }
 }

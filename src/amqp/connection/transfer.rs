@@ -101,6 +101,7 @@ impl Conn {
                 let backend = self.backend.clone();
                 let entity = entity.clone();
                 worker.submit(Box::pin(async move {
+                    let _timed = crate::metrics::timer("amqp", "send");
                     let state = match decoded {
                         Err(e) => DeliveryState::Rejected(Rejected {
                             error: Some(error(sym::DECODE_ERROR, e.to_string())),

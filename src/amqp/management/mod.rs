@@ -86,6 +86,7 @@ pub async fn respond(
         .app_property(sym::OPERATION)
         .and_then(text_of)
         .unwrap_or_default();
+    let _timed = crate::metrics::amqp_management_timer(&operation);
     let body = match &request.body {
         AmqpBody::Value(v) => v.clone(),
         _ => AV::Null,

@@ -308,6 +308,12 @@ impl Broker {
         description: Option<&str>,
         now: Millis,
     ) {
+        // Every dead-lettering passes here: settlement, TTL, max delivery, filter errors.
+        crate::metrics::global().count(
+            &crate::metrics::entity_label(path),
+            crate::metrics::Event::DeadLettered,
+            1,
+        );
         msg.lock = None;
         msg.state = MessageState::Active;
         msg.expires_at = MAX_MILLIS;

@@ -71,6 +71,11 @@ impl Broker {
                 continue;
             }
             if let Some(m) = rcv.main.remove(seq) {
+                crate::metrics::global().count(
+                    &crate::metrics::entity_label(&main_path),
+                    crate::metrics::Event::Expired,
+                    1,
+                );
                 if dl_on_expiry {
                     to_dead_letter.push((
                         m,
