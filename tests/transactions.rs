@@ -18,7 +18,7 @@ use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use localzure::amqp::{run, AmqpOptions};
 use localzure::broker::entity::EntityProps;
-use localzure::broker::op::{Op, QueuePath};
+use localzure::broker::op::{Op, QueuePath, Settlement};
 use localzure::ServiceBusBackend;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -221,6 +221,52 @@ async fn rollback_discards_sends_and_keeps_the_lock() {
         "the message is still locked to its receiver"
     );
     assert_eq!(s.backend.open_transactions(), 0);
+}
+
+#[tokio::test]
+async fn a_commit_that_cannot_apply_rolls_back_whole() {
+    let s = Server::start(None).await;
+    let Peer {
+        _conn,
+        mut session,
+        controller,
+        mut receiver,
+        incoming,
+    } = s.peer_with_one_received().await;
+    let mut sender = Sender::attach(&mut session, "to-a", "a")
+        .await
+        .expect("sender");
+    let txn = within(Transaction::declare(&controller, None))
+        .await
+        .expect("declared");
+    within(txn.post(&mut sender, text("discarded")))
+        .await
+        .expect("post");
+    within(txn.accept(&mut receiver, &incoming))
+        .await
+        .expect("transactional complete");
+    // The message is completed outside the transaction meanwhile: its lock is gone, so the
+    // transaction's complete cannot apply at commit.
+    let token = s
+        .backend
+        .read(|b| b.peek(&QueuePath::queue("a"), 0, 1))
+        .expect("peek")[0]
+        .lock
+        .expect("locked")
+        .token;
+    s.backend
+        .settle(&QueuePath::queue("a"), token, Settlement::Complete)
+        .await
+        .expect("complete outside");
+    let err = within(txn.commit()).await.expect_err("commit refused");
+    let text = format!("{err:?}");
+    // amqp:transaction:rollback, as the client decodes it.
+    assert!(text.contains("TransactionError(Rollback)"), "{text}");
+    assert_eq!(
+        s.count("a"),
+        0,
+        "the transaction's send was not applied either"
+    );
 }
 
 #[tokio::test]
