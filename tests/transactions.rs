@@ -408,6 +408,10 @@ async fn sigkill_during_commits_leaves_every_transaction_whole_or_absent() {
 
     let committed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let c2 = committed.clone();
+    // The writer signals when it starts the 16th commit; the kill follows within 0-20 ms, so
+    // it lands inside or right around that commit.
+    let committing = std::sync::Arc::new(tokio::sync::Notify::new());
+    let c3 = committing.clone();
     let writer = tokio::spawn(async move {
         let Ok(mut conn) = Connection::builder()
             .container_id("crash")
@@ -469,6 +473,9 @@ async fn sigkill_during_commits_leaves_every_transaction_whole_or_absent() {
                     return;
                 }
             }
+            if c2.lock().map(|c| c.len()).unwrap_or(0) == 15 {
+                c3.notify_one();
+            }
             if txn.commit().await.is_err() {
                 return;
             }
@@ -477,13 +484,13 @@ async fn sigkill_during_commits_leaves_every_transaction_whole_or_absent() {
             }
         }
     });
-    // Let some commits through, then kill mid-stream.
-    within(async {
-        while committed.lock().map(|c| c.len()).unwrap_or(0) < 15 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    // Let some commits through, then kill during one.
+    within(committing.notified()).await;
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 20)
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
     let _ = tokio::task::block_in_place(|| proc.kill());
     // The client may not notice the dead peer at once: stop it (what it saw acknowledged is kept).
     writer.abort();
