@@ -8,6 +8,7 @@
 //! - [`messaging`]: send, fan-out, forwarding, receive, settle, locks, sessions and timers.
 //! - [`persist`]: incremental snapshot deltas and restore from a snapshot.
 //! - [`store`]: one message store with its indexes.
+//! - [`txn`]: AMQP transactions: the per-transaction buffer and the all-or-nothing commit.
 
 pub mod deadlines;
 pub mod entities;
