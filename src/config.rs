@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub entities_config: Option<String>,
     /// One INFO line per HTTP request (method, path, status, latency, peer).
     pub access_log: bool,
+    /// AMQP transactions roll back this long after their first operation (the service: 2 min).
+    pub transaction_timeout_ms: u64,
     /// How long a client may take to send a request head before its connection is closed
     /// (slowloris protection). Neither a YAML key nor an environment variable: tests shorten it.
     #[serde(skip)]
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             sas_key: None,
             entities_config: None,
             access_log: false,
+            transaction_timeout_ms: crate::broker::txn::DEFAULT_TIMEOUT_MS as u64,
             http_header_read_timeout_ms: crate::constants::HTTP_HEADER_READ_TIMEOUT_MS,
         }
     }
@@ -116,6 +119,7 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_SAS_KEY" => server.sas_key: some_text,
     "LOCALZURE_ENTITIES_CONFIG" => server.entities_config: some_text,
     "LOCALZURE_ACCESS_LOG" => server.access_log: boolean,
+    "LOCALZURE_TRANSACTION_TIMEOUT_MS" => server.transaction_timeout_ms: number,
     "LOCALZURE_STORAGE_TYPE" => storage.storage_type: storage_type,
     "LOCALZURE_SQLITE_PATH" => storage.sqlite.path: path,
     "LOCALZURE_WAL_ENABLED" => storage.sqlite.wal_enabled: boolean,

@@ -162,6 +162,7 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let backend = ServiceBusBackend::new(Some(config.storage.clone()));
+    backend.set_transaction_timeout_ms(config.server.transaction_timeout_ms as i64);
     if let Err(e) = backend.initialize_persistence().await {
         tracing::error!("cannot start: {e}");
         return ExitCode::FAILURE;

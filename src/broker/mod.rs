@@ -8,6 +8,7 @@
 //! - [`messaging`]: send, fan-out, forwarding, receive, settle, locks, sessions and timers.
 //! - [`persist`]: incremental snapshot deltas and restore from a snapshot.
 //! - [`store`]: one message store with its indexes.
+//! - [`txn`]: AMQP transactions: the per-transaction buffer and the all-or-nothing commit.
 
 pub mod deadlines;
 pub mod entities;
@@ -19,6 +20,7 @@ pub mod messaging;
 pub mod op;
 pub mod persist;
 pub mod store;
+pub mod txn;
 pub mod value;
 
 use crate::storage::EntityKey;
@@ -206,7 +208,27 @@ impl Broker {
     pub fn apply(&mut self, rec: &OpRecord) -> Applied {
         self.touched = false;
         let now = rec.at;
-        let result = match &rec.op {
+        let result = self.apply_op(&rec.op, now);
+        self.refresh_deadlines();
+        // Every unit test checks the index against the full scan after every operation (small
+        // brokers only: the scan is what the index exists to avoid).
+        #[cfg(test)]
+        if self.queues.len() + self.topics.len() <= 1_000 {
+            assert_eq!(
+                self.deadlines.first(),
+                self.next_due_scan(),
+                "deadline index out of date after {rec:?}"
+            );
+        }
+        Applied {
+            result,
+            changed: self.touched,
+        }
+    }
+
+    /// One operation's effect (the body of [`Broker::apply`], also used by a commit's parts).
+    fn apply_op(&mut self, op: &Op, now: Millis) -> Result<Outcome, BrokerError> {
+        match op {
             Op::CreateQueue { name, props } => self.create_queue(name, props, now),
             Op::UpdateQueue { name, props } => self.update_queue(name, props, now),
             Op::DeleteQueue { name } => self.delete_queue(name),
@@ -282,21 +304,7 @@ impl Broker {
                 self.purge_all();
                 Ok(Outcome::Done)
             }
-        };
-        self.refresh_deadlines();
-        // Every unit test checks the index against the full scan after every operation (small
-        // brokers only: the scan is what the index exists to avoid).
-        #[cfg(test)]
-        if self.queues.len() + self.topics.len() <= 1_000 {
-            assert_eq!(
-                self.deadlines.first(),
-                self.next_due_scan(),
-                "deadline index out of date after {rec:?}"
-            );
-        }
-        Applied {
-            result,
-            changed: self.touched,
+            Op::Commit { ops } => self.commit(ops, now),
         }
     }
 

@@ -294,6 +294,12 @@ pub enum Op {
     Tick,
     /// Delete every entity and message.
     PurgeAll,
+    /// A committed AMQP transaction: its sends and settlements, applied all or nothing as one
+    /// record, so a crash leaves a transaction wholly applied or not at all (see
+    /// [`super::txn`]). Added after stored-format v1; older logs simply never contain it.
+    Commit {
+        ops: Vec<Op>,
+    },
 }
 
 impl Op {
@@ -324,6 +330,7 @@ impl Op {
             Op::ReleaseSession { .. } => "ReleaseSession",
             Op::Tick => "Tick",
             Op::PurgeAll => "PurgeAll",
+            Op::Commit { .. } => "Commit",
         }
     }
 }

@@ -21,9 +21,11 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod txn;
 
 pub use ops::AcceptedSession;
 pub use request::Parked;
+pub use txn::DischargeError;
 
 use crate::broker::error::BrokerError;
 use crate::broker::{Broker, Totals};
@@ -83,6 +85,8 @@ struct Inner {
     data_lock: Mutex<Option<DataLock>>,
     /// Receives currently parked waiting for a message (see [`ServiceBusBackend::parked_receives`]).
     parked: AtomicUsize,
+    /// Open AMQP transactions (see [`txn`]).
+    txns: Mutex<txn::TxnTable>,
 }
 
 /// The Service Bus backend with optional persistence (the guide's `ServiceBusBackend`).
@@ -142,6 +146,7 @@ impl ServiceBusBackend {
                 snapshot_lock: tokio::sync::Mutex::new(()),
                 data_lock: Mutex::new(None),
                 parked: AtomicUsize::new(0),
+                txns: Mutex::default(),
             }),
         }
     }

@@ -2,6 +2,7 @@
 //! receivers (from an entity or a reply node), session receivers waiting for a session, and
 //! the cleanup that gives back what a closing link held.
 
+use super::coordinator;
 use super::state::{Conn, EntityOut, Event, InTarget, Kind, Link};
 use super::{dotnet_ticks, SENDER_CREDIT};
 use crate::amqp::address::{self, Node};
@@ -124,6 +125,8 @@ impl Conn {
         let mut reply = self.attach_reply(&a, Role::Receiver);
         reply.rcv_settle_mode = ReceiverSettleMode::First;
         let target = match address::parse(&address) {
+            // A transaction controller's link (coordinator.rs handles declare and discharge).
+            _ if coordinator::is_coordinator(&a) => InTarget::Coordinator,
             Node::Cbs => InTarget::Cbs,
             Node::Management(p) => {
                 if let Some(err) = self.unauthorized(&p, "Listen") {
@@ -133,6 +136,11 @@ impl Conn {
                 InTarget::Management(p)
             }
             Node::Entity(p) => {
+                // Send-via: the link targets the via entity and names the destination.
+                let p = coordinator::transfer_destination(&a).map_or(p, |d| {
+                    reply.properties = a.properties.clone();
+                    address::normalize(&d)
+                });
                 if let Some(err) = self.unauthorized(&p, "Send") {
                     self.refuse_attach(ch, reply, err, link_id);
                     return;

@@ -17,7 +17,7 @@ fn link_entity(kind: &Kind) -> Option<String> {
             ..
         } => Some(p.clone()),
         Kind::In {
-            target: InTarget::Cbs,
+            target: InTarget::Cbs | InTarget::Coordinator,
             ..
         }
         | Kind::Closed => None,

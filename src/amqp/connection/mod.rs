@@ -22,6 +22,7 @@
 
 mod attach;
 mod authorization;
+mod coordinator;
 mod delivery;
 mod sasl;
 mod settlement;

@@ -52,6 +52,9 @@ impl Conn {
             id = id.wrapping_add(1);
         }
         let reply = !d.settled;
+        let Some(work) = self.on_transactional_disposition(ch, &state, work, reply) else {
+            return;
+        };
         for (id, u) in work {
             let Some(settlement) = settlement_of(&state) else {
                 continue;

@@ -72,13 +72,18 @@ pub(super) struct Partial {
     pub(super) settled: bool,
     pub(super) format: u32,
     pub(super) bytes: Vec<u8>,
+    /// The delivery state the transfer carried (a `transactional-state` enlists it).
+    pub(super) state: Option<DeliveryState>,
 }
 
 /// What a client-sender link (we receive) delivers to.
+#[derive(Clone)]
 pub(super) enum InTarget {
     Entity(String),
     Cbs,
     Management(String),
+    /// The transaction coordinator (src/amqp/connection/coordinator.rs).
+    Coordinator,
 }
 
 /// State of an entity receiver link (we send messages from a queue or subscription).

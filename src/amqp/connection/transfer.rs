@@ -36,7 +36,11 @@ impl Conn {
                         settled: t.settled.unwrap_or(false),
                         format: t.message_format.unwrap_or(0),
                         bytes: Vec::new(),
+                        state: None,
                     });
+                    if t.state.is_some() {
+                        p.state = t.state.clone();
+                    }
                     if t.settled == Some(true) {
                         p.settled = true;
                     }
@@ -84,18 +88,30 @@ impl Conn {
             l.credit = SENDER_CREDIT;
         }
         let Kind::In {
-            target,
-            address,
-            worker,
-            ..
+            target, address, ..
         } = &l.kind
+        else {
+            return;
+        };
+        let (target, address) = (target.clone(), address.clone());
+        if self.on_transactional_message(ch, &target, &address, &p) {
+            if needs_credit {
+                self.link_flow(ch, handle);
+            }
+            return;
+        }
+        let Some(Kind::In { worker, .. }) = self
+            .sessions
+            .get(&ch)
+            .and_then(|s| s.links.get(&handle))
+            .map(|l| &l.kind)
         else {
             return;
         };
         let events = self.events.clone();
         let reply = !p.settled;
         let delivery_id = p.delivery_id;
-        match target {
+        match &target {
             InTarget::Entity(entity) => {
                 let decoded = decode_send(&p.bytes, p.format);
                 let backend = self.backend.clone();
@@ -125,10 +141,11 @@ impl Conn {
                     }
                 }));
             }
+            InTarget::Coordinator => {}
             InTarget::Cbs | InTarget::Management(_) => {
                 let node = address.clone();
                 let request = decode_message(&p.bytes);
-                let mgmt = match target {
+                let mgmt = match &target {
                     InTarget::Management(path) => Some(path.clone()),
                     _ => None,
                 };
