@@ -2,7 +2,12 @@
 //! state; delete-one, resubmit and purge act through journaled service operations; the
 //! access rules (SAS when on, CSRF header, same origin) hold.
 
+// Both harnesses load tests/xml (the crash test needs the real binary, the rest the
+// in-process server).
+#![allow(clippy::duplicate_mod)]
+
 mod common;
+mod process;
 
 use common::*;
 use localzure::config::Config;
@@ -391,4 +396,67 @@ async fn with_sas_on_the_page_is_open_and_the_api_needs_a_token() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("\"sas\":true"));
     s.stop().await;
+}
+
+/// (message id, sequence number) of the messages the console API peeks at `path`.
+async fn console_peek(http: &process::Http, path: &str) -> Vec<(Value, Value)> {
+    let r = http
+        .get(&format!("$console/api/messages?path={path}"))
+        .await;
+    let v: Value = serde_json::from_str(&r.body).expect("JSON");
+    v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (m["messageId"].clone(), m["sequenceNumber"].clone()))
+        .collect()
+}
+
+/// Console actions are journaled service operations: after a SIGKILL (no final snapshot) the
+/// real binary replays its log, and a deletion, a resubmission and a purge are all still in
+/// effect.
+#[tokio::test]
+async fn console_actions_survive_a_crash() {
+    use process::{Kind, Server, Store};
+    let store = Store::new(Kind::Sqlite);
+    let server = Server::start(&store.env());
+    let http = &server.http;
+    http.create_queue("q", "<MaxDeliveryCount>1</MaxDeliveryCount>")
+        .await;
+    http.create_queue("p", "").await;
+    for id in ["a", "b", "c"] {
+        http.send("q", id, json!({ "MessageId": id }), &[]).await;
+    }
+    http.send("p", "x", json!({}), &[]).await;
+    // Dead-letter "a" (abandoned at the maximum delivery count).
+    let locked = http.peek_lock("q").await.expect("a message");
+    let location = locked.header("location").expect("Location").to_string();
+    assert_eq!(http.at_location(Method::PUT, &location).await.status, 200);
+    let main = console_peek(http, "q").await;
+    let post = |call: &'static str, body: Value| async move {
+        let r = http
+            .request(
+                Method::POST,
+                &format!("$console/api/{call}"),
+                &[CONSOLE, JSON_CT],
+                body.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{call}: {}", r.body);
+    };
+    post("delete", json!({"path": "q", "sequenceNumber": main[1].1})).await;
+    post("resubmit", json!({"path": "q"})).await;
+    post("purge", json!({"path": "p"})).await;
+    drop(server.kill());
+
+    let server = Server::start(&store.env());
+    let http = &server.http;
+    let ids = |v: Vec<(Value, Value)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(console_peek(http, "q").await),
+        vec![json!("b"), json!("a")]
+    );
+    assert!(console_peek(http, "q&dlq=1").await.is_empty());
+    assert!(console_peek(http, "p").await.is_empty());
+    drop(server.terminate());
 }

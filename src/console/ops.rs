@@ -265,14 +265,8 @@ pub async fn resubmit(
         to: dlq.entity.clone(),
         ..Default::default()
     };
-    let seqs = match seqs {
-        Some(s) => s,
-        None => b
-            .peek(dlq, None, 0, usize::MAX)?
-            .iter()
-            .filter(|m| !m.is_locked_at(b.now()))
-            .map(|m| m.sequence_number)
-            .collect(),
+    let Some(seqs) = seqs else {
+        return resubmit_all(b, dlq, done).await;
     };
     for seq in seqs {
         let Some(locked) = lock_one(b, dlq, seq).await? else {
@@ -285,6 +279,57 @@ pub async fn resubmit(
         }
         settle_locked(b, dlq, locked, Settlement::Complete).await?;
         done.resubmitted.push(seq);
+    }
+    Ok(done)
+}
+
+/// Resubmits every dead-lettered message no receiver holds, in batches of peek-locked
+/// messages from the head (linear in the queue's length); stops after as many messages as the
+/// queue held at the start.
+async fn resubmit_all(
+    b: &ServiceBusBackend,
+    dlq: &QueuePath,
+    mut done: Resubmitted,
+) -> Result<Resubmitted, ConsoleError> {
+    let initial = b.peek(dlq, None, 0, usize::MAX)?.len();
+    while done.resubmitted.len() < initial {
+        let max = (initial - done.resubmitted.len()).min(100) as u32;
+        let out = b
+            .execute(Op::Receive {
+                from: dlq.clone(),
+                mode: ReceiveMode::PeekLock,
+                max,
+                lock_tokens: (0..max).map(|_| uuid::Uuid::new_v4()).collect(),
+                session: None,
+            })
+            .await?;
+        let batch: Vec<(Message, uuid::Uuid)> = received(out)
+            .into_iter()
+            .filter_map(|m| m.lock.map(|l| (m, l.token)))
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let mut failed = None;
+        for (m, token) in batch {
+            if failed.is_some() {
+                b.settle(dlq, token, Settlement::Release).await?;
+                continue;
+            }
+            match b.send(dlq.entity.clone(), vec![resubmit_copy(&m)]).await {
+                Ok(_) => {
+                    b.settle(dlq, token, Settlement::Complete).await?;
+                    done.resubmitted.push(m.sequence_number);
+                }
+                Err(e) => {
+                    b.settle(dlq, token, Settlement::Release).await?;
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
     }
     Ok(done)
 }
