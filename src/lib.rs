@@ -2,6 +2,7 @@
 //!
 //! Module map (data flows one way, wire → broker → storage):
 //! - [`amqp`]: the AMQP 1.0 endpoint the Azure SDKs use (SASL, CBS, links, `$management`).
+//! - [`console`]: the web console (embedded page at `/`, JSON API under `/$console/api`).
 //! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
 //! - [`cli`]: `localzure storage …`, `health`, `stop`: admin-API client or offline storage access.
 //! - [`server`]: binds, serves and shuts down in order; [`runtime`]: the tokio runtime it runs on.
@@ -21,6 +22,7 @@ pub mod amqp;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod constants;
 pub mod entities_config;
 pub mod http;

@@ -271,6 +271,10 @@ fn eq(a: &str, b: &str) -> bool {
 async fn route(state: &HttpState, req: Request) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = req.method.clone();
+    // The web console (`/`, `/$console/…`): an open page; its API checks SAS itself.
+    if let Some(reply) = crate::console::route(state, &req, |r| authorize(state, r)).await {
+        return reply;
+    }
     // SAS (when configured) guards everything but liveness and `/$admin`, which has its own rule.
     let open = matches!(segs.as_slice(), ["health"] | ["metrics"]) && m == Method::GET
         || segs.first().is_some_and(|f| eq(f, "$admin"));
