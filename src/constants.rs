@@ -23,3 +23,6 @@ pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 /// Most headers one HTTP/1 request may carry (hyper's default is 100): a message's custom
 /// properties travel as headers.
 pub const HTTP_MAX_HEADERS: usize = 2_000;
+/// AMQP per-connection limits offered in open/begin (channel-max, handle-max) and the links
+/// one connection may hold: (channel-max, handle-max, links per connection).
+pub const AMQP_CONNECTION_LIMITS: (u16, u32, u32) = (4_999, 4_999, 10_000);
