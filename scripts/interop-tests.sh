@@ -5,6 +5,8 @@
 #   .venv-sb78:    azure-servicebus 7.8.3 on uamqp (the C stack): tests/interop/test_sb78.py
 #                  (skipped unless LOCALZURE_SB78_CONN_STR names an AMQPS endpoint: uamqp
 #                  always speaks TLS)
+#   tests/interop/js:  @azure/service-bus 7.9.5 (rhea), when node and npm are present; it
+#                  starts the binary with tests/js/server.mjs, so both packages are installed.
 # python-qpid-proton may build from its sdist: that needs gcc and the Python/SSL/SASL headers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +33,12 @@ echo "== pytest tests/interop (python-qpid-proton, azure-servicebus 7.15)"
 .venv-interop/bin/python -m pytest tests/interop -q --ignore=tests/interop/test_sb78.py "$@"
 echo "== pytest tests/interop/test_sb78.py (azure-servicebus 7.8.3, uamqp)"
 .venv-sb78/bin/python -m pytest tests/interop/test_sb78.py -q -rs "$@"
+
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    echo "== node --test tests/interop/js (@azure/service-bus 7.9.5)"
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+    npm ci --prefix tests/interop/js --no-audit --no-fund --loglevel=error
+    node --test tests/interop/js/
+else
+    echo "== tests/interop/js skipped: node and npm are needed"
+fi
