@@ -30,6 +30,10 @@ pub const TICKS_PER_SECOND: i64 = 10_000_000;
 /// API's `BrokerProperties.TimeToLive` (seconds, a double) spells it.
 pub const MAX_TIMESPAN_SECONDS: f64 = i64::MAX as f64 / TICKS_PER_SECOND as f64;
 
+/// AMQP per-connection limits offered in open/begin (channel-max, handle-max) and the links
+/// one connection may hold: (channel-max, handle-max, links per connection).
+pub const AMQP_CONNECTION_LIMITS: (u16, u32, u32) = (4_999, 4_999, 10_000);
+
 #[cfg(test)]
 mod tests {
     /// The named value is the literal the REST layer compares against.

@@ -1016,3 +1016,291 @@ async fn subscription_rules_are_managed_over_amqp() {
     assert_eq!(status(&r), AV::Int(400));
     s.stop().await;
 }
+
+// ----- issue 16 (AMQP interop) and issue 18 item 4 (per-connection limits) -----
+
+/// Reads frames until `pick` takes one (dispositions, flows and the like are skipped).
+async fn until<T>(c: &mut Client, mut pick: impl FnMut(&Performative, &[u8]) -> Option<T>) -> T {
+    loop {
+        let (p, payload) = c.recv().await;
+        if let Some(t) = pick(&p, &payload) {
+            return t;
+        }
+    }
+}
+
+fn detach_condition(p: &Performative) -> Option<String> {
+    match p {
+        Performative::Detach(d) => Some(condition(&d.error)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn malformed_management_requests_are_answered_or_detached() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(20, "q/$management").await;
+    c.recv().await; // credit
+    c.attach_receiver(21, "q/$management", false).await;
+    c.flow(21, 0, 10, false).await;
+    // A readable properties section, then an amqp-value section that is cut short.
+    let mut req = convert::encode_request(
+        AV::Ulong(77),
+        Some("mgmt-replies"),
+        vec![(
+            "operation",
+            AV::String("com.microsoft:update-disposition".into()),
+        )],
+        AV::Null,
+    )
+    .unwrap();
+    req.extend_from_slice(&[0x00, 0x53, 0x77, 0xe0, 0x40, 0x02, 0xa1]);
+    c.transfer(20, 0, 0, &req).await;
+    let reply = until(&mut c, |p, payload| match p {
+        Performative::Transfer(_) => Some(convert::decode_message(payload).unwrap()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reply.app_property("statusCode"), Some(&AV::Int(400)));
+    let description = reply.app_property("statusDescription").cloned();
+    assert!(
+        matches!(&description, Some(AV::String(d)) if d.contains("decoded")),
+        "{description:?}"
+    );
+    assert_eq!(
+        reply.properties.get(5),
+        Some(&AV::Ulong(77)),
+        "correlation-id"
+    );
+    // Nothing readable at all: the link is detached with decode-error.
+    c.transfer(20, 1, 0, &[0x00, 0x53, 0x77, 0xe0, 0x40]).await;
+    let cond = until(&mut c, |p, _| detach_condition(p)).await;
+    assert_eq!(cond, "amqp:decode-error");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_transfer_is_rejected_and_the_link_stays() {
+    let opts = AmqpOptions {
+        max_message_size: 1024,
+        ..AmqpOptions::default()
+    };
+    let s = Server::start_with(backend(), opts).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(1, "q").await;
+    c.recv().await; // credit
+    let big = encode_simple("big", None, &vec![b'x'; 200 * 1024]);
+    c.transfer(1, 0, 0, &big).await;
+    let d = until(&mut c, |p, _| match p {
+        Performative::Disposition(d) => Some(d.clone()),
+        _ => None,
+    })
+    .await;
+    match d.state {
+        Some(DeliveryState::Rejected(Rejected { error })) => {
+            assert_eq!(condition(&error), "amqp:link:message-size-exceeded")
+        }
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    assert!(d.settled);
+    c.transfer(1, 1, 0, &encode_simple("small", None, b"ok"))
+        .await;
+    let d = until(&mut c, |p, _| match p {
+        Performative::Disposition(d) => Some(d.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_a_null_terminus_and_missing_management_nodes_are_not_found() {
+    let s = Server::start(backend()).await;
+    let mut c = Client::connect(s.addr).await;
+    match c.attach_sender(0, "nope").await.0 {
+        Performative::Attach(a) => assert!(a.target.is_none(), "null target"),
+        other => panic!("expected attach, got {other:?}"),
+    }
+    assert_eq!(
+        detach_condition(&c.recv().await.0).as_deref(),
+        Some("amqp:not-found")
+    );
+    let a = c.attach_receiver(1, "nope", false).await;
+    assert!(a.source.is_none(), "null source");
+    assert_eq!(
+        detach_condition(&c.recv().await.0).as_deref(),
+        Some("amqp:not-found")
+    );
+    c.attach_sender(2, "nope/$management").await;
+    assert_eq!(
+        detach_condition(&c.recv().await.0).as_deref(),
+        Some("amqp:not-found")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_link_name_refuses_only_that_link() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(1, "q").await;
+    c.recv().await; // credit
+    let mut dup = attach(2, Role::Sender, "q", None);
+    dup.name = "link-1".into();
+    c.send(0, Performative::Attach(dup), &[]).await;
+    assert!(matches!(c.recv().await.0, Performative::Attach(_)));
+    assert_eq!(
+        detach_condition(&c.recv().await.0).as_deref(),
+        Some("amqp:invalid-field")
+    );
+    // The connection and the first link go on.
+    c.transfer(1, 0, 0, &encode_simple("m", None, b"x")).await;
+    let d = until(&mut c, |p, _| match p {
+        Performative::Disposition(d) => Some(d.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_window_of_2_pow_31_minus_1_gets_deliveries() {
+    use fe2o3_amqp_types::performatives::Flow;
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    send_messages(&mut c, "q", 1).await;
+    c.attach_receiver(5, "q", false).await;
+    // qpid-proton's default session window, with a link flow granting credit.
+    let f = Flow {
+        next_incoming_id: Some(1),
+        incoming_window: i32::MAX as u32,
+        next_outgoing_id: 0,
+        outgoing_window: i32::MAX as u32,
+        handle: Some(Handle(5)),
+        delivery_count: Some(0),
+        link_credit: Some(10),
+        available: None,
+        drain: false,
+        echo: false,
+        properties: None,
+    };
+    c.send(0, Performative::Flow(f), &[]).await;
+    until(&mut c, |p, _| {
+        matches!(p, Performative::Transfer(_)).then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn limits_are_offered_and_enforced() {
+    use fe2o3_amqp_types::performatives::Begin;
+    let opts = AmqpOptions {
+        channel_max: 3,
+        handle_max: 7,
+        max_links_per_connection: 2,
+        ..AmqpOptions::default()
+    };
+    let s = Server::start_with(backend(), opts).await;
+    s.queue("q", EntityProps::default()).await;
+    // Links per connection: the third attach is refused alone.
+    let mut c = Client::connect(s.addr).await;
+    c.attach_sender(1, "q").await;
+    c.recv().await;
+    c.attach_sender(2, "q").await;
+    c.recv().await;
+    c.attach_sender(3, "q").await;
+    assert_eq!(
+        detach_condition(&c.recv().await.0).as_deref(),
+        Some("amqp:resource-limit-exceeded")
+    );
+    // A handle beyond handle-max closes the connection with framing-error (AMQP 1.0 §2.7.2).
+    c.send(
+        0,
+        Performative::Attach(attach(8, Role::Sender, "q", None)),
+        &[],
+    )
+    .await;
+    let cl = until(&mut c, |p, _| match p {
+        Performative::Close(cl) => Some(cl.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(condition(&cl.error), "amqp:connection:framing-error");
+    // A channel beyond channel-max closes the connection with framing-error (§2.7.1).
+    let mut c = Client::connect(s.addr).await;
+    let begin = Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 100,
+        outgoing_window: 100,
+        handle_max: Handle(10),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    c.send(4, Performative::Begin(begin), &[]).await;
+    let cl = until(&mut c, |p, _| match p {
+        Performative::Close(cl) => Some(cl.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(condition(&cl.error), "amqp:connection:framing-error");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn open_and_begin_offer_the_configured_limits() {
+    use fe2o3_amqp_types::performatives::{Begin, ChannelMax, MaxFrameSize, Open};
+    let s = Server::start(backend()).await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(&localzure::amqp::frames::AMQP_HEADER)
+        .await
+        .unwrap();
+    let mut h = [0u8; 8];
+    stream.read_exact(&mut h).await.unwrap();
+    let open = Open {
+        container_id: "limits".into(),
+        hostname: None,
+        max_frame_size: MaxFrameSize(65536),
+        channel_max: ChannelMax(u16::MAX),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let begin = Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 100,
+        outgoing_window: 100,
+        handle_max: Handle(u32::MAX),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    for p in [Performative::Open(open), Performative::Begin(begin)] {
+        let bytes = localzure::amqp::frames::encode_performative(0, &p, &[]).unwrap();
+        stream.write_all(&bytes).await.unwrap();
+    }
+    let (channel_max, handle_max, _) = localzure::constants::AMQP_CONNECTION_LIMITS;
+    for _ in 0..2 {
+        let f = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+        match localzure::amqp::frames::decode_amqp_body(&f.body).unwrap() {
+            Some((Performative::Open(o), _)) => assert_eq!(o.channel_max.0, channel_max),
+            Some((Performative::Begin(b), _)) => assert_eq!(b.handle_max.0, handle_max),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    s.stop().await;
+}

@@ -19,7 +19,7 @@ use super::symbols::{
     X_OPT_LOCKED_UNTIL, X_OPT_LOCK_TOKEN, X_OPT_MESSAGE_STATE, X_OPT_PARTITION_KEY,
     X_OPT_SCHEDULED_ENQUEUE_TIME, X_OPT_SEQUENCE_NUMBER,
 };
-use crate::broker::message::{Message, MessageState, NewMessage};
+use crate::broker::message::{BodyKind, BodySection, Message, MessageState, NewMessage};
 use crate::broker::value::Value;
 use crate::time::{Millis, TimeSpan, MAX_MILLIS};
 use serde_amqp::described::Described;
@@ -78,6 +78,9 @@ pub struct AmqpMessage {
     pub properties: Vec<AV>,
     pub application_properties: Vec<(AV, AV)>,
     pub body: AmqpBody,
+    /// The `amqp-value` / `amqp-sequence` section(s) exactly as encoded (kept so the body
+    /// goes back out as the sender wrote it).
+    pub body_encoded: Vec<u8>,
 }
 
 fn section_code(d: &Descriptor) -> Option<u64> {
@@ -130,6 +133,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<AmqpMessage, ConvertError> {
             return Err(ConvertError::Invalid(
                 "a message body with a map keyed by a timestamp is not supported".into(),
             ));
+        }
+        if body_section {
+            msg.body_encoded.extend_from_slice(section);
         }
         match section_code(&d.descriptor) {
             Some(HEADER) => {
@@ -287,6 +293,42 @@ pub fn value_to_amqp(v: &Value) -> AV {
     }
 }
 
+/// An AMQP value as JSON: numbers, strings, booleans and null as themselves; binary as
+/// base64; timestamps as RFC 3339; uuids and symbols as strings; maps as objects (keys as
+/// text); lists and arrays as arrays; a described value as its value.
+pub fn json_of(v: &AV) -> serde_json::Value {
+    use serde_json::Value as J;
+    if let Some(i) = int_of(v) {
+        return J::from(i);
+    }
+    match v {
+        AV::Null => J::Null,
+        AV::Bool(b) => J::Bool(*b),
+        AV::Ulong(n) => J::from(*n),
+        AV::Float(f) => J::from(f.into_inner() as f64),
+        AV::Double(f) => J::from(f.into_inner()),
+        AV::Char(c) => J::String(c.to_string()),
+        AV::Timestamp(t) => J::String(
+            chrono::DateTime::from_timestamp_millis(t.milliseconds())
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+        ),
+        AV::Binary(b) => {
+            use base64::Engine;
+            J::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        AV::Map(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| (text_of(k).unwrap_or_else(|| "null".into()), json_of(v)))
+                .collect(),
+        ),
+        AV::List(items) => J::Array(items.iter().map(json_of).collect()),
+        AV::Array(a) => J::Array(a.0.iter().map(json_of).collect()),
+        AV::Described(d) => json_of(&d.value),
+        other => text_of(other).map(J::String).unwrap_or(J::Null),
+    }
+}
+
 /// Property maps from an AMQP map with string or symbol keys (application properties, the
 /// message-annotations of a `modified` outcome).
 pub fn properties_from_entries(entries: &[(AV, AV)]) -> BTreeMap<String, Value> {
@@ -317,9 +359,19 @@ impl AmqpMessage {
             .and_then(millis_of)
             .filter(|t| *t > 0);
         let partition_key = annotation(&self.annotations, X_OPT_PARTITION_KEY).and_then(text_of);
+        let body_section = match &self.body {
+            AmqpBody::Value(_) => Some(BodyKind::Value),
+            AmqpBody::Sequence(_) => Some(BodyKind::Sequence),
+            _ => None,
+        }
+        .map(|kind| BodySection {
+            kind,
+            encoded: self.body_encoded.clone(),
+        });
         NewMessage {
             message_id,
             body: self.body_bytes(),
+            body_section,
             correlation_id: text_of(field(p, 5)),
             session_id: text_of(field(p, 10)),
             label: text_of(field(p, 3)),
@@ -334,17 +386,23 @@ impl AmqpMessage {
         }
     }
 
-    /// The body as bytes: data sections concatenated; an amqp-value of binary or string as its
-    /// bytes; any other value or sequence as its AMQP encoding.
+    /// The body as bytes: data sections concatenated; an `amqp-value` string as UTF-8, binary
+    /// as itself, any other value (and a sequence, as an array) as JSON. This is what REST
+    /// receives return and what counts toward the size limit; AMQP deliveries send the
+    /// section as received ([`NewMessage::body_section`]). The service documents no REST form
+    /// for such bodies (its SDKs read only `data` bodies), so this is the value's natural
+    /// encoding.
     fn body_bytes(&self) -> Vec<u8> {
         match &self.body {
             AmqpBody::Empty => Vec::new(),
             AmqpBody::Data(chunks) => chunks.concat(),
             AmqpBody::Value(AV::Binary(b)) => b.to_vec(),
             AmqpBody::Value(AV::String(s)) => s.clone().into_bytes(),
-            AmqpBody::Value(v) => serde_amqp::to_vec(v).unwrap_or_default(),
+            AmqpBody::Value(v) => json_of(v).to_string().into_bytes(),
             AmqpBody::Sequence(items) => {
-                serde_amqp::to_vec(&AV::List(items.clone())).unwrap_or_default()
+                serde_json::Value::Array(items.iter().map(json_of).collect())
+                    .to_string()
+                    .into_bytes()
             }
         }
     }
@@ -371,6 +429,34 @@ impl AmqpMessage {
     pub fn reply_to(&self) -> Option<String> {
         text_of(field(&self.properties, 4))
     }
+}
+
+/// What can be read of a request that does not decode as a whole (a mis-encoded body or
+/// application property): its properties section, so a failure response can carry the
+/// correlation-id and go to its reply-to. `None` when not even a message-id can be read.
+pub fn request_ids(bytes: &[u8]) -> Option<AmqpMessage> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (section, r) = split_value(rest).ok()?;
+        rest = r;
+        let Ok(AV::Described(d)) = serde_amqp::from_slice::<AV>(section) else {
+            continue;
+        };
+        if section_code(&d.descriptor) != Some(PROPERTIES) {
+            continue;
+        }
+        let AV::List(properties) = d.value else {
+            return None;
+        };
+        if matches!(field(&properties, 0), AV::Null) {
+            return None;
+        }
+        return Some(AmqpMessage {
+            properties,
+            ..AmqpMessage::default()
+        });
+    }
+    None
 }
 
 /// Decodes a transfer payload into broker messages, splitting a batch.
@@ -515,10 +601,14 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
             AV::Map(app),
         ))?);
     }
-    out.extend(serde_amqp::to_vec(&described(
-        DATA,
-        AV::Binary(ByteBuf::from(c.body.clone())),
-    ))?);
+    match &c.body_section {
+        // The section the sender used, byte for byte.
+        Some(section) => out.extend_from_slice(&section.encoded),
+        None => out.extend(serde_amqp::to_vec(&described(
+            DATA,
+            AV::Binary(ByteBuf::from(c.body.clone())),
+        ))?),
+    }
     Ok(out)
 }
 
@@ -693,6 +783,53 @@ mod tests {
     }
 
     #[test]
+    fn value_and_sequence_bodies_go_back_out_as_sent() {
+        let mut map = OrderedMap::new();
+        map.insert(AV::String("k".into()), AV::Int(1));
+        for (body, rest) in [
+            (described(AMQP_VALUE, AV::Map(map)), br#"{"k":1}"#.to_vec()),
+            (
+                described(AMQP_VALUE, AV::String("hi".into())),
+                b"hi".to_vec(),
+            ),
+            (
+                described(AMQP_SEQUENCE, AV::List(vec![AV::Int(1), AV::Bool(true)])),
+                b"[1,true]".to_vec(),
+            ),
+        ] {
+            let mut sent = serde_amqp::to_vec(&described(
+                PROPERTIES,
+                AV::List(vec![AV::String("m".into())]),
+            ))
+            .unwrap();
+            let section = serde_amqp::to_vec(&body).unwrap();
+            sent.extend(&section);
+            let content = decode_message(&sent).unwrap().to_new_message();
+            assert_eq!(content.body, rest, "REST form");
+            let kept = content.body_section.clone().unwrap();
+            assert_eq!(kept.encoded, section);
+            // Persistence and export keep it (JSON).
+            let json = serde_json::to_string(&content).unwrap();
+            let back: NewMessage = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, content);
+            let out = encode_message(&stored(back), Encoding::Delivery).unwrap();
+            assert!(out.ends_with(&section), "the section goes out unchanged");
+            assert_eq!(
+                decode_message(&out).unwrap().body,
+                decode_message(&sent).unwrap().body
+            );
+        }
+        // Data bodies keep the old stored shape (no new field written).
+        let data = NewMessage {
+            body: b"x".to_vec(),
+            ..NewMessage::default()
+        };
+        assert!(!serde_json::to_string(&data)
+            .unwrap()
+            .contains("body_section"));
+    }
+
+    #[test]
     fn round_trips_the_service_bus_fields() {
         let mut props = BTreeMap::new();
         props.insert("n".to_string(), Value::Int(5));
@@ -712,6 +849,7 @@ mod tests {
             time_to_live: None,
             scheduled_enqueue_time: None,
             properties: props,
+            body_section: None,
         };
         let m = stored(content.clone());
         let bytes = encode_message(&m, Encoding::Delivery).unwrap();

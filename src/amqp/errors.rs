@@ -65,11 +65,16 @@ fn condition_of(e: &ServiceError) -> (&'static str, i32) {
 }
 
 /// The `error` of a close, detach or rejected outcome: `condition` with a description.
+///
+/// `info` is an empty map rather than absent so all three fields go on the wire, as the
+/// service sends them: pyamqp (azure-servicebus 7.x `_on_send_complete`) reads
+/// `error[2]` of a rejected send and, when the list is shorter, fails in its callback and
+/// never completes the send.
 pub fn error(condition: &str, description: impl Into<String>) -> AmqpError {
     AmqpError::new(
         ErrorCondition::Custom(Symbol::from(condition)),
         Some(description.into()),
-        None,
+        Some(fe2o3_amqp_types::definitions::Fields::new()),
     )
 }
 

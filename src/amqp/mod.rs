@@ -75,6 +75,13 @@ pub struct AmqpOptions {
     /// With SAS validation on: how often a connection re-checks that its links' tokens are
     /// unexpired (and the grace above).
     pub grant_check_ms: u32,
+    /// Highest channel (session) number a client may use, offered as open's channel-max.
+    pub channel_max: u16,
+    /// Highest link handle per session, offered as begin's handle-max.
+    pub handle_max: u32,
+    /// Most links one connection may have attached at once (beyond: attach refused with
+    /// `amqp:resource-limit-exceeded`).
+    pub max_links_per_connection: u32,
 }
 
 impl Default for AmqpOptions {
@@ -87,6 +94,9 @@ impl Default for AmqpOptions {
             sas: None,
             token_grace_ms: 20_000,
             grant_check_ms: 1_000,
+            channel_max: crate::constants::AMQP_CONNECTION_LIMITS.0,
+            handle_max: crate::constants::AMQP_CONNECTION_LIMITS.1,
+            max_links_per_connection: crate::constants::AMQP_CONNECTION_LIMITS.2,
         }
     }
 }

@@ -19,6 +19,7 @@ pub const UNAUTHORIZED_ACCESS: &str = "amqp:unauthorized-access";
 pub const DECODE_ERROR: &str = "amqp:decode-error";
 /// amqp:resource-limit-exceeded
 pub const RESOURCE_LIMIT_EXCEEDED: &str = "amqp:resource-limit-exceeded";
+pub const INVALID_FIELD: &str = "amqp:invalid-field";
 /// amqp:not-allowed
 pub const NOT_ALLOWED: &str = "amqp:not-allowed";
 /// amqp:not-implemented

@@ -35,6 +35,29 @@ pub struct NewMessage {
     pub scheduled_enqueue_time: Option<Millis>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, Value>,
+    /// The AMQP body section as the sender encoded it, when it was `amqp-value` or
+    /// `amqp-sequence` (Service Bus keeps the section the sender used; the SDKs expose it as
+    /// the raw AMQP body type). `body` then holds the value's plain form for REST and size
+    /// accounting. Absent (`data` bodies, REST sends, data stored before it existed) means a
+    /// `data` section with `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_section: Option<BodySection>,
+}
+
+/// An `amqp-value` or `amqp-sequence` body kept as encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodySection {
+    pub kind: BodyKind,
+    /// The encoded section(s), descriptors included, exactly as received.
+    #[serde(with = "body_b64")]
+    pub encoded: Vec<u8>,
+}
+
+/// Which AMQP body section a message carries besides `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyKind {
+    Value,
+    Sequence,
 }
 
 /// Where a stored message is in its life.

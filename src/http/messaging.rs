@@ -143,6 +143,7 @@ fn build_message(
         time_to_live: ttl,
         scheduled_enqueue_time: scheduled,
         properties,
+        body_section: None,
     })
 }
 

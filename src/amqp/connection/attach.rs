@@ -51,6 +51,14 @@ fn session_filter(source: &Option<Box<Source>>) -> Option<AV> {
         })
 }
 
+/// Our role on a link the peer attaches with `role`.
+fn peer_role(role: &Role) -> Role {
+    match role {
+        Role::Sender => Role::Receiver,
+        Role::Receiver => Role::Sender,
+    }
+}
+
 fn link_property(a: &Attach, key: &str) -> Option<AV> {
     a.properties
         .as_ref()?
@@ -82,7 +90,22 @@ impl Conn {
 
     /// Answers an attach we refuse: attach (so the client's link exists), then a closing detach
     /// with the error, as the service does for a missing entity.
-    pub(super) fn refuse_attach(&mut self, ch: u16, reply: Attach, err: AmqpError, link_id: u64) {
+    ///
+    /// The reply's terminus on our side is null (AMQP 1.0 §2.6.3: the link could not be
+    /// established), as the service answers: pyamqp and rhea then report the detach's error
+    /// (`amqp:not-found` → `MessagingEntityNotFoundError` / `MessagingEntityNotFound`) rather
+    /// than a generic link failure.
+    pub(super) fn refuse_attach(
+        &mut self,
+        ch: u16,
+        mut reply: Attach,
+        err: AmqpError,
+        link_id: u64,
+    ) {
+        match reply.role {
+            Role::Receiver => reply.target = None,
+            Role::Sender => reply.source = None,
+        }
         let handle = reply.handle.clone();
         self.send(ch, Performative::Attach(reply), &[]);
         self.send(
@@ -111,8 +134,44 @@ impl Conn {
             )));
             return;
         }
+        if handle > self.opts.handle_max {
+            // AMQP 1.0 §2.7.2 (begin, handle-max): a handle outside the range we announced
+            // closes the connection with framing-error.
+            let msg = format!(
+                "handle {handle} is beyond the session's handle-max {}",
+                self.opts.handle_max
+            );
+            self.close_with(Some(error(sym::CONNECTION_FRAMING_ERROR, msg)));
+            return;
+        }
         let link_id = self.next_link_id;
         self.next_link_id += 1;
+        let attached: usize = self.sessions.values().map(|s| s.links.len()).sum();
+        if attached >= self.opts.max_links_per_connection as usize {
+            let msg = format!(
+                "Cannot allocate more links: a connection may have at most {} (LocalZure's AmqpOptions::max_links_per_connection).",
+                self.opts.max_links_per_connection
+            );
+            let role = peer_role(&a.role);
+            let reply = self.attach_reply(&a, role);
+            self.refuse_attach(ch, reply, error(sym::RESOURCE_LIMIT_EXCEEDED, msg), link_id);
+            return;
+        }
+        let key = (a.role.clone(), a.name.clone());
+        if self.link_names.contains_key(&key) {
+            // A link's name identifies it per direction between two containers (AMQP 1.0
+            // §2.6.1); a second attach of a name in use is refused alone, never the connection
+            // and its other links.
+            let msg = format!(
+                "A link named '{}' with this role is already attached on this connection.",
+                a.name
+            );
+            let role = peer_role(&a.role);
+            let reply = self.attach_reply(&a, role);
+            self.refuse_attach(ch, reply, error(sym::INVALID_FIELD, msg), link_id);
+            return;
+        }
+        self.link_names.insert(key, link_id);
         match a.role {
             Role::Sender => self.attach_incoming(ch, a, link_id),
             Role::Receiver => self.attach_outgoing(ch, a, link_id),
@@ -129,7 +188,10 @@ impl Conn {
             _ if coordinator::is_coordinator(&a) => InTarget::Coordinator,
             Node::Cbs => InTarget::Cbs,
             Node::Management(p) => {
-                if let Some(err) = self.unauthorized(&p, "Listen") {
+                if let Some(err) = self
+                    .unauthorized(&p, "Listen")
+                    .or_else(|| self.missing_node(&p))
+                {
                     self.refuse_attach(ch, reply, err, link_id);
                     return;
                 }
@@ -186,7 +248,10 @@ impl Conn {
         let reply = self.attach_reply(&a, Role::Sender);
         let node = address::parse(&source);
         if let Node::Management(p) = &node {
-            if let Some(err) = self.unauthorized(p, "Listen") {
+            if let Some(err) = self
+                .unauthorized(p, "Listen")
+                .or_else(|| self.missing_node(p))
+            {
                 self.refuse_attach(ch, reply, err, link_id);
                 return;
             }
@@ -315,6 +380,21 @@ impl Conn {
         }
     }
 
+    /// The refusal of a `$management` link whose entity does not exist (the service answers
+    /// `amqp:not-found`, which the SDKs raise as their entity-not-found error).
+    fn missing_node(&self, path: &str) -> Option<AmqpError> {
+        let exists = match address::queue_path(path) {
+            Ok(qp) => self.backend.read(|b| b.receivable_props(&qp).is_ok()),
+            Err(_) => false,
+        } || self.backend.read(|b| b.topic_info(path).is_some());
+        (!exists).then(|| {
+            error(
+                sym::NOT_FOUND,
+                format!("The messaging entity '{path}' could not be found."),
+            )
+        })
+    }
+
     pub(super) fn on_detach(&mut self, ch: u16, d: Detach) {
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
@@ -362,6 +442,7 @@ impl Conn {
     /// Stops a link's waits and gives back what it held: undelivered peek-locked messages are
     /// released and a session lock is released so another receiver can take the session.
     pub(super) fn cleanup_link(&mut self, link: Link) {
+        self.link_names.retain(|_, id| *id != link.id);
         let Kind::Out(o) = link.kind else {
             return;
         };

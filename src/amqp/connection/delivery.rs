@@ -2,7 +2,7 @@
 //! management replies into transfers, and the receives that refill it.
 
 use super::state::{Conn, Event, Kind, Unsettled};
-use super::{INCOMING_WINDOW, MAX_FETCH};
+use super::MAX_FETCH;
 use crate::amqp::address;
 use crate::amqp::convert::{encode_message, Encoding};
 use crate::amqp::errors::{wire, WireError};
@@ -14,6 +14,25 @@ use fe2o3_amqp_types::definitions::Handle;
 use fe2o3_amqp_types::performatives::{Flow, Performative, Transfer};
 use serde_bytes::ByteBuf;
 use tokio_util::sync::CancellationToken;
+
+/// Transfers the peer can still take (AMQP 1.0 §2.5.6): its incoming-window less the
+/// transfers in flight (our next-outgoing-id minus its next-incoming-id). Transfer ids and
+/// windows are unsigned 32-bit with RFC 1982 serial arithmetic, so any window up to 2^32−1 is
+/// legal (qpid-proton advertises 2^31−1 by default); a next-incoming-id "after" ours (a peer
+/// error) counts as nothing in flight.
+pub(super) fn remote_window(
+    next_incoming_id: Option<u32>,
+    window: u32,
+    next_outgoing_id: u32,
+) -> u32 {
+    // Before the peer has seen a transfer it may omit next-incoming-id: nothing is in flight.
+    let next_in = next_incoming_id.unwrap_or(next_outgoing_id);
+    let in_flight = next_outgoing_id.wrapping_sub(next_in);
+    if (in_flight as i32) < 0 {
+        return window;
+    }
+    window.saturating_sub(in_flight)
+}
 
 impl Conn {
     /// Queues a `$cbs` / `$management` response on the reply link the request named (its
@@ -100,14 +119,8 @@ impl Conn {
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
-        let next_in = fl.next_incoming_id.unwrap_or(1);
-        s.remote_incoming_window = next_in
-            .wrapping_add(fl.incoming_window)
-            .wrapping_sub(s.next_outgoing_id);
-        if s.remote_incoming_window > INCOMING_WINDOW.saturating_mul(1000) {
-            // A wrapped (negative) window: the client has no room.
-            s.remote_incoming_window = 0;
-        }
+        s.remote_incoming_window =
+            remote_window(fl.next_incoming_id, fl.incoming_window, s.next_outgoing_id);
         let Some(handle) = fl.handle.map(|h| h.0) else {
             if fl.echo {
                 self.session_flow(ch);
@@ -400,5 +413,24 @@ impl Conn {
                 result,
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_window;
+
+    #[test]
+    fn large_and_wrapping_windows_are_honoured() {
+        // qpid-proton's default incoming-window (2^31−1), nothing in flight.
+        assert_eq!(remote_window(Some(1), i32::MAX as u32, 1), i32::MAX as u32);
+        // The largest legal window.
+        assert_eq!(remote_window(Some(5), u32::MAX, 7), u32::MAX - 2);
+        // Transfer ids wrapped past 2^32−1: 3 in flight.
+        assert_eq!(remote_window(Some(u32::MAX - 1), 10, 1), 7);
+        // More in flight than the window: no room.
+        assert_eq!(remote_window(Some(1), 2, 10), 0);
+        // No next-incoming-id yet.
+        assert_eq!(remote_window(None, 100, 1), 100);
     }
 }

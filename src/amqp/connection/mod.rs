@@ -117,6 +117,7 @@ where
         tasks: Vec::new(),
         grants: Arc::new(cbs::Grants::default()),
         opened_at: Instant::now(),
+        link_names: HashMap::new(),
     };
     let result = conn.run(frame_rx, events_rx, &mut wr, shutdown).await;
     reader.abort();
@@ -293,7 +294,9 @@ impl Conn {
             container_id: format!("localzure-{}", uuid::Uuid::new_v4().simple()),
             hostname: None,
             max_frame_size: MaxFrameSize(self.opts.max_frame_size),
-            channel_max: ChannelMax(open.channel_max.0),
+            // Our limit, not an echo of the client's (AMQP 1.0 §2.7.1: each side announces the
+            // highest channel it accepts).
+            channel_max: ChannelMax(self.opts.channel_max),
             idle_time_out: Some(self.opts.idle_timeout_ms),
             outgoing_locales: None,
             incoming_locales: None,
@@ -305,6 +308,16 @@ impl Conn {
     }
 
     pub(super) fn on_begin(&mut self, ch: u16, b: Begin) {
+        if ch > self.opts.channel_max {
+            // AMQP 1.0 §2.7.1 (open, channel-max): a channel outside the announced range
+            // closes the connection with framing-error.
+            let msg = format!(
+                "channel {ch} is beyond the connection's channel-max {}",
+                self.opts.channel_max
+            );
+            self.close_with(Some(error(sym::CONNECTION_FRAMING_ERROR, msg)));
+            return;
+        }
         if self.sessions.contains_key(&ch) {
             self.close_with(Some(error(
                 sym::CONNECTION_FRAMING_ERROR,
@@ -329,7 +342,7 @@ impl Conn {
             next_outgoing_id: 1,
             incoming_window: INCOMING_WINDOW,
             outgoing_window: u32::MAX,
-            handle_max: Handle(u32::MAX),
+            handle_max: Handle(self.opts.handle_max),
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,

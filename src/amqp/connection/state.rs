@@ -74,6 +74,8 @@ pub(super) struct Partial {
     pub(super) bytes: Vec<u8>,
     /// The delivery state the transfer carried (a `transactional-state` enlists it).
     pub(super) state: Option<DeliveryState>,
+    /// Over the size limit: the rest of its frames are read and dropped, then it is refused.
+    pub(super) oversize: bool,
 }
 
 /// What a client-sender link (we receive) delivers to.
@@ -181,6 +183,15 @@ pub(super) struct Conn {
     pub(super) tasks: Vec<JoinHandle<()>>,
     /// Accepted put-tokens of this connection (only recorded with SAS validation on).
     pub(super) grants: Arc<cbs::Grants>,
+    /// Names of the attached links by the peer's role (a name is unique per direction).
+    pub(super) link_names: HashMap<(Role, String), u64>,
     /// When the connection started (the deadline for its first token counts from here).
     pub(super) opened_at: Instant,
+}
+
+impl Conn {
+    /// The link attached with `handle` on channel `ch`.
+    pub(super) fn link_mut(&mut self, ch: u16, handle: u32) -> Option<&mut Link> {
+        self.sessions.get_mut(&ch)?.links.get_mut(&handle)
+    }
 }

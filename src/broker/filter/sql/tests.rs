@@ -47,6 +47,7 @@ pub(super) fn msg() -> Message {
             time_to_live: Some(TimeSpan::from_secs(60)),
             scheduled_enqueue_time: None,
             properties: props(),
+            body_section: None,
         },
         enqueued_time: T0,
         expires_at: T0 + 60_000,
