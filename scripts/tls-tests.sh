@@ -25,6 +25,13 @@ echo "== pytest tests/tls"
 if [ -f tests/tls/js/package.json ]; then
     if command -v node >/dev/null; then
         echo "== node tests/tls/js"
+        # NODE_EXTRA_CA_CERTS is read when Node starts: write the CA first (`localzure tls ca`
+        # creates it in LOCALZURE_TLS_DIR), and the test's server reuses that directory.
+        TLS_TMP="$(mktemp -d)"
+        trap 'rm -rf "$TLS_TMP"' EXIT
+        export LOCALZURE_TLS_DIR="$TLS_TMP/tls"
+        "$LOCALZURE_BIN" tls ca > "$TLS_TMP/ca.pem"
+        export NODE_EXTRA_CA_CERTS="$TLS_TMP/ca.pem"
         (cd tests/tls/js && npm ci --silent --no-audit --no-fund && node --test ./*.test.mjs)
     else
         echo "node not found: skipping tests/tls/js" >&2
