@@ -194,7 +194,10 @@ async fn serve_port<F>(
         let _ = tcp.set_nodelay(true);
         let watcher = graceful.watcher();
         let shared = shared.clone();
-        tracker.spawn(async move { connection(tcp, addr, watcher, shared).await });
+        tracker.spawn(async move {
+            connection(tcp, addr, watcher, shared).await;
+            crate::net::trim::connection_closed();
+        });
     }
     drop(listener);
     graceful.shutdown().await;
@@ -212,7 +215,15 @@ async fn connection<F>(
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower_service::Service;
-    let routed = match crate::net::route(tcp, shared.tls.as_deref(), shared.route_timeout).await {
+    // Boxed: the routing state (TLS handshake, read-ahead) is freed once routed instead of
+    // sizing this task's future for its whole life.
+    let routed = match Box::pin(crate::net::route(
+        tcp,
+        shared.tls.as_deref(),
+        shared.route_timeout,
+    ))
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             // Port scanners, health probes, TLS on a listener without TLS: close.
@@ -325,6 +336,7 @@ pub async fn serve(
         let b = backend.clone();
         let c = background.clone();
         tracker.spawn(async move { b.run_snapshots(c).await });
+        tracker.spawn(crate::net::trim::run(background.clone()));
     }
     let state = HttpState {
         backend: backend.clone(),
@@ -389,6 +401,46 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::exposure_warning;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Idle keep-alive connections are capped (issue 18 item 5): hyper arms the header-read
+    /// timeout while waiting for the next request head, so a connection idle after a response
+    /// is closed after that timeout; and the HTTP port answers AMQP too (issue 17).
+    #[tokio::test]
+    async fn idle_keep_alive_is_closed_and_the_http_port_speaks_amqp() {
+        let mut config = crate::config::Config::default();
+        config.server.http_header_read_timeout_ms = 300;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let backend = crate::service::ServiceBusBackend::new(None);
+        let s = stop.clone();
+        let server = tokio::spawn(async move { super::run(listener, backend, &config, s).await });
+
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        let t = std::time::Instant::now();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("idle keep-alive connection not closed");
+        assert_eq!(closed.unwrap(), 0);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+
+        let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        a.write_all(b"AMQP\x03\x01\x00\x00").await.unwrap();
+        let mut header = [0u8; 8];
+        a.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"AMQP\x03\x01\x00\x00");
+        drop(a);
+
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn warns_for_a_network_bind_without_sas_only() {
