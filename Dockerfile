@@ -1,7 +1,8 @@
 # LocalZure — Azure Service Bus emulator image.
 #
 #   docker build -t localzure .
-#   docker run -d --name localzure -p 5300:5300 -p 5672:5672 -v localzure-data:/data \
+#   docker run -d --name localzure -p 5300:5300 -p 5672:5672 -p 443:443 -p 5671:5671 \
+#     -v localzure-data:/data \
 #     -e LOCALZURE_STORAGE_TYPE=sqlite localzure
 #
 # Builder: the official Rust image. Runtime: `scratch` with only the binary, the shared
@@ -44,17 +45,24 @@ COPY --from=builder /rootfs/ /
 # Named volumes start with this directory's owner (the non-root user).
 COPY --from=builder --chown=10001:10001 /rootfs/data /data
 ENV LOCALZURE_HOST=0.0.0.0 \
+    LOCALZURE_HTTPS_PORT=443 \
+    LOCALZURE_AMQPS_PORT=5671 \
+    LOCALZURE_TLS_DIR=/data/tls \
     LOCALZURE_SQLITE_PATH=/data/servicebus.db \
     LOCALZURE_JSON_PATH=/data \
     NO_COLOR=1 \
     PATH=/usr/local/bin
+# TLS (README "TLS"): HTTPS on 443 and AMQPS on 5671, with a local CA generated into /data/tls
+# at first start (`docker exec localzure localzure tls ca > localzure-ca.pem`). The non-root
+# user binds 443 because Docker (20.10+) sets net.ipv4.ip_unprivileged_port_start=0 in
+# containers; elsewhere set LOCALZURE_HTTPS_PORT to a port above 1023.
 # NO_COLOR: plain log lines for `docker logs` and log collectors (`-e NO_COLOR=` for colours).
 # The working directory is also where SQLite puts temporary files when the root file system is
 # read-only (`docker run --read-only`): keep it on the volume.
 WORKDIR /data
 VOLUME /data
 USER 10001:10001
-EXPOSE 5300 5672
+EXPOSE 5300 5672 443 5671
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=3 CMD ["localzure", "health"]
 ENTRYPOINT ["localzure"]

@@ -153,6 +153,17 @@ logs_since 0 | grep 'connection string: Endpoint=sb://localhost;SharedAccessKeyN
   die "connection string not printed at start"
 ok "localzure healthy on SQLite, read-only root, connection string logged"
 
+step "HTTPS /health trusting only the CA from docker exec … localzure tls ca"
+docker exec "$C" localzure tls ca >"$WORK/ca.pem" || die "localzure tls ca"
+grep -q 'BEGIN CERTIFICATE' "$WORK/ca.pem" || die "tls ca printed no certificate"
+HTTPS_URL=https://localhost:${LOCALZURE_HTTPS_HOST_PORT:-443}
+curl -sSf --cacert "$WORK/ca.pem" "$HTTPS_URL/health" | grep '"status":"healthy"' >/dev/null ||
+  die "GET $HTTPS_URL/health with the generated CA"
+# The AMQP port sniffs TLS and HTTP too (admin clients given Endpoint=sb://localhost:5672).
+curl -sSf --cacert "$WORK/ca.pem" "https://localhost:5672/health" >/dev/null || die "HTTPS on the AMQP port"
+if curl -sS -o /dev/null "$HTTPS_URL/health" 2>/dev/null; then die "HTTPS verified without the CA"; fi
+ok "HTTPS health on 443 and on 5672 with the CA from localzure tls ca; refused without it"
+
 create_queue orders
 for i in 1 2 3 4 5; do
   [ "$(send orders "host-$i")" = 201 ] || die "send host-$i"

@@ -56,6 +56,20 @@ pub struct ServerConfig {
     pub access_log: bool,
     /// AMQP transactions roll back this long after their first operation (the service: 2 min).
     pub transaction_timeout_ms: u64,
+    /// HTTPS listener (`LOCALZURE_HTTPS_PORT`; 0 = ephemeral). `None`: no dedicated HTTPS
+    /// port (the HTTP and AMQP ports still answer TLS when [`ServerConfig::tls_enabled`]).
+    pub https_port: Option<u16>,
+    /// AMQPS listener (`LOCALZURE_AMQPS_PORT`; 0 = ephemeral). `None`: no dedicated port.
+    pub amqps_port: Option<u16>,
+    /// `LOCALZURE_TLS_CERT`: the user's PEM certificate (chain allowed); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// `LOCALZURE_TLS_KEY`: the user's PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// `LOCALZURE_TLS_DIR`: where the generated CA and certificate live; default
+    /// `{data dir}/tls` ([`Config::tls_dir`]).
+    pub tls_dir: Option<PathBuf>,
+    /// `LOCALZURE_TLS_NAMES`: extra DNS names / IPs for the generated certificate.
+    pub tls_names: Vec<String>,
     /// How long a client may take to send a request head before its connection is closed
     /// (slowloris protection). Neither a YAML key nor an environment variable: tests shorten it.
     #[serde(skip)]
@@ -75,6 +89,12 @@ impl Default for ServerConfig {
             entities_config: None,
             access_log: false,
             transaction_timeout_ms: crate::broker::txn::DEFAULT_TIMEOUT_MS as u64,
+            https_port: None,
+            amqps_port: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_dir: None,
+            tls_names: Vec::new(),
             http_header_read_timeout_ms: crate::constants::HTTP_HEADER_READ_TIMEOUT_MS,
         }
     }
@@ -120,6 +140,12 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_ENTITIES_CONFIG" => server.entities_config: some_text,
     "LOCALZURE_ACCESS_LOG" => server.access_log: boolean,
     "LOCALZURE_TRANSACTION_TIMEOUT_MS" => server.transaction_timeout_ms: number,
+    "LOCALZURE_HTTPS_PORT" => server.https_port: some_number,
+    "LOCALZURE_AMQPS_PORT" => server.amqps_port: some_number,
+    "LOCALZURE_TLS_CERT" => server.tls_cert: some_path,
+    "LOCALZURE_TLS_KEY" => server.tls_key: some_path,
+    "LOCALZURE_TLS_DIR" => server.tls_dir: some_path,
+    "LOCALZURE_TLS_NAMES" => server.tls_names: name_list,
     "LOCALZURE_STORAGE_TYPE" => storage.storage_type: storage_type,
     "LOCALZURE_SQLITE_PATH" => storage.sqlite.path: path,
     "LOCALZURE_WAL_ENABLED" => storage.sqlite.wal_enabled: boolean,
@@ -160,6 +186,18 @@ fn some_text(_: &str, v: &str) -> Result<Option<String>, ConfigError> {
 
 fn path(_: &str, v: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(v))
+}
+
+fn some_path(_: &str, v: &str) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(Some(PathBuf::from(v)))
+}
+
+fn name_list(_: &str, v: &str) -> Result<Vec<String>, ConfigError> {
+    Ok(crate::tls::TlsSettings::parse_names(v))
+}
+
+fn some_number<T: std::str::FromStr>(key: &str, v: &str) -> Result<Option<T>, ConfigError> {
+    number(key, v).map(Some)
 }
 
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -239,6 +277,49 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The directory persistent state lives in: the SQLite file's directory, the JSON
+    /// directory, or `./data` (in-memory and Redis). Generated TLS material goes below it.
+    pub fn data_dir(&self) -> PathBuf {
+        let s = &self.storage;
+        match s.storage_type {
+            StorageType::Sqlite => s
+                .sqlite
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            StorageType::Json => s.json.path.clone(),
+            _ => PathBuf::from("./data"),
+        }
+    }
+
+    /// TLS is on (material loaded or generated at start, TLS answered on every port) when a
+    /// TLS port, a certificate or a TLS directory is configured. Off otherwise: a plain
+    /// `localzure start` writes no certificate files.
+    pub fn tls_enabled(&self) -> bool {
+        let v = &self.server;
+        v.https_port.is_some()
+            || v.amqps_port.is_some()
+            || v.tls_cert.is_some()
+            || v.tls_key.is_some()
+            || v.tls_dir.is_some()
+    }
+
+    /// Where the certificate comes from (`LOCALZURE_TLS_*`), the directory defaulting to
+    /// `{data dir}/tls`.
+    pub fn tls_settings(&self) -> crate::tls::TlsSettings {
+        let v = &self.server;
+        crate::tls::TlsSettings {
+            cert: v.tls_cert.clone(),
+            key: v.tls_key.clone(),
+            dir: v
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir().join("tls")),
+            names: v.tls_names.clone(),
+        }
+    }
+
     /// The SAS key requests must be signed with, when both name and key are set.
     pub fn sas(&self) -> Option<crate::sas::SasKey> {
         match (&self.server.sas_key_name, &self.server.sas_key) {
@@ -269,10 +350,13 @@ impl Config {
         let (v, s) = (&self.server, &self.storage);
         let redacted = |o: &Option<String>| if o.is_some() { "<redacted>" } else { "none" };
         format!(
-            "host={} http_port={} amqp_port={} max_message_size_kb={} admin_token={} sas={} storage_type={} sqlite_path={} json_path={} redis={}:{}/{} redis_prefix={} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
+            "host={} http_port={} amqp_port={} https_port={} amqps_port={} tls={} max_message_size_kb={} admin_token={} sas={} storage_type={} sqlite_path={} json_path={} redis={}:{}/{} redis_prefix={} redis_password={} snapshot_interval_seconds={} wal_enabled={} auto_compact={}",
             v.host,
             v.http_port,
             v.amqp_port,
+            v.https_port.map_or("off".to_string(), |p| p.to_string()),
+            v.amqps_port.map_or("off".to_string(), |p| p.to_string()),
+            if self.tls_enabled() { "on" } else { "off" },
             v.max_message_size_kb,
             redacted(&v.admin_token),
             match &v.sas_key_name {

@@ -52,6 +52,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// TLS material of the HTTPS / AMQPS listeners (`tls ca`: the CA clients must trust).
+    Tls {
+        #[command(subcommand)]
+        command: localzure::cli::tls::TlsCommand,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(clap::Args)]
@@ -105,6 +112,21 @@ fn main() -> ExitCode {
             };
             outcome(localzure::cli::peek(&config, &target, args).await)
         }),
+        Command::Tls { command, common } => {
+            let Some((config, _)) = load(&common) else {
+                return ExitCode::from(2);
+            };
+            match localzure::cli::tls::run(&config, &command) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Stop { common } => rt.block_on(async {
             let Some((_, target)) = load(&common) else {
                 return ExitCode::from(2);
@@ -178,46 +200,24 @@ async fn start(config_file: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    let addr = format!("{}:{}", config.server.host, config.server.http_port);
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    // HTTP, AMQP, and HTTPS / AMQPS when configured; each port serves every protocol.
+    let listeners = match localzure::server::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot bind {addr}: {e}");
+            tracing::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(a) => tracing::info!("listening on http://{a}"),
-        Err(e) => tracing::warn!("bound, but the local address is unknown: {e}"),
-    }
-    // --- AMQP endpoint: LOCALZURE_HOST:LOCALZURE_AMQP_PORT (0 = ephemeral) ---
-    let amqp_addr = format!("{}:{}", config.server.host, config.server.amqp_port);
-    let amqp_listener = match tokio::net::TcpListener::bind(&amqp_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot bind {amqp_addr}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let amqp_port = match amqp_listener.local_addr() {
-        Ok(a) => {
-            tracing::info!("AMQP listening on amqp://{a}");
-            a.port()
-        }
-        Err(e) => {
-            tracing::warn!("AMQP bound, but the local address is unknown: {e}");
-            config.server.amqp_port
-        }
-    };
-    // --- end AMQP ---
+    let amqp_port = listeners
+        .addr(localzure::server::PortKind::Amqp)
+        .map(|a| a.port())
+        .unwrap_or(config.server.amqp_port);
     tracing::info!("connection string: {}", connection_string(amqp_port));
     // The official emulator's readiness line, which test harnesses wait for.
     tracing::info!("Emulator Service is Successfully Up!");
     let shutdown = CancellationToken::new();
     let signals = spawn_signal_handler(shutdown.clone());
-    let result =
-        localzure::server::run_with_amqp(listener, Some(amqp_listener), backend, &config, shutdown)
-            .await;
+    let result = localzure::server::serve(listeners, backend, &config, shutdown).await;
     if let Some(h) = signals {
         h.abort();
     }

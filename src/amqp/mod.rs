@@ -101,9 +101,27 @@ impl Default for AmqpOptions {
     }
 }
 
-/// Accepts AMQP connections on `listener` until `shutdown` is cancelled, then closes every
+/// Serves one AMQP connection on any stream (plain TCP, TLS, AMQP over WebSocket) whose first
+/// bytes are the AMQP protocol header; `peer` is the TCP peer taken before wrapping, for logs.
+/// The listeners in `src/server.rs` route every port's connections here (`crate::net::route`).
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    backend: ServiceBusBackend,
+    options: Arc<AmqpOptions>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    if let Err(e) = connection::serve(stream, backend, options, shutdown).await {
+        tracing::debug!("AMQP connection from {peer} ended: {e}");
+    }
+}
+
+/// Accepts plain AMQP connections on `listener` until `shutdown` is cancelled, then closes every
 /// connection (each sends `close`) and waits for them. One task per connection; no lock is
-/// held across an await, so thousands of connections proceed independently.
+/// held across an await, so thousands of connections proceed independently. (The server's
+/// listeners use [`serve_stream`] behind protocol sniffing instead; this stays for embedders.)
 pub async fn run(
     listener: TcpListener,
     backend: ServiceBusBackend,
@@ -121,11 +139,7 @@ pub async fn run(
                     let b = backend.clone();
                     let o = options.clone();
                     let s = shutdown.clone();
-                    tracker.spawn(async move {
-                        if let Err(e) = connection::serve(stream, b, o, s).await {
-                            tracing::debug!("AMQP connection from {peer} ended: {e}");
-                        }
-                    });
+                    tracker.spawn(serve_stream(stream, peer, b, o, s));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

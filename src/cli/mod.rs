@@ -6,6 +6,7 @@
 //! two writers never open the same files.
 
 pub mod format;
+pub mod tls;
 
 use crate::broker::message::Message;
 use crate::config::{Config, StorageType};

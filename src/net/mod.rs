@@ -51,6 +51,7 @@
 
 pub mod route;
 pub mod sniff;
+pub mod trim;
 pub mod ws;
 
 pub use route::{route, BoxConn, Conn, Destination, Routed};
