@@ -1,21 +1,31 @@
 //! LocalZure Service Bus: an emulator of Azure Service Bus.
 //!
-//! Module map (data flows one way, wire → broker → storage):
-//! - [`amqp`]: the AMQP 1.0 endpoint the Azure SDKs use (SASL, CBS, links, `$management`).
-//! - [`console`]: the web console (embedded page at `/`, JSON API under `/$console/api`).
-//! - [`http`]: the REST API (messaging, ATOM management, admin, health) on warp.
-//! - [`cli`]: `localzure storage …`, `health`, `stop`: admin-API client or offline storage access.
-//! - [`server`]: binds, serves and shuts down in order; [`runtime`]: the tokio runtime it runs on.
+//! Module map (data flows one way, wire → service → broker → storage):
+//! - [`server`]: binds every port and serves it, shuts down in order; [`net`]: what each
+//!   accepted connection speaks (TLS, AMQP, HTTP, AMQP over WebSockets), told by its first
+//!   bytes; [`tls`]: the certificate (user-provided, or a generated local CA);
+//!   [`runtime`]: the tokio runtime it runs on.
+//! - [`amqp`]: the AMQP 1.0 endpoint the Azure SDKs use (`connection/`: SASL, attach,
+//!   transfers, delivery, settlement, authorization, the transaction coordinator;
+//!   `management/`: one file per `$management` operation family).
+//! - [`http`]: the REST API on warp (messaging, ATOM management in `atom/`, admin, health,
+//!   metrics); [`console`]: the web console (embedded page at `/`, JSON API under
+//!   `/$console/api`).
+//! - [`wire_errors`]: one table of every error's HTTP status and AMQP condition.
+//! - [`cli`]: `localzure storage …`, `health`, `peek`, `tls ca`, `stop`: an admin-API client, or
+//!   offline storage access.
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
-//!   snapshot backend, runs timers, and gives every request durable acknowledgement.
-//! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes.
+//!   snapshot backend, runs timers, gives every request durable acknowledgement, and offers
+//!   typed methods (send, settle, renew, sessions, transactions) to the wire layers.
+//! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes
+//!   (`messaging/`: send, receive, sessions, timers; `filter/`: correlation and SQL; `txn`).
 //! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON,
-//!   Redis).
+//!   Redis), the stored format's versions (`schema`), and the record types they store.
 //! - [`config`]: the one typed configuration struct: YAML layout, one `ENV` table.
 //! - [`entities_config`]: the official emulator's `Config.json` entity file, loaded at start.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`; [`logging`]: log format set-up.
-//! - [`names`]: entity-name rules, validated in one place.
-//! - [`time`]: the injected clock, dates and xsd:duration.
+//! - [`names`]: entity-name rules, validated in one place; [`sas`]: SAS token validation.
+//! - [`sync`]: poisoned-mutex recovery; [`time`]: the injected clock, dates and xsd:duration.
 //! - [`constants`]: limits and defaults.
 
 pub mod amqp;
