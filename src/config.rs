@@ -120,6 +120,8 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_REDIS_PREFIX" => storage.redis.prefix: text,
     "LOCALZURE_SNAPSHOT_INTERVAL" => storage.snapshot_interval_seconds: number,
     "LOCALZURE_AUTO_COMPACT" => storage.auto_compact: boolean,
+    "LOCALZURE_WAL_SYNC" => storage.wal_sync: wal_sync,
+    "LOCALZURE_WAL_SYNC_INTERVAL_MS" => storage.wal_sync_interval_ms: number,
 ];
 
 fn text(_: &str, v: &str) -> Result<String, ConfigError> {
@@ -159,6 +161,14 @@ fn storage_type(key: &str, v: &str) -> Result<StorageType, ConfigError> {
         key: key.to_string(),
         value: v.to_string(),
         expected: StorageType::EXPECTED.to_string(),
+    })
+}
+
+fn wal_sync(key: &str, v: &str) -> Result<crate::storage::settings::WalSync, ConfigError> {
+    crate::storage::settings::WalSync::parse(v).ok_or_else(|| ConfigError::BadValue {
+        key: key.to_string(),
+        value: v.to_string(),
+        expected: crate::storage::settings::WalSync::EXPECTED.to_string(),
     })
 }
 
@@ -395,8 +405,9 @@ mod tests {
                 // Only valid in pairs: `sas_needs_both_name_and_key` covers them.
                 continue;
             }
-            // Some value of each kind (number, boolean, text, type) differs from the default.
-            let changed = ["2", "0", "json"].iter().any(|v| {
+            // Some value of each kind (number, boolean, text, type, sync mode) differs from
+            // the default.
+            let changed = ["2", "0", "json", "always"].iter().any(|v| {
                 Config::load_from(None, vars(&[(name, v)])).is_ok_and(|c| c != Config::default())
             });
             assert!(changed, "{name} changed nothing");
