@@ -809,7 +809,11 @@ fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8], sync: bool) ->
         fs.allocated = fs.len;
     }
     let end = fs.len + batch.len() as u64;
-    if end > fs.allocated {
+    if shared.policy.mode == WalSync::Interval {
+        // Preallocation only saves the fsync of every batch a metadata commit; without an
+        // fsync per batch it would only double what is written (the zeros, then the records).
+        fs.allocated = fs.allocated.max(end);
+    } else if end > fs.allocated {
         let grow = PREALLOC_CHUNK.max(batch.len() as u64);
         let zeros = vec![0u8; (end + grow - fs.allocated) as usize];
         file.write_all_at(&zeros, fs.allocated)?;
