@@ -158,6 +158,8 @@ pub static ENV: &[(&str, Setter)] = env_table![
     "LOCALZURE_REDIS_PREFIX" => storage.redis.prefix: text,
     "LOCALZURE_SNAPSHOT_INTERVAL" => storage.snapshot_interval_seconds: number,
     "LOCALZURE_AUTO_COMPACT" => storage.auto_compact: boolean,
+    "LOCALZURE_WAL_SYNC" => storage.wal_sync: wal_sync,
+    "LOCALZURE_WAL_SYNC_INTERVAL_MS" => storage.wal_sync_interval_ms: number,
 ];
 
 /// The official emulator container's other variables, accepted and ignored: they configure its
@@ -225,6 +227,14 @@ fn storage_type(key: &str, v: &str) -> Result<StorageType, ConfigError> {
         key: key.to_string(),
         value: v.to_string(),
         expected: StorageType::EXPECTED.to_string(),
+    })
+}
+
+fn wal_sync(key: &str, v: &str) -> Result<crate::storage::settings::WalSync, ConfigError> {
+    crate::storage::settings::WalSync::parse(v).ok_or_else(|| ConfigError::BadValue {
+        key: key.to_string(),
+        value: v.to_string(),
+        expected: crate::storage::settings::WalSync::EXPECTED.to_string(),
     })
 }
 
@@ -507,9 +517,9 @@ mod tests {
                 // Only valid in pairs: `sas_needs_both_name_and_key` covers them.
                 continue;
             }
-            // Some value of each kind (number, boolean either way, text, type) differs from the
-            // default.
-            let changed = ["2", "0", "json", "true"].iter().any(|v| {
+            // Some value of each kind (number, boolean either way, text, type, sync mode)
+            // differs from the default.
+            let changed = ["2", "0", "json", "true", "always"].iter().any(|v| {
                 Config::load_from(None, vars(&[(name, v)])).is_ok_and(|c| c != Config::default())
             });
             assert!(changed, "{name} changed nothing");

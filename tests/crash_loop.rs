@@ -9,6 +9,9 @@
 //!   sequence number above everything seen before it (sequence numbers never go back);
 //! - start-up never fails (the harness panics with the log if it does).
 //!
+//! Every backend with a file journal runs in both sync modes (`LOCALZURE_WAL_SYNC=interval`,
+//! the default, acknowledges written-not-fsynced records: a SIGKILL must not lose them either).
+//!
 //! `CRASH_LOOP_CYCLES` (default 3, so CI stays fast) sets the cycles per backend and
 //! `CRASH_LOOP_SEED` replays a run; the seed is printed. The kill moment is "after a random
 //! number of acknowledged operations", so no sleeps are involved.
@@ -214,7 +217,7 @@ fn verify(
     (present.len(), max_seq)
 }
 
-async fn crash_loop(kind: Kind) {
+async fn crash_loop(kind: Kind, wal_sync: &str) {
     let cycles: usize = std::env::var("CRASH_LOOP_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -229,13 +232,17 @@ async fn crash_loop(kind: Kind) {
                 .unwrap_or(1)
         });
     println!(
-        "crash loop {}: seed {seed} (CRASH_LOOP_SEED={seed} replays the choices)",
+        "crash loop {} ({wal_sync}): seed {seed} (CRASH_LOOP_SEED={seed} replays the choices)",
         kind.as_str()
     );
     let mut rng = Rng::new(seed);
     let store = Store::new(kind);
+    let mut env = store.env();
+    env.push(("LOCALZURE_WAL_SYNC".into(), wal_sync.into()));
+    // A long interval: only the acknowledged write, never a timely fsync, carries the data.
+    env.push(("LOCALZURE_WAL_SYNC_INTERVAL_MS".into(), "600000".into()));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut server = Server::start(&store.env());
+    let mut server = Server::start(&env);
     server.http.create_queue(QUEUE, "").await;
     let mut max_seq = 0;
     let mut checked = 0;
@@ -261,9 +268,9 @@ async fn crash_loop(kind: Kind) {
         for t in tasks {
             t.await.expect("client task does not panic");
         }
-        server = Server::start(&store.env());
+        server = Server::start(&env);
         let what = format!(
-            "{} cycle {cycle} (killed after {target} acknowledged operations)",
+            "{} ({wal_sync}) cycle {cycle} (killed after {target} acknowledged operations)",
             kind.as_str()
         );
         let doc = server.http.export().await;
@@ -273,7 +280,7 @@ async fn crash_loop(kind: Kind) {
     }
     let l = ledger.lock().unwrap();
     println!(
-        "crash loop {}: {cycles} cycles, {} sends acknowledged, {} completions acknowledged, {checked} message presences checked, highest sequence number {max_seq}",
+        "crash loop {} ({wal_sync}): {cycles} cycles, {} sends acknowledged, {} completions acknowledged, {checked} message presences checked, highest sequence number {max_seq}",
         kind.as_str(),
         l.acked.len(),
         l.completed.len()
@@ -283,11 +290,21 @@ async fn crash_loop(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn crash_loop_sqlite() {
-    crash_loop(Kind::Sqlite).await;
+async fn crash_loop_sqlite_interval() {
+    crash_loop(Kind::Sqlite, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn crash_loop_json() {
-    crash_loop(Kind::Json).await;
+async fn crash_loop_sqlite_always() {
+    crash_loop(Kind::Sqlite, "always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_loop_json_interval() {
+    crash_loop(Kind::Json, "interval").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_loop_json_always() {
+    crash_loop(Kind::Json, "always").await;
 }

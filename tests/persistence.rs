@@ -162,14 +162,20 @@ enum Stop {
     Int,
 }
 
-async fn acknowledged_sends_survive(kind: Kind, stop: Stop) {
+/// `wal_sync`: `LOCALZURE_WAL_SYNC` (ignored by Redis). In `interval` mode the fsync interval is
+/// made far longer than the test, so an acknowledged send survives SIGKILL only because it was
+/// written before the reply.
+async fn acknowledged_sends_survive(kind: Kind, stop: Stop, wal_sync: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     const TASKS: usize = 6;
     const BEFORE_KILL: usize = 150;
 
     let store = Store::new(kind);
-    let server = Server::start(&store.env());
+    let mut env = store.env();
+    env.push(("LOCALZURE_WAL_SYNC".into(), wal_sync.into()));
+    env.push(("LOCALZURE_WAL_SYNC_INTERVAL_MS".into(), "600000".into()));
+    let server = Server::start(&env);
     server.http.create_queue("crash", "").await;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let attempted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
@@ -243,7 +249,7 @@ async fn acknowledged_sends_survive(kind: Kind, stop: Stop) {
         "the stop landed while sends were in flight"
     );
 
-    let server = Server::start(&store.env());
+    let server = Server::start(&env);
     assert!(server.logs.contains("Replayed "), "{}", server.logs.text());
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut max_seq = 0;
@@ -281,32 +287,47 @@ async fn acknowledged_sends_survive(kind: Kind, stop: Stop) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_sends_survive_sigkill() {
-    acknowledged_sends_survive(Kind::Sqlite, Stop::Kill).await;
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Kill, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_sends_survive_sigterm_under_load() {
-    acknowledged_sends_survive(Kind::Sqlite, Stop::Term).await;
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Term, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_acknowledged_sends_survive_sigint_under_load() {
-    acknowledged_sends_survive(Kind::Json, Stop::Int).await;
+    acknowledged_sends_survive(Kind::Json, Stop::Int, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_acknowledged_sends_survive_sigkill() {
-    acknowledged_sends_survive(Kind::Json, Stop::Kill).await;
+    acknowledged_sends_survive(Kind::Json, Stop::Kill, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_acknowledged_sends_survive_sigkill() {
-    acknowledged_sends_survive(Kind::Redis, Stop::Kill).await;
+    acknowledged_sends_survive(Kind::Redis, Stop::Kill, "interval").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_acknowledged_sends_survive_sigterm_under_load() {
-    acknowledged_sends_survive(Kind::Redis, Stop::Term).await;
+    acknowledged_sends_survive(Kind::Redis, Stop::Term, "interval").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_sends_survive_sigkill_always() {
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Kill, "always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_acknowledged_sends_survive_sigkill_always() {
+    acknowledged_sends_survive(Kind::Json, Stop::Kill, "always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_sends_survive_sigterm_always() {
+    acknowledged_sends_survive(Kind::Sqlite, Stop::Term, "always").await;
 }
 
 // ----- torn and corrupt journals ---------------------------------------------------------------

@@ -90,7 +90,13 @@ impl ServiceBusBackend {
                 log: journal,
                 replay,
                 location: path,
-            }) = oplog::open(redis, path.as_deref(), snap_lsn + 1).await?
+            }) = oplog::open(
+                redis,
+                path.as_deref(),
+                snap_lsn + 1,
+                self.inner.config.sync_policy(),
+            )
+            .await?
             {
                 if let Some(off) = replay.torn_tail {
                     tracing::warn!("dropped a torn record at the tail of {path} (offset {off})");

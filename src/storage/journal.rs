@@ -26,6 +26,19 @@
 //! and health checks read. Each [`Journal::wait_durable`] caller registers for its own LSN and
 //! is woken only once that LSN is durable (or the journal fails), not on every flush.
 //!
+//! # Sync modes ([`WalSync`])
+//! The above is [`WalSync::Always`]. In [`WalSync::Interval`] (the default) a record counts as
+//! durable for [`Journal::wait_durable`] once it is written to the operating system: the
+//! waiting request writes everything buffered itself, from the runtime thread, with one
+//! positioned `write` (as Redis writes its AOF buffer in the event loop before answering
+//! clients), so no hand-off to another thread sits between the append and the reply, and the
+//! requests that appended meanwhile share that write. The `journal-flush` thread then only
+//! fsyncs, every [`SyncPolicy::interval`], and writes what nobody waited for and retries
+//! failed writes. [`Journal::flush`], [`Journal::truncate_through`] (each snapshot) and
+//! [`Journal::close`] (shutdown) write and fsync at once. A written record survives the
+//! process dying (crash, `kill -9`, OOM, a container kill); a power loss or kernel crash may
+//! lose the last interval. [`Journal::synced_lsn`] is the fsynced LSN in both modes.
+//!
 //! Before a flush the flusher may wait to gather more records ([`super::idle::Gather`]): only
 //! while every worker of the server's runtime is busy, until
 //! [`super::idle::GROUP_COMMIT_RECORDS`] records are buffered, and never longer than
@@ -60,6 +73,7 @@
 
 pub use super::durable::DurableState;
 use super::durable::{run_flusher, Buffer, Durability, FlushState, Flusher};
+pub use super::settings::{SyncPolicy, WalSync};
 use super::StorageError;
 use crate::sync::lock;
 use std::fs::{File, OpenOptions};
@@ -159,6 +173,11 @@ struct Shared {
     size: AtomicU64,
     /// Test hook: make every write fail.
     inject_failure: AtomicBool,
+    policy: SyncPolicy,
+    /// Every record up to this LSN is fsynced (in `Always` mode: the durable LSN).
+    synced: AtomicU64,
+    /// fsyncs done (`sync_data` calls that succeeded).
+    syncs: AtomicU64,
 }
 
 /// The operation log. Share it behind an `Arc`; every method takes `&self`.
@@ -405,6 +424,15 @@ impl Journal {
     /// (callers pass the snapshot LSN + 1, so LSNs never repeat after the journal was truncated
     /// to nothing). A torn tail is cut off and reported in [`Replay::torn_tail`].
     pub fn open(path: &Path, next_lsn_floor: u64) -> Result<(Journal, Replay), StorageError> {
+        Self::open_with(path, next_lsn_floor, SyncPolicy::ALWAYS)
+    }
+
+    /// [`Journal::open`] with a sync policy ([`WalSync`]; the module docs say what each means).
+    pub fn open_with(
+        path: &Path,
+        next_lsn_floor: u64,
+        policy: SyncPolicy,
+    ) -> Result<(Journal, Replay), StorageError> {
         let dir = parent_dir(path);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let existing = match std::fs::read(path) {
@@ -488,11 +516,17 @@ impl Journal {
             gather: super::idle::Gather::default(),
             size: AtomicU64::new(len),
             inject_failure: AtomicBool::new(false),
+            policy,
+            synced: AtomicU64::new(last_lsn),
+            syncs: AtomicU64::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("journal-flush".to_string())
-            .spawn(move || run_flusher(&mut JournalFlusher(&thread_shared)))
+            .spawn(move || match policy.mode {
+                WalSync::Always => run_flusher(&mut JournalFlusher(&thread_shared)),
+                WalSync::Interval => run_interval_syncer(&thread_shared),
+            })
             .map_err(|e| io_err(path, e))?;
         Ok((
             Journal {
@@ -514,6 +548,10 @@ impl Journal {
         p.last_appended = lsn;
         encode_frame(&mut p.bytes, lsn, &payload);
         p.count += 1;
+        if self.shared.policy.mode == WalSync::Interval {
+            // The waiting request writes it (`wait_durable`); the syncer thread is not woken.
+            return lsn;
+        }
         let idle = std::mem::replace(&mut p.flush.flusher_idle, false);
         let buffered = p.count;
         drop(p);
@@ -529,15 +567,48 @@ impl Journal {
     /// Fails with [`StorageError::JournalFailed`] when the flusher is failing (or the journal is
     /// closed) before `lsn` became durable: the request must not be acknowledged. The record
     /// itself stays buffered and is written when the disk recovers.
+    ///
+    /// In [`WalSync::Interval`] mode "on disk" means written to the operating system, and the
+    /// caller writes what is buffered itself (one `write`, no fsync) unless the journal is
+    /// failing (then the flusher thread retries and this fails at once).
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
+        if self.shared.policy.mode == WalSync::Interval
+            && self.shared.durable.durable_lsn() < lsn
+            && !lock(&self.shared.pending).flush.failing
+        {
+            // Errors are published to every waiter, this one included.
+            let _ = flush_pending(&self.shared, false);
+        }
         self.shared.durable.wait(lsn).await
     }
 
-    /// Flushes everything buffered now, on the calling thread (blocking). Returns the durable
-    /// LSN. Useful before a snapshot and in synchronous code and tests.
+    /// Writes and fsyncs everything buffered now, on the calling thread (blocking). Returns
+    /// the durable LSN. Useful before a snapshot and in synchronous code and tests.
     pub fn flush(&self) -> Result<u64, StorageError> {
-        flush_pending(&self.shared)?;
+        match self.shared.policy.mode {
+            WalSync::Always => flush_pending(&self.shared, true)?,
+            WalSync::Interval => {
+                flush_pending(&self.shared, false)?;
+                sync_written(&self.shared)?;
+            }
+        }
         Ok(self.durable_lsn())
+    }
+
+    /// The highest LSN known to be fsynced (equal to [`Journal::durable_lsn`] in
+    /// [`WalSync::Always`] mode; up to one interval behind it in [`WalSync::Interval`]).
+    pub fn synced_lsn(&self) -> u64 {
+        self.shared.synced.load(Ordering::SeqCst)
+    }
+
+    /// fsyncs of the log so far (batches in `Always` mode, ticks with news in `Interval`).
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The sync policy the journal was opened with.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.shared.policy
     }
 
     /// Appends and flushes synchronously; returns the record's LSN once it is durable.
@@ -576,6 +647,13 @@ impl Journal {
     /// either the old file or the new one, and both are valid (replay skips LSNs ≤ the
     /// snapshot's anyway).
     pub fn truncate_through(&self, lsn: u64) -> Result<(), StorageError> {
+        if self.shared.policy.mode == WalSync::Interval {
+            // A snapshot is a sync point: what was acknowledged before it is fsynced now. A
+            // failing write is the flusher's to retry (and already reported); it does not
+            // stop the truncation.
+            let _ = flush_pending(&self.shared, false);
+            sync_written(&self.shared)?;
+        }
         let path = &self.shared.path;
         let mut fs = lock(&self.shared.file);
         let good_len = fs.len;
@@ -711,7 +789,7 @@ fn open_for_append(path: &Path) -> Result<File, StorageError> {
 /// Writes `batch` at the good end of the file and fsyncs it. When the batch would run past the
 /// preallocated space, the file is first grown by at least [`PREALLOC_CHUNK`] zeros (that one
 /// fsync then also commits the new size; the others are data-only).
-fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<()> {
+fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8], sync: bool) -> io::Result<()> {
     if shared.inject_failure.load(Ordering::SeqCst) {
         return Err(io::Error::other("injected write failure"));
     }
@@ -731,7 +809,11 @@ fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<
         fs.allocated = fs.len;
     }
     let end = fs.len + batch.len() as u64;
-    if end > fs.allocated {
+    if shared.policy.mode == WalSync::Interval {
+        // Preallocation only saves the fsync of every batch a metadata commit; without an
+        // fsync per batch it would only double what is written (the zeros, then the records).
+        fs.allocated = fs.allocated.max(end);
+    } else if end > fs.allocated {
         let grow = PREALLOC_CHUNK.max(batch.len() as u64);
         let zeros = vec![0u8; (end + grow - fs.allocated) as usize];
         file.write_all_at(&zeros, fs.allocated)?;
@@ -739,11 +821,15 @@ fn write_batch(shared: &Shared, fs: &mut FileState, batch: &[u8]) -> io::Result<
     }
     // Positioned writes: one syscall each, no seek.
     file.write_all_at(batch, fs.len)?;
-    file.sync_data()
+    if sync {
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
-/// Writes everything buffered (one write + one fsync) and publishes the outcome.
-fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
+/// Writes everything buffered (one write, and one fsync when `sync`) and publishes the
+/// outcome.
+fn flush_pending(shared: &Shared, sync: bool) -> Result<(), StorageError> {
     let mut fs = lock(&shared.file);
     let (batch, count, last_lsn) = {
         let mut p = lock(&shared.pending);
@@ -760,8 +846,12 @@ fn flush_pending(shared: &Shared) -> Result<(), StorageError> {
             p.last_appended,
         )
     };
-    match write_batch(shared, &mut fs, &batch) {
+    match write_batch(shared, &mut fs, &batch, sync) {
         Ok(()) => {
+            if sync {
+                shared.synced.fetch_max(last_lsn, Ordering::SeqCst);
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
+            }
             fs.len += batch.len() as u64;
             fs.needs_trim = false;
             if batch.capacity() <= SPARE_BUFFER_LIMIT {
@@ -821,7 +911,7 @@ impl Flusher for JournalFlusher<'_> {
     }
     fn write(&mut self) -> bool {
         // Errors are published by flush_pending; the loop retries.
-        flush_pending(self.0).is_ok()
+        flush_pending(self.0, true).is_ok()
     }
     fn linger_timed_out(&self) {
         self.0.linger_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -839,6 +929,85 @@ impl Flusher for JournalFlusher<'_> {
             );
         }
         shared.durable.publish(DurableState::Closed { durable });
+    }
+}
+
+/// fsyncs what has been written ([`WalSync::Interval`]): the file handle is duplicated under
+/// the file lock and synced outside it, so writers from the runtime never wait for an fsync.
+fn sync_written(shared: &Shared) -> Result<(), StorageError> {
+    let (file, written) = {
+        let fs = lock(&shared.file);
+        // Writers publish under the file lock, so this LSN is in the file `fs.file` names.
+        let written = shared.durable.durable_lsn();
+        if written <= shared.synced.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match fs.file.as_ref().map(File::try_clone) {
+            Some(Ok(f)) => (f, written),
+            // Reopened by the next write; the truncation that closed it fsynced the new file.
+            None => return Ok(()),
+            Some(Err(e)) => return Err(io_err(&shared.path, e)),
+        }
+    };
+    match file.sync_data() {
+        Ok(()) => {
+            shared.synced.fetch_max(written, Ordering::SeqCst);
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            // The written records may not reach the disk: say so (health, log); the next
+            // tick tries again.
+            let error = format!("syncing {}: {e}", shared.path.display());
+            tracing::error!(error = %error, "journal fsync failed; retrying");
+            Err(StorageError::JournalFailed(error))
+        }
+    }
+}
+
+/// The `journal-flush` thread in [`WalSync::Interval`] mode: every interval it writes what is
+/// buffered (records nobody waited for) and fsyncs; while a write is failing it retries every
+/// [`RETRY_INTERVAL`]; on close it writes the rest, fsyncs and publishes the log closed.
+fn run_interval_syncer(shared: &Shared) {
+    let mut next_sync = Instant::now() + shared.policy.interval;
+    loop {
+        let shutdown = {
+            let mut p = lock(&shared.pending);
+            loop {
+                if p.flush.shutdown {
+                    break;
+                }
+                let now = Instant::now();
+                let retry_due = match (p.flush.failing, p.flush.last_failure) {
+                    (true, Some(at)) => Some(at + RETRY_INTERVAL),
+                    _ => None,
+                };
+                let wake_at = retry_due.map_or(next_sync, |r| r.min(next_sync));
+                if now >= wake_at {
+                    break;
+                }
+                p = shared
+                    .wake
+                    .wait_timeout(p, wake_at - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            p.flush.shutdown
+        };
+        let written = flush_pending(shared, false).is_ok();
+        if shutdown {
+            let mut written = written;
+            while written && lock(&shared.pending).has_work() {
+                written = flush_pending(shared, false).is_ok();
+            }
+            let _ = sync_written(shared);
+            JournalFlusher(shared).closed();
+            return;
+        }
+        if Instant::now() >= next_sync {
+            let _ = sync_written(shared);
+            next_sync = Instant::now() + shared.policy.interval;
+        }
     }
 }
 
@@ -866,6 +1035,123 @@ mod tests {
 
     fn open(path: &Path) -> (Journal, Replay) {
         Journal::open(path, 1).expect("open journal")
+    }
+
+    fn open_interval(path: &Path, ms: u64) -> Journal {
+        let policy = SyncPolicy {
+            mode: WalSync::Interval,
+            interval: std::time::Duration::from_millis(ms),
+        };
+        Journal::open_with(path, 1, policy).expect("open journal").0
+    }
+
+    /// Reads the records a fresh open of `path` finds (the page cache counts: what a process
+    /// that died after the write would find).
+    fn records_in(path: &Path) -> Vec<u64> {
+        let buf = std::fs::read(path).unwrap();
+        decode(&buf).unwrap().records.iter().map(|r| r.0).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interval_mode_acknowledges_written_records_and_syncs_on_the_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let j = open_interval(&path, 50);
+        let syncs_before = j.sync_count();
+        let lsn = j.append(payload(0));
+        j.wait_durable(lsn).await.unwrap();
+        // Written (another process reading the file sees it) before any fsync.
+        assert_eq!(records_in(&path), vec![1]);
+        assert_eq!(j.durable_lsn(), 1);
+        // The timer fsyncs it.
+        let started = Instant::now();
+        while j.synced_lsn() < 1 {
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "the fsync timer never fired"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(j.sync_count(), syncs_before + 1);
+        // Nothing new: the timer does not fsync again.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert_eq!(j.sync_count(), syncs_before + 1);
+        j.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interval_mode_does_not_fsync_before_acknowledging() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        // An interval far longer than the test: only explicit sync points fsync.
+        let j = open_interval(&path, 3_600_000);
+        for i in 0..100 {
+            let lsn = j.append(payload(i));
+            j.wait_durable(lsn).await.unwrap();
+        }
+        assert_eq!(j.durable_lsn(), 100);
+        assert_eq!(j.sync_count(), 0);
+        assert_eq!(j.synced_lsn(), 0);
+        assert_eq!(records_in(&path).len(), 100);
+        // `flush` (what a caller uses before a snapshot) is a sync point.
+        assert_eq!(j.flush().unwrap(), 100);
+        assert_eq!(j.synced_lsn(), 100);
+        assert_eq!(j.sync_count(), 1);
+        j.close();
+    }
+
+    #[test]
+    fn interval_mode_syncs_at_snapshot_truncation_and_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let j = open_interval(&path, 3_600_000);
+        for i in 0..10 {
+            j.append(payload(i));
+        }
+        // The truncation after a snapshot writes and fsyncs what is buffered first.
+        j.truncate_through(4).unwrap();
+        assert_eq!(j.synced_lsn(), 10);
+        assert_eq!(records_in(&path), (5..=10).collect::<Vec<u64>>());
+        // Appended, never waited for: shutdown writes and fsyncs it.
+        j.append(payload(10));
+        let syncs = j.sync_count();
+        j.close();
+        assert_eq!(j.synced_lsn(), 11);
+        assert_eq!(j.sync_count(), syncs + 1);
+        assert_eq!(records_in(&path), (5..=11).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn interval_mode_concurrent_appends_and_write_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let j = Arc::new(open_interval(&path, 20));
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let j = Arc::clone(&j);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    let lsn = j.append(payload(t * 100 + i));
+                    j.wait_durable(lsn).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(j.durable_lsn(), 800);
+        // A failing disk fails the waiter; the syncer thread retries and the record lands.
+        j.inject_write_failure(true);
+        let lost = j.append(b"during failure".to_vec());
+        assert!(j.wait_durable(lost).await.is_err());
+        j.inject_write_failure(false);
+        let mut health = j.subscribe();
+        health
+            .wait_for(|s| *s == DurableState::Ok(lost))
+            .await
+            .unwrap();
+        j.close();
+        assert_eq!(records_in(&path), (1..=801).collect::<Vec<u64>>());
     }
 
     #[test]

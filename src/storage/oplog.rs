@@ -15,7 +15,7 @@
 //!   LSNs ≤ the snapshot's anyway, so a late or failed truncation never applies anything twice.
 
 use super::journal::{Journal, Replay};
-use super::settings::RedisConfig;
+use super::settings::{RedisConfig, SyncPolicy};
 use super::StorageError;
 use futures::future::BoxFuture;
 use std::path::Path;
@@ -79,11 +79,13 @@ pub struct Opened {
 
 /// Opens the operation log: for Redis (`redis` set), the stream under its prefix; else the
 /// journal file at `journal_path` (the backend's choice). `None` when the
-/// store keeps no log (in-memory). New LSNs are at least `next_lsn_floor`.
+/// store keeps no log (in-memory). New LSNs are at least `next_lsn_floor`. `sync` applies to
+/// the journal file; a Redis log's durability is Redis's own `appendfsync`.
 pub async fn open(
     redis: Option<&RedisConfig>,
     journal_path: Option<&Path>,
     next_lsn_floor: u64,
+    sync: SyncPolicy,
 ) -> Result<Option<Opened>, StorageError> {
     if let Some(redis) = redis {
         let (log, replay) = super::redis::RedisOpLog::open(redis, next_lsn_floor).await?;
@@ -98,7 +100,7 @@ pub async fn open(
     let Some(path) = journal_path else {
         return Ok(None);
     };
-    let (journal, replay) = Journal::open(path, next_lsn_floor)?;
+    let (journal, replay) = Journal::open_with(path, next_lsn_floor, sync)?;
     super::schema::check_payloads(&replay.records, &path.display().to_string())?;
     Ok(Some(Opened {
         log: Arc::new(journal),

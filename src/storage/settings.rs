@@ -52,6 +52,68 @@ impl<'de> Deserialize<'de> for StorageType {
     }
 }
 
+/// When the operation log is fsynced relative to acknowledging a request
+/// (`storage.wal_sync`, `LOCALZURE_WAL_SYNC`): the trade Redis makes with `appendfsync
+/// everysec`/`always` and PostgreSQL with `synchronous_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum WalSync {
+    /// Acknowledge once the record is written to the operating system (it survives a process
+    /// crash, `kill -9`, a container kill, OOM); fsync every `wal_sync_interval_ms`, at every
+    /// snapshot and at shutdown. A power loss or kernel crash may lose up to that interval.
+    #[default]
+    #[serde(rename = "interval")]
+    Interval,
+    /// Acknowledge only after the record is fsynced (group commit): survives power loss too.
+    #[serde(rename = "always")]
+    Always,
+}
+
+impl WalSync {
+    /// Reads a mode as the YAML file and `LOCALZURE_WAL_SYNC` accept it (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "interval" => Some(WalSync::Interval),
+            "always" => Some(WalSync::Always),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalSync::Interval => "interval",
+            WalSync::Always => "always",
+        }
+    }
+    /// What an invalid value is told it should be.
+    pub const EXPECTED: &'static str = "one of interval, always";
+}
+
+impl<'de> Deserialize<'de> for WalSync {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WalSync::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid value '{s}' ({})", WalSync::EXPECTED))
+        })
+    }
+}
+
+/// The operation log's sync policy: the mode and, for [`WalSync::Interval`], how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    pub mode: WalSync,
+    pub interval: std::time::Duration,
+}
+
+impl SyncPolicy {
+    /// fsync before every acknowledgement (the journal's behaviour before the modes existed).
+    pub const ALWAYS: SyncPolicy = SyncPolicy {
+        mode: WalSync::Always,
+        interval: std::time::Duration::from_millis(DEFAULT_WAL_SYNC_INTERVAL_MS),
+    };
+}
+
+/// `storage.wal_sync_interval_ms`'s default.
+pub const DEFAULT_WAL_SYNC_INTERVAL_MS: u64 = 1000;
+
 /// `storage.sqlite`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -125,6 +187,10 @@ pub struct StorageConfig {
     /// Seconds between automatic snapshots; 0 disables them.
     pub snapshot_interval_seconds: u64,
     pub auto_compact: bool,
+    /// When the operation log is fsynced (file journal of SQLite and JSON; see [`WalSync`]).
+    pub wal_sync: WalSync,
+    /// Milliseconds between fsyncs in [`WalSync::Interval`] mode (at least 1).
+    pub wal_sync_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -136,6 +202,8 @@ impl Default for StorageConfig {
             redis: RedisConfig::default(),
             snapshot_interval_seconds: 60,
             auto_compact: true,
+            wal_sync: WalSync::Interval,
+            wal_sync_interval_ms: DEFAULT_WAL_SYNC_INTERVAL_MS,
         }
     }
 }
@@ -144,5 +212,38 @@ impl StorageConfig {
     /// Is the operation log on (`storage.sqlite.wal_enabled`, for every backend)?
     pub fn wal_enabled(&self) -> bool {
         self.sqlite.wal_enabled
+    }
+
+    /// The operation log's sync policy.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        SyncPolicy {
+            mode: self.wal_sync,
+            interval: std::time::Duration::from_millis(self.wal_sync_interval_ms.max(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_sync_defaults_to_interval_and_reads_from_yaml() {
+        let d = StorageConfig::default();
+        assert_eq!(d.wal_sync, WalSync::Interval);
+        assert_eq!(
+            d.sync_policy().interval,
+            std::time::Duration::from_millis(1000)
+        );
+        let c: StorageConfig =
+            serde_yaml::from_str("wal_sync: Always\nwal_sync_interval_ms: 0\n").unwrap();
+        assert_eq!(c.wal_sync, WalSync::Always);
+        // A zero interval would spin the syncer: it is at least 1 ms.
+        assert_eq!(
+            c.sync_policy().interval,
+            std::time::Duration::from_millis(1)
+        );
+        let e = serde_yaml::from_str::<StorageConfig>("wal_sync: sometimes\n").unwrap_err();
+        assert!(e.to_string().contains(WalSync::EXPECTED), "{e}");
     }
 }
