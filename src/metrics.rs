@@ -102,6 +102,7 @@ pub struct Metrics {
     snapshot_seconds: Histogram,
     amqp_connections: Gauge,
     amqp_links: Gauge,
+    parked_receives: Gauge,
     entities: EntityGauges,
     /// The highest LSN a waiter has seen durable, to size group-commit batches.
     durable_lsn: AtomicU64,
@@ -170,6 +171,12 @@ impl Metrics {
         );
         let amqp_links = Gauge::default();
         registry.register("amqp_links", "Attached AMQP links", amqp_links.clone());
+        let parked_receives = Gauge::default();
+        registry.register(
+            "parked_receives",
+            "Receives waiting for a message (REST long polls and AMQP receivers with credit)",
+            parked_receives.clone(),
+        );
         let mut gauge = |name: &str, help: &str| {
             let f = Family::<EntityLabels, Gauge>::default();
             registry.register(name, help, f.clone());
@@ -200,6 +207,7 @@ impl Metrics {
             snapshot_seconds,
             amqp_connections,
             amqp_links,
+            parked_receives,
             entities,
             durable_lsn: AtomicU64::new(0),
             scrape: Mutex::new(()),
@@ -293,6 +301,12 @@ impl Metrics {
     /// Records a snapshot's duration.
     pub fn snapshot(&self, elapsed_ms: f64) {
         self.snapshot_seconds.observe(elapsed_ms / 1000.0);
+    }
+
+    /// Sets the parked-receives gauge (read from the service at scrape time).
+    pub fn set_parked_receives(&self, n: usize) {
+        self.parked_receives
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The text exposition, with the entity gauges set from `entities` first.

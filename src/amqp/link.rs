@@ -97,6 +97,7 @@ pub async fn fetch(
         if !msgs.is_empty() || immediate || cancel.is_cancelled() {
             return Ok(msgs);
         }
+        let _parked = backend.park();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(Vec::new()),
             _ = &mut notified => {}
@@ -144,6 +145,7 @@ pub async fn accept_session(
                 408,
             ));
         }
+        let _parked = backend.park();
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = &mut notified => {}

@@ -22,6 +22,7 @@ pub fn metrics(state: &HttpState, req: &Request) -> Reply {
         }
     }
     let entities = state.backend.entities();
+    crate::metrics::global().set_parked_receives(state.backend.parked_receives());
     reply(
         StatusCode::OK,
         CONTENT_TYPE,

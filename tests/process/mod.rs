@@ -384,13 +384,34 @@ impl Server {
         })
     }
 
-    /// Waits until `n` receives are parked in a long poll on the server (see the in-process
-    /// harness's `TestServer::wait_parked`). Interim: a fixed 200 ms, as the binary reports no
-    /// waiter count yet; when `ServiceBusBackend::parked_receives()` lands, poll the count the
-    /// server reports (e.g. on `/health` or a log line) until it reaches `n`.
+    /// Waits until `n` receives are parked in a long poll on the server, read from the
+    /// `localzure_parked_receives` gauge of `/metrics` (the in-process harness reads
+    /// `ServiceBusBackend::parked_receives` directly). Fails after 10 s.
     pub async fn wait_parked(&self, n: usize) {
-        let _ = n;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.http.get("metrics").await;
+            let parked = r
+                .body
+                .lines()
+                .find_map(|l| l.strip_prefix("localzure_parked_receives "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if parked >= n as f64 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} receive(s) never parked; /metrics: {} {}",
+                r.status,
+                r.body
+                    .lines()
+                    .filter(|l| l.contains("parked"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
