@@ -56,6 +56,7 @@ pub fn sample_message() -> Message {
             time_to_live: Some(TimeSpan::from_secs(60)),
             scheduled_enqueue_time: Some(T0),
             properties: sample_properties(),
+            body_section: None,
         },
         enqueued_time: T0,
         expires_at: T0 + 60_000,
