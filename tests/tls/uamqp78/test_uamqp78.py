@@ -68,3 +68,36 @@ def test_wrong_ca_fails(server, wrong_ca):
         with pytest.raises(Exception):
             with c.get_queue_sender(q) as sender:
                 sender.send_messages(ServiceBusMessage("x"))
+
+
+def test_completing_a_deferred_message_is_answered(server):
+    """Issue 16 item 2, with the client that found it: uamqp-based 7.8.3 settles a deferred
+    message through `$management` (`update-disposition`) with a `lock-tokens` array it encodes
+    its own way. Before the fix the request was dropped and the client waited forever; now
+    every request whose message-id can be read gets an answer (success, or a 400 the SDK
+    raises), well within the client's timeout."""
+    import time
+
+    from azure.servicebus.exceptions import ServiceBusError
+
+    q = "q" + uuid.uuid4().hex[:8]
+    create_queue(server, q)
+    with client(server, server.ca) as c:
+        with c.get_queue_sender(q) as sender:
+            sender.send_messages(ServiceBusMessage("defer me"))
+        with c.get_queue_receiver(q, max_wait_time=10) as receiver:
+            (m,) = receiver.receive_messages(max_message_count=1, max_wait_time=10)
+            seq = m.sequence_number
+            receiver.defer_message(m)
+            (deferred,) = receiver.receive_deferred_messages([seq])
+            started = time.monotonic()
+            try:
+                receiver.complete_message(deferred)
+                completed = True
+            except ServiceBusError as e:  # a 400 answer, raised by the SDK
+                completed = False
+                print("complete_message raised:", type(e).__name__, e)
+            assert time.monotonic() - started < 10, "the request must be answered, not dropped"
+        if completed:
+            with c.get_queue_receiver(q, max_wait_time=5) as receiver:
+                assert receiver.receive_deferred_messages([seq]) == []
