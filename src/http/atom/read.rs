@@ -134,7 +134,21 @@ pub(super) fn attach(
     }
 }
 
+/// XML 1.0's `Char` production (§2.2): tab, line feed, carriage return and everything from
+/// U+0020 on except U+FFFE and U+FFFF. Text with other characters (NUL, other C0 controls) is
+/// not XML: refusing it keeps what is stored renderable (the fuzz target found a parameter key
+/// `"\u{0}\u{e}"` that was accepted and then rendered as an empty, unreadable key).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= '\u{20}' && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+}
+
 pub(super) fn push_text(stack: &mut [Node], text: &str) -> Result<(), AtomError> {
+    if let Some(c) = text.chars().find(|&c| !is_xml_char(c)) {
+        return err(format!(
+            "malformed XML: character U+{:04X} is not allowed in XML 1.0 text",
+            c as u32
+        ));
+    }
     match stack.last_mut() {
         Some(top) => {
             top.text.push_str(text);
@@ -254,5 +268,17 @@ pub(super) fn clip(s: &str) -> String {
         let mut out: String = s.chars().take(MAX).collect();
         out.push('…');
         out
+    }
+}
+
+#[cfg(test)]
+mod char_tests {
+    use super::parse_document;
+
+    #[test]
+    fn control_characters_in_text_are_refused() {
+        assert!(parse_document("<a>\u{0}\u{e}</a>").is_err());
+        assert!(parse_document("<a>&#x1;</a>").is_err());
+        assert!(parse_document("<a>tab\tnewline\n ok</a>").is_ok());
     }
 }
