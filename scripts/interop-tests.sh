@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Interop suite (issue 16): clients outside the SDK suites, against the real binary.
 #   .venv-interop: python-qpid-proton 0.40 (plain AMQP 1.0, default settings) and
-#                  azure-servicebus 7.15 (pure-Python pyamqp): tests/interop except test_sb78.py
-#   .venv-sb78:    azure-servicebus 7.8.3 on uamqp (the C stack): tests/interop/test_sb78.py
-#                  (skipped unless LOCALZURE_SB78_CONN_STR names an AMQPS endpoint: uamqp
-#                  always speaks TLS)
+#                  azure-servicebus 7.15 (pure-Python pyamqp): tests/interop
+#   (azure-servicebus 7.8.3 on uamqp speaks only TLS: scripts/tls-tests.sh runs it, tests/tls/uamqp78)
 #   tests/interop/js:  @azure/service-bus 7.9.5 (rhea), when node and npm are present; it
 #                  starts the binary with tests/js/server.mjs, so both packages are installed.
 # python-qpid-proton may build from its sdist: that needs gcc and the Python/SSL/SASL headers.
@@ -20,8 +18,6 @@ if ! pip_quiet .venv-interop "${PROTON_ETC[@]}"; then
         gcc python3-dev libssl-dev libsasl2-dev >/dev/null
     pip_quiet .venv-interop "${PROTON_ETC[@]}"
 fi
-[ -x .venv-sb78/bin/python ] || python3 -m venv .venv-sb78
-pip_quiet .venv-sb78 "azure-servicebus==7.8.3" pytest
 
 echo "== cargo build"
 cargo build --quiet
@@ -30,9 +26,7 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$PWD/$TARGET_DIR" ;; esac
 export LOCALZURE_BIN="${LOCALZURE_BIN:-$TARGET_DIR/debug/localzure}"
 
 echo "== pytest tests/interop (python-qpid-proton, azure-servicebus 7.15)"
-.venv-interop/bin/python -m pytest tests/interop -q --ignore=tests/interop/test_sb78.py "$@"
-echo "== pytest tests/interop/test_sb78.py (azure-servicebus 7.8.3, uamqp)"
-.venv-sb78/bin/python -m pytest tests/interop/test_sb78.py -q -rs "$@"
+.venv-interop/bin/python -m pytest tests/interop -q "$@"
 
 if command -v node >/dev/null && command -v npm >/dev/null; then
     echo "== node --test tests/interop/js (@azure/service-bus 7.9.5)"
