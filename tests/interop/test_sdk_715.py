@@ -32,6 +32,14 @@ def test_receive_from_a_missing_queue_raises_entity_not_found(client):
             receiver.receive_messages(max_message_count=1, max_wait_time=5)
 
 
+def test_management_operation_on_a_missing_queue_raises_entity_not_found(client):
+    # peek goes over the entity's `$management` link; its attach is refused the same way
+    # (null source/target, then detach with amqp:not-found).
+    with pytest.raises(MessagingEntityNotFoundError):
+        with client.get_queue_receiver("missing-" + uuid.uuid4().hex[:6]) as receiver:
+            receiver.peek_messages(max_message_count=1, timeout=15)
+
+
 def test_oversize_message_fails_promptly_and_the_sender_stays_usable(server, client):
     q = server.create_queue()
     with client.get_queue_sender(q) as sender:
