@@ -6,7 +6,7 @@
 #     -e LOCALZURE_STORAGE_TYPE=sqlite localzure
 #
 # Builder: the official Rust image. Runtime: `scratch` with only the binary, the shared
-# libraries it links (glibc, libgcc_s) and a passwd entry for its non-root user (~13 MB).
+# libraries it links (glibc, libgcc_s) and a passwd entry for its non-root user (~20 MB).
 # Works with the classic builder and BuildKit alike. Offline (no registry, no crates.io):
 # run scripts/docker-offline-base.sh first; it provides both base images locally and
 # vendors the crates into the build context.
