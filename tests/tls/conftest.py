@@ -23,7 +23,7 @@ KEY = "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VAL
 
 
 class Server:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, env_extra=None):
         self.data_dir = data_dir
         self.tls_dir = os.path.join(data_dir, "tls")
         self.ca = os.path.join(self.tls_dir, "ca.pem")
@@ -39,6 +39,7 @@ class Server:
                 "LOCALZURE_LOG": "info",
             }
         )
+        env.update(env_extra or {})
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([BINARY, "start"], stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
         self.ports = {}
@@ -64,9 +65,9 @@ class Server:
         with open(self.log_path) as f:
             return f.read()
 
-    def conn_str(self, port, emulator=True):
+    def conn_str(self, port, emulator=True, key=KEY):
         tail = "UseDevelopmentEmulator=true;" if emulator else ""
-        return f"Endpoint=sb://localhost:{port};{KEY};{tail}"
+        return f"Endpoint=sb://localhost:{port};{key};{tail}"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -104,3 +105,20 @@ def wrong_ca():
     with open(path, "w") as f:
         f.write(pem)
     return path
+
+
+SAS_SECRET = "c2VjcmV0LWtleS1mb3ItdGxzLXRlc3Rz"
+
+
+@pytest.fixture(scope="session")
+def sas_server():
+    """A second server with SAS validation on (`LOCALZURE_SAS_KEY_NAME` / `LOCALZURE_SAS_KEY`)."""
+    s = Server(
+        tempfile.mkdtemp(prefix="localzure-tls-sas-"),
+        {
+            "LOCALZURE_SAS_KEY_NAME": "RootManageSharedAccessKey",
+            "LOCALZURE_SAS_KEY": SAS_SECRET,
+        },
+    )
+    yield s
+    s.stop()
