@@ -1,7 +1,7 @@
 //! Outgoing delivery: flow and credit, drain, the pump that turns buffered messages and
 //! management replies into transfers, and the receives that refill it.
 
-use super::state::{Conn, Event, Kind, Unsettled};
+use super::state::{Conn, Event, Kind, Session, Unsettled};
 use super::MAX_FETCH;
 use crate::amqp::address;
 use crate::amqp::convert::{encode_message, Encoding};
@@ -80,17 +80,12 @@ impl Conn {
             return;
         };
         let flow = Flow {
-            next_incoming_id: Some(s.next_incoming_id),
-            incoming_window: s.incoming_window,
-            next_outgoing_id: s.next_outgoing_id,
-            outgoing_window: u32::MAX,
             handle: Some(Handle(handle)),
             delivery_count: Some(l.delivery_count),
             link_credit: Some(l.credit),
             available: Some(0),
             drain: l.drain,
-            echo: false,
-            properties: None,
+            ..session_flow_of(s)
         };
         self.send(ch, Performative::Flow(flow), &[]);
     }
@@ -99,19 +94,7 @@ impl Conn {
         let Some(s) = self.sessions.get(&ch) else {
             return;
         };
-        let flow = Flow {
-            next_incoming_id: Some(s.next_incoming_id),
-            incoming_window: s.incoming_window,
-            next_outgoing_id: s.next_outgoing_id,
-            outgoing_window: u32::MAX,
-            handle: None,
-            delivery_count: None,
-            link_credit: None,
-            available: None,
-            drain: false,
-            echo: false,
-            properties: None,
-        };
+        let flow = session_flow_of(s);
         self.send(ch, Performative::Flow(flow), &[]);
     }
 
@@ -413,6 +396,23 @@ impl Conn {
                 result,
             });
         });
+    }
+}
+
+/// A session's half of a flow (windows and transfer ids); a link flow adds its link's state.
+fn session_flow_of(s: &Session) -> Flow {
+    Flow {
+        next_incoming_id: Some(s.next_incoming_id),
+        incoming_window: s.incoming_window,
+        next_outgoing_id: s.next_outgoing_id,
+        outgoing_window: u32::MAX,
+        handle: None,
+        delivery_count: None,
+        link_credit: None,
+        available: None,
+        drain: false,
+        echo: false,
+        properties: None,
     }
 }
 
