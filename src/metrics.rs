@@ -101,6 +101,7 @@ pub struct Metrics {
     journal_batch_records: Histogram,
     snapshot_seconds: Histogram,
     amqp_connections: Gauge,
+    http_connections: Gauge,
     amqp_links: Gauge,
     parked_receives: Gauge,
     entities: EntityGauges,
@@ -163,6 +164,12 @@ impl Metrics {
             "Snapshot duration (capture and write)",
             snapshot_seconds.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections (REST, management, console; plain and TLS)",
+            http_connections.clone(),
+        );
         let amqp_connections = Gauge::default();
         registry.register(
             "amqp_connections",
@@ -206,6 +213,7 @@ impl Metrics {
             journal_batch_records,
             snapshot_seconds,
             amqp_connections,
+            http_connections,
             amqp_links,
             parked_receives,
             entities,
@@ -393,6 +401,11 @@ impl std::fmt::Debug for Open {
 fn open(g: &Gauge) -> Open {
     g.inc();
     Open(g.clone())
+}
+
+/// An HTTP connection is being served: counted in `localzure_http_connections`.
+pub fn http_connection_open() -> Open {
+    open(&global().http_connections)
 }
 
 /// An AMQP connection passed its handshake: counted in `localzure_amqp_connections`.

@@ -250,6 +250,7 @@ async fn connection<F>(
             .await;
         }
         Destination::Http(stream) => {
+            let _open = crate::metrics::http_connection_open();
             let svc = warp::service(shared.filter.clone());
             let svc =
                 hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

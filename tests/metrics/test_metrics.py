@@ -96,6 +96,8 @@ def test_counters_and_gauges_follow_rest_traffic(server):
     assert value(m, "localzure_request_duration_seconds_count", plane="http", operation="send") == 6
     assert value(m, "localzure_request_duration_seconds_count", plane="http", operation="complete") == 1
     assert value(m, "localzure_amqp_connections") == 0
+    # The scrape itself is served on an open HTTP connection.
+    assert value(m, "localzure_http_connections") >= 1
     # Every change waited for a journal flush.
     assert value(m, "localzure_journal_commit_seconds_count") >= 6
 
