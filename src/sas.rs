@@ -72,7 +72,7 @@ pub fn authority_host(authority: &str) -> Option<&str> {
 
 /// The lowercase host and path of a resource URI, without scheme, port and slashes at the
 /// ends of the path.
-fn resource_host_path(uri: &str) -> (String, String) {
+pub fn resource_host_path(uri: &str) -> (String, String) {
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));

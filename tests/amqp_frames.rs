@@ -631,6 +631,13 @@ async fn with_sas_links_need_a_valid_put_token_for_their_entity() {
         c.put_token(1, "sb://localhost/q", &expired).await,
         AV::Int(401)
     );
+    // Signed with the right key for another namespace: the connection was opened for
+    // `localhost`, so its host is refused (issue 18, point 9).
+    let elsewhere = localzure::sas::token(&key, "sb://other.example/q", now + 3600);
+    assert_eq!(
+        c.put_token(4, "sb://other.example/q", &elsewhere).await,
+        AV::Int(401)
+    );
     c.expect_unauthorized(2, Role::Sender, "q").await;
 
     // A valid token for q: q's links work, other's do not.

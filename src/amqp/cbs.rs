@@ -21,12 +21,36 @@ use crate::sas::SasKey;
 use serde_amqp::Value as AV;
 
 /// Validates the token of a put-token request for its audience (`name`, e.g.
-/// `sb://host/queue`).
-fn check(request: &AmqpMessage, key: &SasKey, now_secs: u64) -> Result<(), String> {
+/// `sb://host/queue`) on a connection opened for `hostname` (the open frame's `hostname`).
+///
+/// Like the REST plane's `Host` check, the token's resource must name this namespace's host
+/// (scheme-less, port aside, case-insensitive): the connection's `hostname` when the client
+/// sent one (the SDKs send the namespace host there, e.g. azure-servicebus's pyamqp
+/// `Connection(hostname=fully_qualified_namespace)`), else the host of the audience the client
+/// asks for. A token signed for another namespace is refused as the service refuses it.
+fn check(
+    request: &AmqpMessage,
+    key: &SasKey,
+    hostname: Option<&str>,
+    now_secs: u64,
+) -> Result<(), String> {
     let Some((token, path)) = token_and_audience(request) else {
         return Err("MissingToken: The put-token request has no token.".to_string());
     };
-    crate::sas::validate(key, &token, Some(&path), now_secs)
+    let audience = request
+        .app_property("name")
+        .and_then(super::convert::text_of)
+        .unwrap_or_default();
+    // Only an absolute audience (`sb://host/path`) names a host; a bare path does not.
+    let audience_host = audience
+        .contains("://")
+        .then(|| crate::sas::resource_host_path(&audience).0)
+        .filter(|h| !h.is_empty());
+    let host = hostname
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .or(audience_host);
+    crate::sas::validate_at(key, &token, host.as_deref(), Some(&path), now_secs)
 }
 
 /// What an accepted put-token grants on its connection (when SAS validation is on): links to
@@ -98,11 +122,13 @@ fn token_and_audience(request: &AmqpMessage) -> Option<(String, String)> {
 }
 
 /// Answers a CBS request: `put-token` is accepted (202) when `sas` is `None` or the token is
-/// valid at `now_secs`, else refused (401); anything else answers 200. With `sas` set, an
-/// accepted token's [`Grant`] is returned for the connection to remember.
+/// valid at `now_secs` for the connection's `hostname`, else refused (401); anything else
+/// answers 200. With `sas` set, an accepted token's [`Grant`] is returned for the connection
+/// to remember.
 pub fn respond(
     request: &AmqpMessage,
     sas: Option<&SasKey>,
+    hostname: Option<&str>,
     now_secs: u64,
 ) -> Result<(Vec<u8>, Option<Grant>), ConvertError> {
     let operation = request
@@ -111,7 +137,7 @@ pub fn respond(
         .unwrap_or_default();
     let mut grant = None;
     let (code, description) = if operation == sym::PUT_TOKEN || operation.is_empty() {
-        match sas.map(|key| check(request, key, now_secs)) {
+        match sas.map(|key| check(request, key, hostname, now_secs)) {
             Some(Err(reason)) => (401, reason),
             Some(Ok(())) => {
                 grant = token_and_audience(request).map(|(token, scope)| Grant {
@@ -155,7 +181,7 @@ mod tests {
             AV::String("SharedAccessSignature sr=...".into()),
         )
         .unwrap();
-        let (resp, grant) = respond(&decode_message(&req).unwrap(), None, 0).unwrap();
+        let (resp, grant) = respond(&decode_message(&req).unwrap(), None, None, 0).unwrap();
         assert_eq!(grant, None, "no grants without SAS validation");
         let m = decode_message(&resp).unwrap();
         assert_eq!(m.properties.get(5), Some(&id));
@@ -178,7 +204,11 @@ mod tests {
     }
 
     fn status(req: &AmqpMessage, key: &SasKey, now: u64) -> (AV, String) {
-        let m = decode_message(&respond(req, Some(key), now).unwrap().0).unwrap();
+        status_on(req, key, None, now)
+    }
+
+    fn status_on(req: &AmqpMessage, key: &SasKey, host: Option<&str>, now: u64) -> (AV, String) {
+        let m = decode_message(&respond(req, Some(key), host, now).unwrap().0).unwrap();
         let d = super::super::convert::text_of(m.app_property("status-description").unwrap())
             .unwrap_or_default();
         (m.app_property("status-code").cloned().unwrap(), d)
@@ -216,6 +246,38 @@ mod tests {
         assert_eq!(
             status(&put_token("nonsense", "sb://localhost/orders"), &key, 1_000).0,
             AV::Int(401)
+        );
+    }
+
+    #[test]
+    fn the_token_must_name_the_connection_host() {
+        let key = SasKey {
+            name: "RootManageSharedAccessKey".into(),
+            key: "secret-key".into(),
+        };
+        let token = crate::sas::token(&key, "sb://localhost/orders", 2_000);
+        let req = put_token(&token, "sb://localhost/orders");
+        // The connection's host, any case, with or without a port.
+        for host in ["localhost", "LocalHost", "localhost:5671"] {
+            assert_eq!(
+                status_on(&req, &key, Some(host), 1_000).0,
+                AV::Int(202),
+                "{host}"
+            );
+        }
+        // A connection opened for another namespace refuses it, though signature, expiry and
+        // path are right.
+        let (code, why) = status_on(&req, &key, Some("other.example"), 1_000);
+        assert_eq!(code, AV::Int(401));
+        assert!(why.starts_with("InvalidAudience"), "{why}");
+        // No hostname in the open frame: the audience's host decides.
+        let (code, why) = status(&put_token(&token, "sb://other.example/orders"), &key, 1_000);
+        assert_eq!(code, AV::Int(401));
+        assert!(why.starts_with("InvalidAudience"), "{why}");
+        // A bare-path audience names no host: the path check alone applies.
+        assert_eq!(
+            status(&put_token(&token, "orders"), &key, 1_000).0,
+            AV::Int(202)
         );
     }
 }

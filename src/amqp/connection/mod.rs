@@ -118,6 +118,7 @@ where
         grants: Arc::new(cbs::Grants::default()),
         opened_at: Instant::now(),
         link_names: HashMap::new(),
+        hostname: None,
     };
     let result = conn.run(frame_rx, events_rx, &mut wr, shutdown).await;
     reader.abort();
@@ -285,6 +286,7 @@ impl Conn {
 
     pub(super) fn on_open(&mut self, open: Open) {
         self.opened = true;
+        self.hostname = open.hostname.as_deref().map(Arc::from);
         self.remote_max_frame = open.max_frame_size.0.max(MIN_MAX_FRAME_SIZE);
         self.remote_idle = open
             .idle_time_out

@@ -187,6 +187,9 @@ pub(super) struct Conn {
     pub(super) link_names: HashMap<(Role, String), u64>,
     /// When the connection started (the deadline for its first token counts from here).
     pub(super) opened_at: Instant,
+    /// The `hostname` of the client's open frame (the namespace host the SDKs connect for):
+    /// put-tokens must be signed for it.
+    pub(super) hostname: Option<Arc<str>>,
 }
 
 impl Conn {

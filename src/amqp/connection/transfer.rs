@@ -206,6 +206,7 @@ impl Conn {
                     let locks = self.locks.clone();
                     let sas = self.opts.sas.clone();
                     let grants = self.grants.clone();
+                    let hostname = self.hostname.clone();
                     worker.submit(Box::pin(async move {
                         let request = match request {
                             Ok(r) => r,
@@ -229,15 +230,20 @@ impl Conn {
                             }
                         };
                         let response = match &mgmt {
-                            None => cbs::respond(&request, sas.as_ref(), cbs::secs(backend.now()))
-                                .map(|(message, grant)| {
-                                    // Remembered before the answer goes out: the client attaches
-                                    // only after reading it.
-                                    if let Some(g) = grant {
-                                        grants.record(g);
-                                    }
-                                    message
-                                }),
+                            None => cbs::respond(
+                                &request,
+                                sas.as_ref(),
+                                hostname.as_deref(),
+                                cbs::secs(backend.now()),
+                            )
+                            .map(|(message, grant)| {
+                                // Remembered before the answer goes out: the client attaches
+                                // only after reading it.
+                                if let Some(g) = grant {
+                                    grants.record(g);
+                                }
+                                message
+                            }),
                             Some(path) => {
                                 // Tokens expire while a management link stays open.
                                 let allowed = sas.is_none() || grants.cover(path, backend.now());
