@@ -117,7 +117,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
     let mut ports = Vec::new();
     for (kind, port) in wanted {
         let addr = format!("{}:{}", v.host, port.unwrap_or_default());
-        let listener = TcpListener::bind(&addr)
+        let listener = listen(&addr)
             .await
             .map_err(|source| BindError::Bind { addr, source })?;
         match listener.local_addr() {
@@ -127,6 +127,33 @@ pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
         ports.push((kind, listener));
     }
     Ok(Listeners { ports, tls })
+}
+
+/// Pending connections a listener queues before the kernel drops SYNs (then a client waits out
+/// a one-second retransmission). tokio's `TcpListener::bind` asks for 1,024; a burst of
+/// thousands of connects (a load test, or a flood the other clients should not feel) overflows
+/// that, so ask for more, as Go's net package does (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (`host:port`; the host may be a name) with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does on Unix: a restarted server rebinds at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
 }
 
 /// warp's filter as served to hyper (`crate::http::routes`).
