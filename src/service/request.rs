@@ -45,6 +45,8 @@ impl ServiceBusBackend {
             let wake = b.take_wakeups();
             drop(b);
             self.wake(wake);
+            // Live operations only: recovery replays through `Broker::apply` and drops them.
+            crate::metrics::global().broker_events(&applied.events);
             (applied.result, lsn, applied.changed, rec)
         };
         // Only a change can move the earliest deadline, so only a change wakes the timer.
