@@ -16,9 +16,12 @@
 //!   offline storage access.
 //! - [`service`]: [`service::ServiceBusBackend`], which owns the broker, the journal and the
 //!   snapshot backend, runs timers, gives every request durable acknowledgement, and offers
-//!   typed methods (send, settle, renew, sessions, transactions) to the wire layers.
+//!   typed methods (send, settle, renew, sessions, rules, transactions) to the wire layers;
+//!   `wait`: the one "arm notification, try, wait on deadline/cancel" loop of every receive.
 //! - [`broker`]: pure state. `Broker::apply(OpRecord)` is the only way state changes
-//!   (`messaging/`: send, receive, sessions, timers; `filter/`: correlation and SQL; `txn`).
+//!   (`messaging/`: send, receive, sessions, timers; `filter/`: correlation and SQL; `txn`);
+//!   what an operation did besides its outcome (dead-letterings, expiries) comes back as
+//!   `Applied::events`, which the service counts for live operations.
 //! - [`storage`]: the operation log (journal) and snapshot backends (in-memory, SQLite, JSON,
 //!   Redis), the stored format's versions (`schema`), and the record types they store.
 //! - [`config`]: the one typed configuration struct: YAML layout, one `ENV` table.

@@ -277,12 +277,24 @@ impl Metrics {
                     Settlement::Complete => Event::Completed,
                     Settlement::Abandon { .. } => Event::Abandoned,
                     Settlement::Defer { .. } => Event::Deferred,
-                    // Dead-lettering is counted where the broker does it (any cause).
+                    // Dead-lettering is counted from the broker's events (any cause).
                     Settlement::DeadLetter { .. } | Settlement::Release => return,
                 };
                 self.count(&entity_label(from), event, 1);
             }
             _ => {}
+        }
+    }
+
+    /// Counts what a live operation did besides its outcome (dead-letterings and expiries, for
+    /// any cause), as the broker reports them in [`crate::broker::Applied::events`].
+    pub fn broker_events(&self, events: &[crate::broker::Event]) {
+        for e in events {
+            let (from, event) = match e {
+                crate::broker::Event::DeadLettered { from } => (from, Event::DeadLettered),
+                crate::broker::Event::Expired { from } => (from, Event::Expired),
+            };
+            self.count(&entity_label(from), event, 1);
         }
     }
 

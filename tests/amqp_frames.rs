@@ -2,14 +2,16 @@
 //! open/begin/attach/flow/transfer/disposition/detach and checks what the server answers.
 
 mod amqp_client;
+mod harness;
 
 use amqp_client::*;
 use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition, Fields, Handle, Role};
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Modified, Rejected};
 use fe2o3_amqp_types::performatives::{Close, Detach, Performative};
+use harness::InProcess;
 use localzure::amqp::convert::{self, encode_batch, encode_simple, BATCH_FORMAT};
 use localzure::amqp::frames::{encode_frame, read_frame, FRAME_TYPE_AMQP};
-use localzure::amqp::{run, AmqpOptions};
+use localzure::amqp::AmqpOptions;
 use localzure::broker::entity::EntityProps;
 use localzure::broker::op::{Op, QueuePath};
 use localzure::service::ServiceBusBackend;
@@ -21,13 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
+/// The harness's in-process server, with the AMQP port served by the endpoint's own options.
 struct Server {
     addr: SocketAddr,
     backend: ServiceBusBackend,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    server: InProcess,
 }
 
 impl Server {
@@ -36,15 +37,11 @@ impl Server {
     }
 
     async fn start_with(backend: ServiceBusBackend, opts: AmqpOptions) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(listener, backend.clone(), opts, shutdown.clone()));
+        let server = InProcess::start_amqp(backend.clone(), opts).await;
         Server {
-            addr,
+            addr: server.amqp,
             backend,
-            shutdown,
-            task,
+            server,
         }
     }
 
@@ -72,11 +69,7 @@ impl Server {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
     }
 }
 
@@ -543,12 +536,12 @@ async fn detach_is_answered_and_shutdown_closes_connections() {
         Performative::Detach(d) => assert!(d.closed && d.handle == Handle(3)),
         other => panic!("expected detach, got {other:?}"),
     }
-    s.shutdown.cancel();
+    s.server.begin_stop();
     match c.recv().await.0 {
         Performative::Close(cl) => assert!(cl.error.is_some()),
         other => panic!("expected close, got {other:?}"),
     }
-    tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap();
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,11 @@ use super::convert;
 use super::errors::{wire_error, WireError};
 use super::symbols as sym;
 use crate::broker::message::Message;
-use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
-use crate::broker::Outcome;
-use crate::service::ServiceBusBackend;
+use crate::broker::op::{QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
+use crate::service::{ServiceBusBackend, Wait};
 use crate::time::Millis;
 use fe2o3_amqp_types::messaging::{DeliveryState, Modified, Rejected};
+use futures::TryFutureExt;
 use serde_amqp::Value as AV;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Safety re-check interval of an idle long-poll (the broker's wake-ups make it rarely needed).
 const FETCH_RECHECK: Duration = Duration::from_secs(5);
+
+/// Re-check interval of a session receiver waiting for a session to accept.
+const SESSION_RECHECK: Duration = Duration::from_secs(1);
 
 /// The broker settlement a delivery state asks for.
 pub fn settlement_of(state: &DeliveryState) -> Option<Settlement> {
@@ -85,25 +88,21 @@ pub async fn fetch(
     immediate: bool,
     cancel: CancellationToken,
 ) -> Result<Vec<Message>, WireError> {
-    let notify = backend.notifier(&path);
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let msgs = backend
-            .receive_wait(path.clone(), mode, max, session.clone(), Duration::ZERO)
-            .await
-            .map_err(|e| wire_error(&e))?;
-        if !msgs.is_empty() || immediate || cancel.is_cancelled() {
-            return Ok(msgs);
-        }
-        let _parked = backend.park();
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(Vec::new()),
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(FETCH_RECHECK) => {}
-        }
-    }
+    let wait = Wait {
+        deadline: immediate.then(Instant::now),
+        recheck: Some(FETCH_RECHECK),
+        cancel: &cancel,
+    };
+    let found = backend
+        .wait_for(&path, wait, || async {
+            let msgs = backend
+                .receive(&path, mode, max, session.clone())
+                .await
+                .map_err(|e| wire_error(&e))?;
+            Ok((!msgs.is_empty()).then_some(msgs))
+        })
+        .await?;
+    Ok(found.unwrap_or_default())
 }
 
 /// Locks a session for a session receiver: the one named, or the next with messages (waiting
@@ -115,42 +114,25 @@ pub async fn accept_session(
     wait: Duration,
     cancel: CancellationToken,
 ) -> Result<(String, uuid::Uuid, Millis), WireError> {
-    let deadline = Instant::now() + wait;
-    let notify = backend.notifier(&path);
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let token = uuid::Uuid::new_v4();
-        let out = backend
-            .execute(Op::AcceptSession {
-                from: path.clone(),
-                select: select.clone(),
-                token,
-            })
-            .await
-            .map_err(|e| wire_error(&e))?;
-        if let Outcome::SessionAccepted {
-            session_id,
-            locked_until,
-        } = out
-        {
-            return Ok((session_id, token, locked_until));
-        }
-        let now = Instant::now();
-        if now >= deadline || cancel.is_cancelled() {
-            return Err(WireError::new(
-                sym::TIMEOUT,
-                "No session is available to accept within the operation timeout.",
-                408,
-            ));
-        }
-        let _parked = backend.park();
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = &mut notified => {}
-            _ = tokio::time::sleep((deadline - now).min(Duration::from_secs(1))) => {}
-        }
+    let wait = Wait {
+        deadline: Some(Instant::now() + wait),
+        recheck: Some(SESSION_RECHECK),
+        cancel: &cancel,
+    };
+    let accepted = backend
+        .wait_for(&path, wait, || {
+            backend
+                .accept_session(&path, select.clone())
+                .map_err(|e| wire_error(&e))
+        })
+        .await?;
+    match accepted {
+        Some(a) => Ok((a.session_id, a.token, a.locked_until)),
+        None => Err(WireError::new(
+            sym::TIMEOUT,
+            "No session is available to accept within the operation timeout.",
+            408,
+        )),
     }
 }
 
@@ -170,13 +152,7 @@ pub async fn release(
     }
     for m in msgs {
         if let Some(lock) = m.lock {
-            let _ = backend
-                .execute(Op::Settle {
-                    from: path.clone(),
-                    lock_token: lock.token,
-                    settlement: Settlement::Release,
-                })
-                .await;
+            let _ = backend.settle(path, lock.token, Settlement::Release).await;
         }
     }
 }

@@ -183,6 +183,20 @@ pub struct Broker {
     touched: bool,
     /// Each entity's earliest deadline, so [`Broker::next_due`] need not scan every entity.
     deadlines: Deadlines,
+    /// What the current `apply` did that the service counts (see [`Event`]).
+    events: Vec<Event>,
+}
+
+/// Something an operation did that is not in its outcome, reported so the service can count
+/// it (the broker stays pure: it never touches the metrics registry). Replayed operations
+/// report them too; the service counts only live ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message moved to the dead-letter queue of `from` (or on to its
+    /// ForwardDeadLetteredMessagesTo): settlement, TTL, max delivery or a filter error.
+    DeadLettered { from: QueuePath },
+    /// A message's time to live ran out on `from` (dead-lettered or dropped).
+    Expired { from: QueuePath },
 }
 
 /// Result of an apply: the outcome, and whether state changed. A refused operation can still
@@ -192,6 +206,8 @@ pub struct Broker {
 pub struct Applied {
     pub result: Result<Outcome, BrokerError>,
     pub changed: bool,
+    /// What the operation did besides its outcome, in order.
+    pub events: Vec<Event>,
 }
 
 impl Broker {
@@ -207,6 +223,7 @@ impl Broker {
     /// always give the same result, which is what makes replay correct.
     pub fn apply(&mut self, rec: &OpRecord) -> Applied {
         self.touched = false;
+        self.events.clear();
         let now = rec.at;
         let result = self.apply_op(&rec.op, now);
         self.refresh_deadlines();
@@ -223,6 +240,7 @@ impl Broker {
         Applied {
             result,
             changed: self.touched,
+            events: std::mem::take(&mut self.events),
         }
     }
 

@@ -10,9 +10,10 @@
 //! Snapshots take the changed records under the lock (cost ∝ change), write them to the backend
 //! off the lock, then truncate the journal through the snapshot's LSN.
 //!
-//! Files: [`recovery`] (start-up and shutdown), [`request`] (execute, wake-ups, parked
-//! receives), [`snapshots`] (snapshots, export, import, compaction, purge), [`timers`] (the tick
-//! loop). This file holds the shared state and the small accessors the others use.
+//! Files: [`recovery`] (start-up and shutdown), [`request`] (execute, wake-ups), [`wait`] (the
+//! one wait-for-messages loop, parked receives), [`ops`] (typed operations), [`snapshots`]
+//! (snapshots, export, import, compaction, purge), [`timers`] (the tick loop). This file holds
+//! the shared state and the small accessors the others use.
 
 mod ops;
 mod recovery;
@@ -22,10 +23,11 @@ mod snapshots;
 mod tests;
 mod timers;
 mod txn;
+mod wait;
 
 pub use ops::AcceptedSession;
-pub use request::Parked;
 pub use txn::DischargeError;
+pub use wait::{Parked, Wait};
 
 use crate::broker::error::BrokerError;
 use crate::broker::{Broker, Totals};

@@ -7,6 +7,7 @@
 //! the wire layers did for any other shape, kept so moving them over changes nothing.
 
 use super::{ServiceBusBackend, ServiceError};
+use crate::broker::entity::Rule;
 use crate::broker::message::{Message, NewMessage};
 use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
 use crate::broker::Outcome;
@@ -39,6 +40,28 @@ impl ServiceBusBackend {
             Outcome::Sent { sequence_numbers } => sequence_numbers,
             _ => Vec::new(),
         })
+    }
+
+    /// Receives up to `max` available messages now (none is not an error; waiting for them is
+    /// [`Self::receive_wait`]'s or [`Self::wait_for`]'s).
+    pub async fn receive(
+        &self,
+        from: &QueuePath,
+        mode: ReceiveMode,
+        max: u32,
+        session: Option<SessionRef>,
+    ) -> Result<Vec<Message>, ServiceError> {
+        let lock_tokens = (0..max).map(|_| uuid::Uuid::new_v4()).collect();
+        let out = self
+            .execute(Op::Receive {
+                from: from.clone(),
+                mode,
+                max,
+                lock_tokens,
+                session,
+            })
+            .await?;
+        Ok(received(out))
     }
 
     /// Cancels scheduled messages by sequence number.
@@ -179,10 +202,7 @@ impl ServiceBusBackend {
                 lock_tokens,
             })
             .await?;
-        Ok(match out {
-            Outcome::Received(m) => m,
-            _ => Vec::new(),
-        })
+        Ok(received(out))
     }
 
     /// Peeks up to `max` messages from sequence number `from_seq` on (of one session when
@@ -211,11 +231,63 @@ impl ServiceBusBackend {
             .map_err(ServiceError::from)
     }
 
+    /// The ids of a queue's or subscription's sessions that hold messages or state.
+    pub fn list_sessions(&self, path: &QueuePath) -> Result<Vec<String>, ServiceError> {
+        self.read(|b| b.list_sessions(path))
+            .map_err(ServiceError::from)
+    }
+
+    /// Adds a rule to a subscription.
+    pub async fn create_rule(
+        &self,
+        topic: String,
+        subscription: String,
+        rule: Rule,
+    ) -> Result<(), ServiceError> {
+        self.execute(Op::CreateRule {
+            topic,
+            subscription,
+            rule,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes a subscription's rule by name.
+    pub async fn delete_rule(
+        &self,
+        topic: String,
+        subscription: String,
+        name: String,
+    ) -> Result<(), ServiceError> {
+        self.execute(Op::DeleteRule {
+            topic,
+            subscription,
+            name,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A subscription's rules, ordered by name.
+    pub fn rules(&self, topic: &str, subscription: &str) -> Result<Vec<Rule>, ServiceError> {
+        self.read(|b| b.rules(topic, subscription))
+            .map_err(ServiceError::from)
+    }
+
     fn locked_until(&self, out: Outcome) -> Millis {
         match out {
             Outcome::LockRenewed { locked_until } => locked_until,
             _ => self.now(),
         }
+    }
+}
+
+/// The messages of a receive's outcome.
+fn received(out: Outcome) -> Vec<Message> {
+    match out {
+        Outcome::Received(m) => m,
+        _ => Vec::new(),
     }
 }
 
@@ -328,12 +400,48 @@ mod tests {
             .unwrap();
         assert_eq!(b.session_state(&q, "s1").unwrap(), Some(b"st".to_vec()));
         assert_eq!(b.peek(&q, Some("s1"), 0, 10).unwrap().len(), 1);
+        assert_eq!(b.list_sessions(&q).unwrap(), vec!["s1".to_string()]);
         b.release_session(&q, sref).await.unwrap();
         assert!(b
             .accept_session(&q, SessionSelect::Id("s1".into()))
             .await
             .unwrap()
             .is_some());
+    }
+
+    /// Add a rule, list the subscription's rules (ordered by name), remove it.
+    #[tokio::test]
+    async fn typed_rule_operations() {
+        let b = ServiceBusBackend::new(None);
+        b.execute(Op::CreateTopic {
+            name: "t".into(),
+            props: EntityProps::default(),
+        })
+        .await
+        .unwrap();
+        b.execute(Op::CreateSubscription {
+            topic: "t".into(),
+            name: "s".into(),
+            props: EntityProps::default(),
+            rule: None,
+        })
+        .await
+        .unwrap();
+        let mut rule = Rule::default_rule(b.now());
+        rule.name = "extra".into();
+        b.create_rule("t".into(), "s".into(), rule).await.unwrap();
+        let names = |b: &ServiceBusBackend| -> Vec<String> {
+            b.rules("t", "s")
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(&b), vec!["$Default", "extra"]);
+        b.delete_rule("t".into(), "s".into(), "extra".into())
+            .await
+            .unwrap();
+        assert_eq!(names(&b), vec!["$Default"]);
     }
 
     /// A long-poll receive counts as parked while it waits, and stops counting when it ends.

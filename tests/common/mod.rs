@@ -1,4 +1,5 @@
-//! Test harness: the real LocalZure server, in process, on `127.0.0.1:0`, with a manual clock.
+//! The real LocalZure server, in process, on `127.0.0.1:0` (started by the shared harness,
+//! `tests/harness`), with a manual clock and HTTP helpers.
 //!
 //! Every test starts its own [`TestServer`]; time-dependent behaviour (lock expiry, TTL,
 //! scheduled messages, duplicate-detection windows) is driven by [`TestServer::advance`]
@@ -7,30 +8,27 @@
 #![allow(dead_code)]
 
 use localzure::config::Config;
-use localzure::server;
 use localzure::time::{Clock, ManualClock};
 use localzure::ServiceBusBackend;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+
+#[path = "../harness/mod.rs"]
+mod harness;
+use harness::InProcess;
 
 #[path = "../xml/mod.rs"]
 mod xml;
 pub use xml::*;
 
-/// A running server.
+/// A running in-process server (started by the harness) with an HTTP client for it.
 pub struct TestServer {
     pub base_url: String,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
-    /// The served backend, for what only the server can observe (parked receives).
-    backend: ServiceBusBackend,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<Result<(), localzure::storage::StorageError>>>,
+    server: InProcess,
 }
 
 /// A plain HTTP answer: status, headers and body text.
@@ -126,9 +124,7 @@ impl TestServer {
 
     /// An in-memory backend on a manual clock set to now, to prepare before [`Self::start_on`].
     pub fn backend() -> (ServiceBusBackend, Arc<ManualClock>) {
-        let now = chrono::Utc::now().timestamp_millis();
-        let clock = Arc::new(ManualClock::new(now));
-        (ServiceBusBackend::with_clock(None, clock.clone()), clock)
+        harness::manual_backend()
     }
 
     /// Serves an existing backend (e.g. one an entity file was applied to).
@@ -137,54 +133,30 @@ impl TestServer {
         backend: ServiceBusBackend,
         clock: Arc<ManualClock>,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let served = backend.clone();
-        let task = tokio::spawn(async move { server::run(listener, served, &config, token).await });
+        let server = InProcess::start(config, backend).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("HTTP client");
         TestServer {
-            base_url: format!("http://{addr}"),
+            base_url: server.base_url(),
             clock,
             client,
-            backend,
-            shutdown,
-            task: Some(task),
+            server,
         }
     }
 
     /// Cancels the shutdown token and waits for the server to stop in order.
     pub async fn stop(mut self) {
         self.client = reqwest::Client::new();
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let res = tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("server stops within 20 s")
-                .expect("server task does not panic");
-            res.expect("server shuts down cleanly");
-        }
+        self.server.stop().await;
     }
 
     /// Waits until `n` receives are parked in a long poll on the server
     /// (`ServiceBusBackend::parked_receives`), so a test that then sends proves the *wake*, not a
     /// receive that simply found the message. Fails after 10 s.
     pub async fn wait_parked(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.backend.parked_receives() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} receive(s) never parked (parked: {})",
-                self.backend.parked_receives()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.server.wait_parked(n).await
     }
 
     /// Moves the manual clock forward.
@@ -470,13 +442,6 @@ impl TestServer {
             dead_letter: xml_u64(&body, "DeadLetterMessageCount"),
             scheduled: xml_u64(&body, "ScheduledMessageCount"),
         }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        // A test that panicked before `stop` still leaves no server running behind it.
-        self.shutdown.cancel();
     }
 }
 

@@ -1,33 +1,33 @@
-//! Test harness that runs the REAL `localzure` binary as a child process.
+//! The real `localzure` binary for tests: data directories, the CLI, and an HTTP client, on
+//! top of the shared harness (`tests/harness`), which starts and stops the child process.
 //!
 //! - [`Store`] is a temp data directory for one backend (sqlite, json or in-memory) and the
 //!   `LOCALZURE_*` variables that point the binary at it.
-//! - [`Server::start`] runs `localzure start` with `LOCALZURE_HTTP_PORT=0` and learns the port
-//!   from the `listening on http://ADDR` log line (no fixed ports, no sleeps: it waits on the
-//!   log lines with a deadline). Every stdout/stderr line is kept; when a test panics, the
-//!   server's log is printed as the [`Server`] is dropped, and a still-running child is killed.
+//! - [`Server::start`] runs `localzure start` on ephemeral ports (the harness learns them from
+//!   the `listening on` log lines: no fixed ports, no sleeps). Every stdout/stderr line is kept;
+//!   when a test panics, the server's log is printed as the [`Server`] is dropped, and a
+//!   still-running child is killed.
 //! - [`Server::terminate`] sends SIGTERM (`kill -TERM`) and asserts exit 0 within a deadline;
 //!   [`Server::kill`] sends SIGKILL.
 //! - [`cli`] runs `localzure storage …` (or any subcommand) with the same environment.
-//! - [`Http`] is a small client with the XML/ATOM helpers of `tests/common` (copied: this
-//!   harness must not link the in-process server).
+//! - [`Http`] is a small client with the XML/ATOM helpers of `tests/xml`.
 
 #![allow(dead_code)]
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_localzure");
-/// How long a server may take to start or stop.
-pub const START_DEADLINE: Duration = Duration::from_secs(20);
-pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+#[path = "../harness/mod.rs"]
+mod harness;
+#[allow(unused_imports)]
+pub use harness::binary::{
+    command, wait_exit, Binary, Exited, Logs, BIN, START_DEADLINE, STOP_DEADLINE,
+};
 
 // ----- the data directory -------------------------------------------------------------------
 
@@ -143,156 +143,17 @@ impl Store {
     }
 }
 
-/// A `Command` for the binary with a clean `LOCALZURE_*` environment plus `vars`.
-pub fn command(vars: &[(String, String)]) -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LOCALZURE_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("NO_COLOR", "1");
-    c.env("LOCALZURE_HOST", "127.0.0.1");
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c
-}
-
-// ----- log capture --------------------------------------------------------------------------
-
-#[derive(Default)]
-struct LogState {
-    lines: Vec<String>,
-    /// Readers that reached end of file (2 = both stdout and stderr closed).
-    closed: usize,
-}
-
-/// The lines a child wrote, shared with the reader threads.
-#[derive(Clone, Default)]
-pub struct Logs {
-    inner: Arc<(Mutex<LogState>, Condvar)>,
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c2 in chars.by_ref() {
-                    if c2.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-impl Logs {
-    fn spawn_reader(&self, stream: impl Read + Send + 'static, tag: &'static str) {
-        let logs = self.clone();
-        std::thread::spawn(move || {
-            let reader = BufReader::new(stream);
-            for line in reader.split(b'\n') {
-                let Ok(line) = line else { break };
-                let text = strip_ansi(&String::from_utf8_lossy(&line));
-                let (m, cv) = &*logs.inner;
-                m.lock().unwrap().lines.push(format!("{tag}{text}"));
-                cv.notify_all();
-            }
-            let (m, cv) = &*logs.inner;
-            m.lock().unwrap().closed += 1;
-            cv.notify_all();
-        });
-    }
-
-    /// Every line so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.inner.0.lock().unwrap().lines.clone()
-    }
-
-    /// Every line so far, joined.
-    pub fn text(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    pub fn contains(&self, needle: &str) -> bool {
-        self.lines().iter().any(|l| l.contains(needle))
-    }
-
-    /// Waits until a line satisfies `pred` (returns it), or both streams close, or the deadline.
-    pub fn wait_for(&self, deadline: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let end = Instant::now() + deadline;
-        let (m, cv) = &*self.inner;
-        let mut g = m.lock().unwrap();
-        let mut seen = 0;
-        loop {
-            while seen < g.lines.len() {
-                if pred(&g.lines[seen]) {
-                    return Some(g.lines[seen].clone());
-                }
-                seen += 1;
-            }
-            let now = Instant::now();
-            if g.closed >= 2 || now >= end {
-                return None;
-            }
-            g = cv.wait_timeout(g, end - now).unwrap().0;
-        }
-    }
-
-    /// Waits until both streams are closed (the child exited and its pipes drained).
-    pub fn wait_closed(&self, deadline: Duration) {
-        let end = Instant::now() + deadline;
-        let (m, cv) = &*self.inner;
-        let mut g = m.lock().unwrap();
-        while g.closed < 2 {
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            g = cv.wait_timeout(g, end - now).unwrap().0;
-        }
-    }
-}
-
 // ----- the server ---------------------------------------------------------------------------
 
-/// A running `localzure start`.
+/// A running `localzure start` (started by the harness), with an HTTP client for it and the
+/// variables it was started with.
 pub struct Server {
-    child: Option<Child>,
+    bin: Binary,
     pub addr: String,
     pub base_url: String,
     pub logs: Logs,
     pub vars: Vec<(String, String)>,
     pub http: Http,
-}
-
-/// A server that exited instead of reaching `listening on`.
-#[derive(Debug)]
-pub struct Exited {
-    pub status: ExitStatus,
-    pub log: String,
-}
-
-fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        // Polling the child's state (not synchronising on time): 10 ms granularity.
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 impl Server {
@@ -330,164 +191,55 @@ impl Server {
 
     /// Starts the server; `Err` when the process exits before listening.
     pub fn try_start(vars: &[(String, String)], args: &[&str]) -> Result<Server, Exited> {
-        let mut all: Vec<(String, String)> = vec![
-            ("LOCALZURE_HTTP_PORT".into(), "0".into()),
-            ("LOCALZURE_AMQP_PORT".into(), "0".into()),
-            ("LOCALZURE_LOG".into(), "info".into()),
-        ];
-        all.extend(vars.iter().cloned());
-        let mut child = command(&all)
-            .arg("start")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn localzure");
-        let logs = Logs::default();
-        logs.spawn_reader(child.stdout.take().expect("stdout"), "[out] ");
-        logs.spawn_reader(child.stderr.take().expect("stderr"), "");
-        let line = logs.wait_for(START_DEADLINE, |l| l.contains("listening on http://"));
-        let Some(line) = line else {
-            // Exited (streams closed) or hung.
-            let status = match wait_exit(&mut child, STOP_DEADLINE) {
-                Some(s) => s,
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "server neither listened nor exited within {START_DEADLINE:?}; log:\n{}",
-                        logs.text()
-                    );
-                }
-            };
-            logs.wait_closed(STOP_DEADLINE);
-            return Err(Exited {
-                status,
-                log: logs.text(),
-            });
-        };
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address after 'listening on http://'")
-            .to_string();
-        let base_url = format!("http://{addr}");
+        let bin = Binary::try_start(vars, args)?;
         Ok(Server {
-            child: Some(child),
-            http: Http::new(&base_url),
-            addr,
-            base_url,
-            logs,
+            http: Http::new(&bin.base_url),
+            addr: bin.addr.clone(),
+            base_url: bin.base_url.clone(),
+            logs: bin.logs.clone(),
             vars: vars.to_vec(),
+            bin,
         })
     }
 
-    /// Waits until `n` receives are parked in a long poll on the server, read from the
-    /// `localzure_parked_receives` gauge of `/metrics` (the in-process harness reads
-    /// `ServiceBusBackend::parked_receives` directly). Fails after 10 s.
+    /// Waits until `n` receives are parked in a long poll on the server (the
+    /// `localzure_parked_receives` gauge). Fails after 10 s.
     pub async fn wait_parked(&self, n: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self.http.get("metrics").await;
-            let parked = r
-                .body
-                .lines()
-                .find_map(|l| l.strip_prefix("localzure_parked_receives "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if parked >= n as f64 {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} receive(s) never parked; /metrics: {} {}",
-                r.status,
-                r.body
-                    .lines()
-                    .filter(|l| l.contains("parked"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.bin.wait_parked(n).await
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.bin.pid()
     }
 
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port")
+        self.bin.port()
+    }
+
+    /// The AMQP address.
+    pub fn amqp_addr(&self) -> std::net::SocketAddr {
+        self.bin.amqp_addr()
     }
 
     /// SIGTERM, then waits for the exit (asserting code 0) and the end of the log.
     pub fn terminate(self) -> Logs {
-        self.signal_and_wait("TERM")
+        self.bin.signal_and_wait("TERM")
     }
 
     /// SIGINT (Ctrl-C), then as [`Server::terminate`].
     pub fn interrupt(self) -> Logs {
-        self.signal_and_wait("INT")
-    }
-
-    fn signal_and_wait(mut self, sig: &str) -> Logs {
-        let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -{sig} failed");
-        let status = wait_exit(&mut child, STOP_DEADLINE);
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "server did not exit within {STOP_DEADLINE:?} of SIG{sig}; log:\n{}",
-                self.logs.text()
-            );
-        };
-        self.logs.wait_closed(STOP_DEADLINE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "exit status after SIG{sig}: {status}; log:\n{}",
-            self.logs.text()
-        );
-        self.logs.clone()
+        self.bin.signal_and_wait("INT")
     }
 
     /// Waits for an exit the server began on its own (e.g. `localzure stop`); asserts code 0.
-    pub fn wait_exit_ok(mut self) -> Logs {
-        let mut child = self.child.take().expect("running");
-        let Some(status) = wait_exit(&mut child, STOP_DEADLINE) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not exit; log:\n{}", self.logs.text());
-        };
-        self.logs.wait_closed(STOP_DEADLINE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "exit status {status}; log:\n{}",
-            self.logs.text()
-        );
-        self.logs.clone()
+    pub fn wait_exit_ok(self) -> Logs {
+        self.bin.wait_exit_ok()
     }
 
     /// SIGKILL: no final snapshot, no cleanup.
-    pub fn kill(mut self) -> Logs {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait after SIGKILL");
-        self.logs.wait_closed(STOP_DEADLINE);
-        self.logs.clone()
+    pub fn kill(self) -> Logs {
+        self.bin.kill()
     }
 
     /// Runs a CLI subcommand against this server (its real port, as configured).
@@ -496,23 +248,6 @@ impl Server {
         vars.retain(|(k, _)| k != "LOCALZURE_HTTP_PORT");
         vars.push(("LOCALZURE_HTTP_PORT".into(), self.port().to_string()));
         cli(&vars, args)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            self.logs.wait_closed(Duration::from_secs(2));
-            eprintln!(
-                "----- localzure server log ({}) -----\n{}\n----- end of server log -----",
-                self.base_url,
-                self.logs.text()
-            );
-        }
     }
 }
 

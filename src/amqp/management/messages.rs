@@ -8,8 +8,7 @@ use crate::amqp::convert::{
     Encoding,
 };
 use crate::amqp::errors::{wire_error, WireError};
-use crate::broker::op::{Op, ReceiveMode, Settlement};
-use crate::broker::Outcome;
+use crate::broker::op::{ReceiveMode, Settlement};
 use futures::future::BoxFuture;
 use serde_amqp::primitives::Timestamp;
 use serde_amqp::Value as AV;
@@ -29,11 +28,8 @@ pub(super) fn peek<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
             .clamp(0, 1000) as usize;
         let msgs = r
             .backend
-            .read(|b| match &r.session_id {
-                Some(s) => b.peek_session(&r.path, s, from, max),
-                None => b.peek(&r.path, from, max),
-            })
-            .map_err(|e| wire_error(&e.into()))?;
+            .peek(&r.path, r.session_id.as_deref(), from, max)
+            .map_err(|e| wire_error(&e))?;
         messages_response(&msgs, Encoding::Peek, false)
     })
 }
@@ -44,17 +40,12 @@ pub(super) fn renew_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
         let mut expirations = Vec::new();
         for t in r.list("lock-tokens") {
             let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
-            let out = r
+            let locked_until = r
                 .backend
-                .execute(Op::RenewLock {
-                    from: r.path.clone(),
-                    lock_token: token,
-                })
+                .renew_lock(&r.path, token)
                 .await
                 .map_err(|e| wire_error(&e))?;
-            if let Outcome::LockRenewed { locked_until } = out {
-                expirations.push(AV::Timestamp(Timestamp::from_milliseconds(locked_until)));
-            }
+            expirations.push(AV::Timestamp(Timestamp::from_milliseconds(locked_until)));
         }
         ok(string_map(vec![("expirations", array(expirations))]))
     })
@@ -85,18 +76,11 @@ pub(super) fn schedule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
             }
             messages.push(m);
         }
-        let out = r
+        let seqs = r
             .backend
-            .execute(Op::Send {
-                entity: r.entity_path.to_string(),
-                messages,
-            })
+            .send(r.entity_path.to_string(), messages)
             .await
             .map_err(|e| wire_error(&e))?;
-        let seqs = match out {
-            Outcome::Sent { sequence_numbers } => sequence_numbers,
-            _ => Vec::new(),
-        };
         ok(string_map(vec![(
             "sequence-numbers",
             array(seqs.into_iter().map(|s| AV::Long(s as i64)).collect()),
@@ -109,10 +93,7 @@ pub(super) fn cancel_scheduled<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult
     Box::pin(async move {
         let seqs = r.sequence_numbers()?;
         r.backend
-            .execute(Op::CancelScheduled {
-                entity: r.entity_path.to_string(),
-                sequence_numbers: seqs,
-            })
+            .cancel_scheduled(r.entity_path.to_string(), seqs)
             .await
             .map_err(|e| wire_error(&e))?;
         ok_empty()
@@ -150,11 +131,7 @@ pub(super) fn update_disposition<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResu
         for t in r.list("lock-tokens") {
             let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
             r.backend
-                .execute(Op::Settle {
-                    from: r.path.clone(),
-                    lock_token: token,
-                    settlement: settlement.clone(),
-                })
+                .settle(&r.path, token, settlement.clone())
                 .await
                 .map_err(|e| wire_error(&e))?;
         }
@@ -171,21 +148,11 @@ pub(super) fn receive_by_sequence_number<'r>(r: &'r Request<'r>) -> BoxFuture<'r
             Some(0) => ReceiveMode::ReceiveAndDelete,
             _ => ReceiveMode::PeekLock,
         };
-        let tokens = seqs.iter().map(|_| uuid::Uuid::new_v4()).collect();
-        let out = r
+        let msgs = r
             .backend
-            .execute(Op::ReceiveDeferred {
-                from: r.path.clone(),
-                sequence_numbers: seqs,
-                mode,
-                lock_tokens: tokens,
-            })
+            .receive_deferred(&r.path, seqs, mode)
             .await
             .map_err(|e| wire_error(&e))?;
-        let msgs = match out {
-            Outcome::Received(m) => m,
-            _ => Vec::new(),
-        };
         messages_response(&msgs, Encoding::Delivery, mode == ReceiveMode::PeekLock)
     })
 }

@@ -5,7 +5,7 @@ use super::request::{no_content, ok, ok_empty, OpResult, Request};
 use super::rule_descriptions::{rule_entry, rule_from_request};
 use crate::amqp::convert::string_map;
 use crate::amqp::errors::{wire_error, WireError};
-use crate::broker::op::{Op, QueuePath};
+use crate::broker::op::QueuePath;
 use futures::future::BoxFuture;
 use serde_amqp::Value as AV;
 
@@ -26,11 +26,7 @@ pub(super) fn add_rule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
         let (topic, subscription) = subscription_of(&r.path)?;
         let rule = rule_from_request(&r.body, r.backend.now()).map_err(WireError::bad_request)?;
         r.backend
-            .execute(Op::CreateRule {
-                topic,
-                subscription,
-                rule,
-            })
+            .create_rule(topic, subscription, rule)
             .await
             .map_err(|e| wire_error(&e))?;
         ok_empty()
@@ -45,11 +41,7 @@ pub(super) fn remove_rule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
             .text("rule-name")
             .ok_or_else(|| WireError::bad_request("rule-name is required"))?;
         r.backend
-            .execute(Op::DeleteRule {
-                topic,
-                subscription,
-                name,
-            })
+            .delete_rule(topic, subscription, name)
             .await
             .map_err(|e| wire_error(&e))?;
         ok_empty()
@@ -63,8 +55,8 @@ pub(super) fn enumerate_rules<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult>
         let (skip, top) = r.page();
         let all = r
             .backend
-            .read(|b| b.rules(&topic, &subscription))
-            .map_err(|e| wire_error(&e.into()))?;
+            .rules(&topic, &subscription)
+            .map_err(|e| wire_error(&e))?;
         let page: Vec<AV> = all.iter().skip(skip).take(top).map(rule_entry).collect();
         if page.is_empty() {
             return no_content();

@@ -4,8 +4,6 @@
 use super::request::{no_content, ok, ok_empty, OpResult, Request};
 use crate::amqp::convert::{array, string_map};
 use crate::amqp::errors::{wire_error, WireError};
-use crate::broker::op::Op;
-use crate::broker::Outcome;
 use futures::future::BoxFuture;
 use serde_amqp::primitives::Timestamp;
 use serde_amqp::Value as AV;
@@ -15,18 +13,11 @@ use serde_bytes::ByteBuf;
 pub(super) fn renew_session_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let session = r.session_ref()?;
-        let out = r
+        let until = r
             .backend
-            .execute(Op::RenewSessionLock {
-                from: r.path.clone(),
-                session,
-            })
+            .renew_session_lock(&r.path, session)
             .await
             .map_err(|e| wire_error(&e))?;
-        let until = match out {
-            Outcome::LockRenewed { locked_until } => locked_until,
-            _ => r.backend.now(),
-        };
         ok(string_map(vec![(
             "expiration",
             AV::Timestamp(Timestamp::from_milliseconds(until)),
@@ -43,8 +34,8 @@ pub(super) fn get_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResul
             .ok_or_else(|| WireError::bad_request("session-id is required"))?;
         let state = r
             .backend
-            .read(|b| b.session_state(&r.path, &id))
-            .map_err(|e| wire_error(&e.into()))?;
+            .session_state(&r.path, &id)
+            .map_err(|e| wire_error(&e))?;
         ok(string_map(vec![(
             "session-state",
             state
@@ -64,11 +55,7 @@ pub(super) fn set_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResul
         };
         let session = r.session_ref()?;
         r.backend
-            .execute(Op::SetSessionState {
-                from: r.path.clone(),
-                session,
-                state,
-            })
+            .set_session_state(&r.path, session, state)
             .await
             .map_err(|e| wire_error(&e))?;
         ok_empty()
@@ -81,8 +68,8 @@ pub(super) fn get_message_sessions<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpRe
         let (skip, top) = r.page();
         let ids = r
             .backend
-            .read(|b| b.list_sessions(&r.path))
-            .map_err(|e| wire_error(&e.into()))?;
+            .list_sessions(&r.path)
+            .map_err(|e| wire_error(&e))?;
         let page: Vec<AV> = ids
             .into_iter()
             .skip(skip)

@@ -309,11 +309,8 @@ impl Broker {
         now: Millis,
     ) {
         // Every dead-lettering passes here: settlement, TTL, max delivery, filter errors.
-        crate::metrics::global().count(
-            &crate::metrics::entity_label(path),
-            crate::metrics::Event::DeadLettered,
-            1,
-        );
+        self.events
+            .push(crate::broker::Event::DeadLettered { from: path.clone() });
         msg.lock = None;
         msg.state = MessageState::Active;
         msg.expires_at = MAX_MILLIS;

@@ -66,16 +66,13 @@ impl Broker {
             woke = true;
         }
         // TTL expiry (not while locked).
+        let mut expired = 0;
         for seq in rcv.main.expired_ttl(now) {
             if rcv.main.get(seq).is_some_and(|m| m.is_locked_at(now)) {
                 continue;
             }
             if let Some(m) = rcv.main.remove(seq) {
-                crate::metrics::global().count(
-                    &crate::metrics::entity_label(&main_path),
-                    crate::metrics::Event::Expired,
-                    1,
-                );
+                expired += 1;
                 if dl_on_expiry {
                     to_dead_letter.push((
                         m,
@@ -86,6 +83,11 @@ impl Broker {
             }
         }
         self.touched = true;
+        for _ in 0..expired {
+            self.events.push(crate::broker::Event::Expired {
+                from: main_path.clone(),
+            });
+        }
         if woke {
             self.wakeups.insert(wake_key_of(&main_path));
         }
