@@ -22,8 +22,7 @@
 
 use crate::broker::error::BrokerError;
 use crate::broker::message::{Message, MessageState, NewMessage};
-use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
-use crate::broker::Outcome;
+use crate::broker::op::{QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
 use crate::service::{ServiceBusBackend, ServiceError};
 use http::StatusCode;
 
@@ -70,14 +69,6 @@ pub fn parse_path(p: &str, dlq: bool) -> Result<QueuePath, ConsoleError> {
         None => return Err(ConsoleError::bad("The entity path is empty.")),
     };
     Ok(if dlq { path.dlq() } else { path })
-}
-
-/// Messages a receive took, or none.
-fn received(out: Outcome) -> Vec<Message> {
-    match out {
-        Outcome::Received(m) => m,
-        _ => Vec::new(),
-    }
 }
 
 /// A message locked by [`lock_one`], and the session lock taken to reach it.
@@ -181,17 +172,11 @@ async fn lock_active(
         .filter(|m| m.state == MessageState::Active && !m.is_locked_at(now))
         .count();
     let max = u32::try_from(ahead + 1).unwrap_or(u32::MAX);
-    let out = b
-        .execute(Op::Receive {
-            from: path.clone(),
-            mode: ReceiveMode::PeekLock,
-            max,
-            lock_tokens: (0..max).map(|_| uuid::Uuid::new_v4()).collect(),
-            session: session.cloned(),
-        })
+    let got = b
+        .receive(path, ReceiveMode::PeekLock, max, session.cloned())
         .await?;
     let mut target = None;
-    for m in received(out) {
+    for m in got {
         let Some(lock) = m.lock else { continue };
         if m.sequence_number == seq {
             target = Some((m, lock.token));
@@ -294,16 +279,9 @@ async fn resubmit_all(
     let initial = b.peek(dlq, None, 0, usize::MAX)?.len();
     while done.resubmitted.len() < initial {
         let max = (initial - done.resubmitted.len()).min(100) as u32;
-        let out = b
-            .execute(Op::Receive {
-                from: dlq.clone(),
-                mode: ReceiveMode::PeekLock,
-                max,
-                lock_tokens: (0..max).map(|_| uuid::Uuid::new_v4()).collect(),
-                session: None,
-            })
-            .await?;
-        let batch: Vec<(Message, uuid::Uuid)> = received(out)
+        let batch: Vec<(Message, uuid::Uuid)> = b
+            .receive(dlq, ReceiveMode::PeekLock, max, None)
+            .await?
             .into_iter()
             .filter_map(|m| m.lock.map(|l| (m, l.token)))
             .collect();
@@ -351,16 +329,10 @@ async fn drain(
 ) -> Result<u64, ConsoleError> {
     let mut n = 0;
     loop {
-        let out = b
-            .execute(Op::Receive {
-                from: path.clone(),
-                mode: ReceiveMode::ReceiveAndDelete,
-                max: 500,
-                lock_tokens: Vec::new(),
-                session: session.clone(),
-            })
-            .await?;
-        let got = received(out).len() as u64;
+        let got = b
+            .receive(path, ReceiveMode::ReceiveAndDelete, 500, session.clone())
+            .await?
+            .len() as u64;
         if got == 0 {
             return Ok(n);
         }
@@ -396,16 +368,10 @@ pub async fn purge(b: &ServiceBusBackend, path: &QueuePath) -> Result<Purged, Co
     };
     let deferred = pick(MessageState::Deferred);
     if !deferred.is_empty() {
-        removed += received(
-            b.execute(Op::ReceiveDeferred {
-                from: path.clone(),
-                sequence_numbers: deferred,
-                mode: ReceiveMode::ReceiveAndDelete,
-                lock_tokens: Vec::new(),
-            })
-            .await?,
-        )
-        .len() as u64;
+        removed += b
+            .receive_deferred(path, deferred, ReceiveMode::ReceiveAndDelete)
+            .await?
+            .len() as u64;
     }
     let scheduled = pick(MessageState::Scheduled);
     if !scheduled.is_empty() && path.subscription.is_none() && !path.dead_letter {

@@ -51,7 +51,7 @@ impl ServiceBusBackend {
         max: u32,
         session: Option<SessionRef>,
     ) -> Result<Vec<Message>, ServiceError> {
-        let lock_tokens = (0..max).map(|_| uuid::Uuid::new_v4()).collect();
+        let lock_tokens = lock_tokens(mode, max as usize);
         let out = self
             .execute(Op::Receive {
                 from: from.clone(),
@@ -190,10 +190,7 @@ impl ServiceBusBackend {
         sequence_numbers: Vec<u64>,
         mode: ReceiveMode,
     ) -> Result<Vec<Message>, ServiceError> {
-        let lock_tokens = sequence_numbers
-            .iter()
-            .map(|_| uuid::Uuid::new_v4())
-            .collect();
+        let lock_tokens = lock_tokens(mode, sequence_numbers.len());
         let out = self
             .execute(Op::ReceiveDeferred {
                 from: from.clone(),
@@ -288,6 +285,15 @@ fn received(out: Outcome) -> Vec<Message> {
     match out {
         Outcome::Received(m) => m,
         _ => Vec::new(),
+    }
+}
+
+/// Fresh lock tokens for up to `n` messages received in `mode`: none for receive-and-delete
+/// (nothing is locked, and the journal record stays small).
+fn lock_tokens(mode: ReceiveMode, n: usize) -> Vec<uuid::Uuid> {
+    match mode {
+        ReceiveMode::PeekLock => (0..n).map(|_| uuid::Uuid::new_v4()).collect(),
+        ReceiveMode::ReceiveAndDelete => Vec::new(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::amqp::link::{accept_session, release};
 use crate::amqp::management::lock_key;
 use crate::amqp::symbols as sym;
 use crate::broker::message::Message;
-use crate::broker::op::{Op, QueuePath, ReceiveMode, SessionRef, SessionSelect};
+use crate::broker::op::{QueuePath, ReceiveMode, SessionRef, SessionSelect};
 use crate::time::Millis;
 use fe2o3_amqp_types::definitions::{
     Error as AmqpError, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode,
@@ -474,12 +474,7 @@ impl Conn {
         self.spawn(async move {
             release(&backend, &path, mode, buffered).await;
             if let Some(sref) = session {
-                let _ = backend
-                    .execute(Op::ReleaseSession {
-                        from: path,
-                        session: sref,
-                    })
-                    .await;
+                let _ = backend.release_session(&path, sref).await;
             }
         });
     }
@@ -500,10 +495,7 @@ impl Conn {
                 let backend = self.backend.clone();
                 self.spawn(async move {
                     let _ = backend
-                        .execute(Op::ReleaseSession {
-                            from: path,
-                            session: SessionRef { id, token },
-                        })
+                        .release_session(&path, SessionRef { id, token })
                         .await;
                 });
             }

@@ -4,7 +4,6 @@
 use super::state::{Conn, Event, Job, Kind};
 use crate::amqp::errors::{wire, wire_error};
 use crate::amqp::link::settlement_of;
-use crate::broker::op::Op;
 use fe2o3_amqp_types::definitions::Role;
 use fe2o3_amqp_types::messaging::{DeliveryState, Rejected};
 use fe2o3_amqp_types::performatives::{Disposition, Performative};
@@ -66,13 +65,7 @@ impl Conn {
             let backend = self.backend.clone();
             let events = self.events.clone();
             let job: Job = Box::pin(async move {
-                let result = backend
-                    .execute(Op::Settle {
-                        from: u.path,
-                        lock_token: u.token,
-                        settlement,
-                    })
-                    .await;
+                let result = backend.settle(&u.path, u.token, settlement).await;
                 let state = match result {
                     Ok(_) => echo,
                     Err(e) => DeliveryState::Rejected(Rejected {

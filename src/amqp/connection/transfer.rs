@@ -7,7 +7,6 @@ use crate::amqp::convert::{decode_message, decode_send, request_ids};
 use crate::amqp::errors::{error, wire, wire_error, WireError};
 use crate::amqp::symbols as sym;
 use crate::amqp::{cbs, management};
-use crate::broker::op::Op;
 use fe2o3_amqp_types::definitions::Role;
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
 use fe2o3_amqp_types::performatives::Transfer;
@@ -158,14 +157,12 @@ impl Conn {
                             Err(e) => DeliveryState::Rejected(Rejected {
                                 error: Some(error(sym::DECODE_ERROR, e.to_string())),
                             }),
-                            Ok(messages) => {
-                                match backend.execute(Op::Send { entity, messages }).await {
-                                    Ok(_) => DeliveryState::Accepted(Accepted {}),
-                                    Err(e) => DeliveryState::Rejected(Rejected {
-                                        error: Some(wire(&wire_error(&e))),
-                                    }),
-                                }
-                            }
+                            Ok(messages) => match backend.send(entity, messages).await {
+                                Ok(_) => DeliveryState::Accepted(Accepted {}),
+                                Err(e) => DeliveryState::Rejected(Rejected {
+                                    error: Some(wire(&wire_error(&e))),
+                                }),
+                            },
                         };
                         if let (true, Some(id)) = (reply, delivery_id) {
                             let _ = events.send(Event::Disposition {
