@@ -34,6 +34,11 @@ pub const MAX_TIMESPAN_SECONDS: f64 = i64::MAX as f64 / TICKS_PER_SECOND as f64;
 /// one connection may hold: (channel-max, handle-max, links per connection).
 pub const AMQP_CONNECTION_LIMITS: (u16, u32, u32) = (4_999, 4_999, 10_000);
 
+/// How long shutdown waits for in-flight HTTP requests before it cuts the connections that
+/// still hold one (a client that stalls mid-request must not keep the server from its final
+/// snapshot; `docker stop` sends SIGKILL 10 s after SIGTERM).
+pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
 #[cfg(test)]
 mod tests {
     /// The named value is the literal the REST layer compares against.

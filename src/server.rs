@@ -182,6 +182,8 @@ struct Shared<F> {
     backend: ServiceBusBackend,
     amqp: Arc<crate::amqp::AmqpOptions>,
     shutdown: CancellationToken,
+    /// Cancelled when the drain deadline passes: HTTP connections still busy are cut.
+    cut: CancellationToken,
     header_read_timeout: Duration,
     /// Bound on the first bytes, the TLS handshake and a WebSocket upgrade's head.
     route_timeout: Duration,
@@ -244,13 +246,18 @@ async fn connection<F>(
     use tower_service::Service;
     // Boxed: the routing state (TLS handshake, read-ahead) is freed once routed instead of
     // sizing this task's future for its whole life.
-    let routed = match Box::pin(crate::net::route(
+    let route = Box::pin(crate::net::route(
         tcp,
         shared.tls.as_deref(),
         shared.route_timeout,
-    ))
-    .await
-    {
+    ));
+    let routed = tokio::select! {
+        r = route => r,
+        // A connection that has not even sent its first bytes has no request in flight:
+        // shutdown does not wait for it (its route timeout is 10 s).
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let routed = match routed {
         Ok(r) => r,
         Err(e) => {
             // Port scanners, health probes, TLS on a listener without TLS: close.
@@ -292,8 +299,14 @@ async fn connection<F>(
                 .header_read_timeout(shared.header_read_timeout)
                 .max_headers(crate::constants::HTTP_MAX_HEADERS);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!("HTTP connection from {addr} (tls={tls}) ended: {e}");
+            tokio::select! {
+                r = watcher.watch(conn) => if let Err(e) = r {
+                    tracing::debug!("HTTP connection from {addr} (tls={tls}) ended: {e}");
+                },
+                // Dropping the connection closes it (and ends the graceful watch).
+                _ = shared.cut.cancelled() => {
+                    tracing::debug!("HTTP connection from {addr} cut at the drain deadline");
+                }
             }
         }
     }
@@ -397,6 +410,7 @@ pub async fn serve(
             ..Default::default()
         }),
         shutdown: shutdown.clone(),
+        cut: CancellationToken::new(),
         header_read_timeout,
         route_timeout: header_read_timeout.min(crate::net::SNIFF_TIMEOUT),
     });
@@ -408,9 +422,26 @@ pub async fn serve(
         .into_iter()
         .map(|(kind, l)| serve_port(kind, l, shared.clone(), connections.clone()))
         .collect();
-    futures::future::join_all(ports).await;
+    let all_ports = futures::future::join_all(ports);
+    // Only a shutdown starts the deadline: the ports run until it.
+    tokio::pin!(all_ports);
+    tokio::select! {
+        _ = &mut all_ports => {}
+        _ = shutdown.cancelled() => {}
+    }
+    let drain = Duration::from_millis(crate::constants::SHUTDOWN_DRAIN_MS);
+    if tokio::time::timeout(drain, &mut all_ports).await.is_ok() {
+        tracing::info!("HTTP server stopped; in-flight requests drained");
+    } else {
+        shared.cut.cancel();
+        all_ports.await;
+        tracing::warn!(
+            "HTTP server stopped; requests still in flight {} ms after the shutdown signal \
+             were cut",
+            crate::constants::SHUTDOWN_DRAIN_MS
+        );
+    }
     let t = Instant::now();
-    tracing::info!("HTTP server stopped; in-flight requests drained");
     connections.close();
     connections.wait().await;
     tracing::info!("AMQP listener stopped; connections closed");

@@ -370,6 +370,40 @@ async fn a_slowloris_client_does_not_block_others() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn shutdown_cuts_a_request_stalled_mid_body_at_the_drain_deadline() {
+    let s = TestServer::start().await;
+    s.create_queue("q", "").await;
+    // A full head announcing a body the client never finishes: graceful shutdown alone would
+    // wait for it forever (hyper has no body timeout), keeping the server from its final
+    // snapshot.
+    let mut stalled = TcpStream::connect(addr(&s)).await.expect("connect");
+    stalled
+        .write_all(
+            b"POST /q/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nabc",
+        )
+        .await
+        .expect("write");
+    // The request is in flight once the server has read its head: a request that follows on
+    // another connection is answered, so the stalled one was accepted before it.
+    s.send_text("q", "other").await;
+    let t = std::time::Instant::now();
+    s.stop().await; // asserts a clean stop within 20 s
+    let took = t.elapsed();
+    let deadline = Duration::from_millis(localzure::constants::SHUTDOWN_DRAIN_MS);
+    assert!(
+        took >= deadline.saturating_sub(Duration::from_millis(500)) && took < deadline * 2,
+        "stopped after {took:?} (drain deadline {deadline:?})"
+    );
+    // The stalled connection was closed by the server.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("the server closed the stalled connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer to a request whose body never came");
+}
+
 // ----- optional SAS validation ------------------------------------------------------------------
 
 #[tokio::test]
