@@ -697,6 +697,86 @@ mod tests {
         );
     }
 
+    /// Session state set in a transaction (the .NET SDK's Sample06 `SetSessionStateAsync` in a
+    /// scope) applies at commit while the session lock is held; with a lock the receiver does
+    /// not hold, the whole commit is refused and its send is not applied either.
+    #[test]
+    fn session_state_commits_only_under_the_session_lock() {
+        let mut b = broker();
+        apply(
+            &mut b,
+            1,
+            Op::CreateQueue {
+                name: "s".into(),
+                props: EntityProps {
+                    requires_session: true,
+                    ..EntityProps::default()
+                },
+            },
+        )
+        .expect("create");
+        let m = NewMessage {
+            message_id: "m".into(),
+            session_id: Some("s1".into()),
+            ..NewMessage::default()
+        };
+        apply(
+            &mut b,
+            2,
+            Op::Send {
+                entity: "s".into(),
+                messages: vec![m],
+            },
+        )
+        .expect("send");
+        let token = uuid::Uuid::new_v4();
+        let from = QueuePath::queue("s");
+        apply(
+            &mut b,
+            3,
+            Op::AcceptSession {
+                from: from.clone(),
+                select: crate::broker::op::SessionSelect::Id("s1".into()),
+                token,
+            },
+        )
+        .expect("accept");
+        let set = |token| Op::SetSessionState {
+            from: from.clone(),
+            session: crate::broker::op::SessionRef {
+                id: "s1".into(),
+                token,
+            },
+            state: Some(b"state".to_vec()),
+        };
+        let refused = apply(
+            &mut b,
+            4,
+            Op::Commit {
+                ops: vec![send("b", "x"), set(uuid::Uuid::new_v4())],
+            },
+        );
+        assert!(
+            matches!(refused, Err(BrokerError::SessionLockLost(_))),
+            "{refused:?}"
+        );
+        assert_eq!(b.queue_info("b").expect("b").counts.active, 0);
+        assert_eq!(b.session_state(&from, "s1").expect("state"), None);
+        apply(
+            &mut b,
+            5,
+            Op::Commit {
+                ops: vec![send("b", "x"), set(token)],
+            },
+        )
+        .expect("commit");
+        assert_eq!(
+            b.session_state(&from, "s1").expect("state"),
+            Some(b"state".to_vec())
+        );
+        assert_eq!(b.queue_info("b").expect("b").counts.active, 1);
+    }
+
     #[test]
     fn the_buffer_binds_to_one_top_level_entity() {
         let mut t = Transactions::new(1000);

@@ -42,6 +42,8 @@ pub(super) fn peek<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
 pub(super) fn renew_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let mut expirations = Vec::new();
+        // In a transaction the renewal applies at once (see super::txn).
+        r.join_txn()?;
         for t in r.list("lock-tokens") {
             let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
             let out = r
@@ -108,13 +110,12 @@ pub(super) fn schedule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
 pub(super) fn cancel_scheduled<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let seqs = r.sequence_numbers()?;
-        r.backend
-            .execute(Op::CancelScheduled {
-                entity: r.entity_path.to_string(),
-                sequence_numbers: seqs,
-            })
-            .await
-            .map_err(|e| wire_error(&e))?;
+        // In a transaction: buffered until commit (see super::txn).
+        r.apply_or_enlist(Op::CancelScheduled {
+            entity: r.entity_path.to_string(),
+            sequence_numbers: seqs,
+        })
+        .await?;
         ok_empty()
     })
 }
@@ -149,14 +150,13 @@ pub(super) fn update_disposition<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResu
         };
         for t in r.list("lock-tokens") {
             let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
-            r.backend
-                .execute(Op::Settle {
-                    from: r.path.clone(),
-                    lock_token: token,
-                    settlement: settlement.clone(),
-                })
-                .await
-                .map_err(|e| wire_error(&e))?;
+            // In a transaction: buffered until commit, the message stays locked (super::txn).
+            r.apply_or_enlist(Op::Settle {
+                from: r.path.clone(),
+                lock_token: token,
+                settlement: settlement.clone(),
+            })
+            .await?;
         }
         ok_empty()
     })

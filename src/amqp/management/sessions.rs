@@ -15,6 +15,8 @@ use serde_bytes::ByteBuf;
 pub(super) fn renew_session_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let session = r.session_ref()?;
+        // In a transaction the renewal applies at once (see super::txn).
+        r.join_txn()?;
         let out = r
             .backend
             .execute(Op::RenewSessionLock {
@@ -63,14 +65,13 @@ pub(super) fn set_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResul
             _ => None,
         };
         let session = r.session_ref()?;
-        r.backend
-            .execute(Op::SetSessionState {
-                from: r.path.clone(),
-                session,
-                state,
-            })
-            .await
-            .map_err(|e| wire_error(&e))?;
+        // In a transaction: buffered until commit (see super::txn).
+        r.apply_or_enlist(Op::SetSessionState {
+            from: r.path.clone(),
+            session,
+            state,
+        })
+        .await?;
         ok_empty()
     })
 }
