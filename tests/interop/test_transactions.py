@@ -8,7 +8,8 @@ on a transfer, `Transaction.accept` settles a delivery with `transactional-state
 (`Transaction._release_pending`), so they come back.
 
 Covered: commit (the sends appear, the accepted message is gone), rollback (nothing sent is
-visible, the accepted message is back), send-via (a sender attached to the received-from queue
+visible, the accepted message is back), a delivery settled after its transactional accept was
+answered (what the .NET and Java clients do), send-via (a sender attached to the received-from queue
 with `com.microsoft:transfer-destination-address` naming another queue) and a transaction that
 outlives the server's timeout (`LOCALZURE_TRANSACTION_TIMEOUT_MS`), whose commit is refused
 with `amqp:transaction:timeout` and leaves nothing behind.
@@ -151,6 +152,19 @@ class Scenario(TransactionalClientHandler):
     def work(self, txn):
         raise NotImplementedError
 
+    def when(self, condition, then):
+        """Runs `then` once `condition()` holds (checked every 50 ms on the reactor)."""
+        outer = self
+
+        class Poll:
+            def on_timer_task(self, event):
+                if condition():
+                    then()
+                else:
+                    outer.container.schedule(0.05, self)
+
+        self.container.schedule(0.05, Poll())
+
     def run(self):
         Container(self).run()
         assert self.failure is None, self.failure
@@ -208,6 +222,31 @@ def test_send_via_completes_from_one_queue_and_sends_to_another(server):
     assert drain(server, b, 1) == ["forwarded"]
 
 
+def test_settling_after_the_transactional_accept_is_not_a_second_settlement(server):
+    # The .NET (Microsoft.Azure.Amqp) and Java (proton-j) clients settle a delivery locally
+    # once the broker answered its transactional disposition, which repeats the
+    # transactional state with settled=true. Proton does the same here by hand: the commit
+    # must apply the one completion, not refuse a "second" one.
+    q = server.create_queue()
+    seed(server, q, ["in"])
+    TRANSACTIONAL_STATE = 0x34
+
+    class SettleAfterAnswer(Scenario):
+        def work(self, txn):
+            txn.send(self.sender, Message(id="out", body="out"))
+            txn.accept(self.incoming)
+
+            def settle_then_commit():
+                self.incoming.settle()
+                txn.commit()
+
+            self.when(lambda: self.incoming.remote_state == TRANSACTIONAL_STATE, settle_then_commit)
+
+    assert SettleAfterAnswer(server, q, q).run() == "committed"
+    assert counts(server, q)["Active"] == 1, "in is completed, out arrived"
+    assert drain(server, q, 1) == ["out"]
+
+
 @pytest.fixture(scope="module")
 def short_timeout_server():
     """A server whose transactions time out 400 ms after their first operation."""
@@ -230,19 +269,8 @@ def test_a_transaction_past_the_timeout_is_rolled_back(short_timeout_server):
         def work(self, txn):
             txn.send(self.sender, Message(id="late", body="late"))
             txn.accept(self.incoming)
-            self.poll = self.container.schedule(0.05, self.Poll(self))
-
-        class Poll:
-            """Commits once the server logs that it rolled the transaction back."""
-
-            def __init__(self, outer):
-                self.outer = outer
-
-            def on_timer_task(self, event):
-                if "transaction timed out and was rolled back" in self.outer.server.read_log():
-                    self.outer.txn.commit()
-                else:
-                    self.outer.container.schedule(0.05, self)
+            rolled_back = "transaction timed out and was rolled back"
+            self.when(lambda: rolled_back in self.server.read_log(), txn.commit)
 
     late = Late(server, q, q)
     assert late.run() == "commit-failed"

@@ -265,15 +265,31 @@ impl Conn {
             undeliverable_here: None,
             message_annotations: None,
         }));
-        for (delivery_id, u) in work {
-            let answer = match (id_of(&ts.txn_id), settlement_of(&outcome_state(&outcome))) {
+        let txn = id_of(&ts.txn_id);
+        for (delivery_id, mut u) in work {
+            // Already in this transaction: the client settling it now (proton-j and
+            // Microsoft.Azure.Amqp settle locally after our answer, repeating the state), or
+            // repeating it. Not a second settlement.
+            if txn.is_some() && u.txn == txn {
+                if reply {
+                    if let Some(s) = self.sessions.get_mut(&ch) {
+                        s.unsettled.insert(delivery_id, u);
+                    }
+                    self.send_disposition_of(ch, Role::Sender, delivery_id, state.clone(), false);
+                }
+                continue;
+            }
+            let answer = match (txn, settlement_of(&outcome_state(&outcome))) {
                 (None, _) => rejected_outcome(txn_error(&TxnError::UnknownId)),
                 (_, None) => rejected_outcome(txn_error(&TxnError::NotAllowed(
                     "This outcome cannot be part of a transaction.".into(),
                 ))),
                 (Some(id), Some(settlement)) => {
                     match self.backend.txn_settle(id, &u.path, u.token, settlement) {
-                        Ok(()) => outcome.clone(),
+                        Ok(()) => {
+                            u.txn = Some(id);
+                            outcome.clone()
+                        }
                         Err(e) => rejected_outcome(txn_error(&e)),
                     }
                 }
