@@ -148,15 +148,24 @@ pub(super) fn update_disposition<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResu
                 )))
             }
         };
-        for t in r.list("lock-tokens") {
-            let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
-            // In a transaction: buffered until commit, the message stays locked (super::txn).
-            r.apply_or_enlist(Op::Settle {
-                from: r.path.clone(),
-                lock_token: token,
-                settlement: settlement.clone(),
+        let settles = r
+            .list("lock-tokens")
+            .iter()
+            .map(|t| {
+                let token =
+                    uuid_of(t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
+                Ok(Op::Settle {
+                    from: r.path.clone(),
+                    lock_token: token,
+                    settlement: settlement.clone(),
+                })
             })
-            .await?;
+            .collect::<Result<Vec<_>, WireError>>()?;
+        // In a transaction: all of them checked first, then buffered until commit; the
+        // messages stay locked (super::txn).
+        r.check_in_txn(&settles)?;
+        for op in settles {
+            r.apply_or_enlist(op).await?;
         }
         ok_empty()
     })

@@ -82,6 +82,18 @@ impl Request<'_> {
         Ok(None)
     }
 
+    /// When the request is transactional, checks that all of `ops` could apply now, so a
+    /// request with several parts is refused whole rather than buffered in part.
+    pub(super) fn check_in_txn(&self, ops: &[Op]) -> Result<(), WireError> {
+        match self.txn {
+            Some(_) => self
+                .backend
+                .txn_check(ops)
+                .map_err(|e| wire_error(&e.into())),
+            None => Ok(()),
+        }
+    }
+
     /// For an operation that takes effect at once: when the request is transactional, the
     /// transaction must be open and on this entity (its timer starts here if this is its
     /// first operation).
