@@ -381,6 +381,324 @@ async fn successive_transactions_on_one_controller_commit_independently() {
     assert_eq!(s.count("a"), 1);
 }
 
+// ----- $management requests inside a transaction ----------------------------------------------
+
+/// The request/response links of an entity's `$management` node, as the SDKs open them; a
+/// request posted through `Transaction::post` carries the transaction as its transfer's
+/// `transactional-state`, as the .NET and Java SDKs send management requests in a transaction.
+struct Management {
+    sender: Sender,
+    receiver: Receiver,
+    next_id: u64,
+}
+
+impl Management {
+    async fn attach(session: &mut SessionHandle<()>, entity: &str) -> Management {
+        let node = format!("{entity}/$management");
+        let sender = Sender::attach(session, format!("{entity}-mgmt-requests"), node.as_str())
+            .await
+            .expect("management sender");
+        let receiver = Receiver::builder()
+            .name(format!("{entity}-mgmt-replies"))
+            .source(node.as_str())
+            .target(format!("{entity}-mgmt-client"))
+            .attach(session)
+            .await
+            .expect("management receiver");
+        Management {
+            sender,
+            receiver,
+            next_id: 1,
+        }
+    }
+
+    /// Sends one request in `txn`; answers its statusCode and errorCondition.
+    async fn request(
+        &mut self,
+        txn: &Transaction<'_>,
+        operation: &str,
+        body: Vec<(&str, Value)>,
+    ) -> (i32, Option<String>) {
+        let map = body
+            .into_iter()
+            .map(|(k, v)| (Value::String(k.into()), v))
+            .collect();
+        let reply_to = self
+            .receiver
+            .target()
+            .as_ref()
+            .and_then(|t| t.address.clone())
+            .unwrap_or_default();
+        let message = Message::builder()
+            .properties(
+                fe2o3_amqp::types::messaging::Properties::builder()
+                    .message_id(self.next_id)
+                    .reply_to(reply_to)
+                    .build(),
+            )
+            .application_properties(
+                fe2o3_amqp::types::messaging::ApplicationProperties::builder()
+                    .insert("operation", operation)
+                    .build(),
+            )
+            .value(Value::Map(map))
+            .build();
+        self.next_id += 1;
+        let out = within(txn.post(&mut self.sender, message))
+            .await
+            .expect("request transfer");
+        assert!(matches!(out, Outcome::Accepted(_)), "{out:?}");
+        let reply = within(self.receiver.recv::<Body<Value>>())
+            .await
+            .expect("response");
+        let _ = self.receiver.accept(&reply).await;
+        let props = reply.message().application_properties.clone();
+        let field = |k: &str| props.as_ref().and_then(|p| p.get(k)).cloned();
+        let status = match field("statusCode") {
+            Some(fe2o3_amqp::types::primitives::SimpleValue::Int(n)) => n,
+            other => panic!("statusCode {other:?}"),
+        };
+        let condition = match field("errorCondition") {
+            Some(fe2o3_amqp::types::primitives::SimpleValue::String(c)) => Some(c),
+            Some(fe2o3_amqp::types::primitives::SimpleValue::Symbol(c)) => Some(c.0),
+            _ => None,
+        };
+        (status, condition)
+    }
+}
+
+impl Server {
+    /// A message of queue `a`, deferred and received again by sequence number: its lock token
+    /// (what a receiver settles through `$management`, as the .NET SDK's
+    /// `TransactionalCompleteRollback` test does inside a scope).
+    async fn deferred_and_locked(&self) -> uuid::Uuid {
+        self.seed().await;
+        let from = QueuePath::queue("a");
+        let received = self
+            .backend
+            .execute(Op::Receive {
+                from: from.clone(),
+                mode: localzure::broker::op::ReceiveMode::PeekLock,
+                max: 1,
+                lock_tokens: vec![uuid::Uuid::new_v4()],
+                session: None,
+            })
+            .await;
+        let token = match received {
+            Ok(localzure::broker::Outcome::Received(m)) => m[0].lock.expect("locked").token,
+            other => panic!("receive: {other:?}"),
+        };
+        self.backend
+            .settle(
+                &from,
+                token,
+                Settlement::Defer {
+                    properties: Default::default(),
+                },
+            )
+            .await
+            .expect("defer");
+        let seq = self.backend.read(|b| b.peek(&from, 0, 1)).expect("peek")[0].sequence_number;
+        self.backend
+            .receive_deferred(
+                &from,
+                vec![seq],
+                localzure::broker::op::ReceiveMode::PeekLock,
+            )
+            .await
+            .expect("receive deferred")[0]
+            .lock
+            .expect("locked")
+            .token
+    }
+
+    /// A message scheduled an hour ahead in queue `a`; its sequence number.
+    async fn scheduled(&self) -> u64 {
+        let m = localzure::broker::message::NewMessage {
+            message_id: "later".into(),
+            scheduled_enqueue_time: Some(self.backend.now() + 3_600_000),
+            ..Default::default()
+        };
+        self.backend.send("a", vec![m]).await.expect("schedule")[0]
+    }
+
+    fn scheduled_count(&self, q: &str) -> u64 {
+        self.backend
+            .read(|b| b.queue_info(q))
+            .expect("queue")
+            .counts
+            .scheduled
+    }
+}
+
+fn uuid_list(token: uuid::Uuid) -> Value {
+    Value::List(vec![Value::String(token.to_string())])
+}
+
+fn sequence_numbers(seq: u64) -> Vec<(&'static str, Value)> {
+    vec![(
+        "sequence-numbers",
+        Value::List(vec![Value::Long(seq as i64)]),
+    )]
+}
+
+async fn declare(controller: &Controller) -> Transaction<'_> {
+    within(Transaction::declare(controller, None))
+        .await
+        .expect("declared")
+}
+
+fn refused(status: i32, condition: &str) -> (i32, Option<String>) {
+    (status, Some(condition.to_string()))
+}
+
+/// A connection with a controller and the `$management` links of queue `a`.
+struct ManagementClient {
+    _conn: ConnectionHandle<()>,
+    _session: SessionHandle<()>,
+    controller: Controller,
+    mgmt: Management,
+}
+
+impl Server {
+    async fn management_client(&self) -> ManagementClient {
+        let (_conn, mut session) = self.connect().await;
+        let controller = within(Controller::attach(&mut session, "ctl"))
+            .await
+            .expect("controller");
+        let mgmt = Management::attach(&mut session, "a").await;
+        ManagementClient {
+            _conn,
+            _session: session,
+            controller,
+            mgmt,
+        }
+    }
+}
+
+impl ManagementClient {
+    /// One request in a new transaction; `between` checks what is visible before the
+    /// discharge; then the transaction commits (`commit`) or rolls back.
+    async fn in_transaction(
+        &mut self,
+        operation: &str,
+        body: Vec<(&str, Value)>,
+        between: impl FnOnce(),
+        commit: bool,
+    ) -> (i32, Option<String>) {
+        let txn = declare(&self.controller).await;
+        let answer = self.mgmt.request(&txn, operation, body).await;
+        between();
+        if commit {
+            within(txn.commit()).await.expect("commit");
+        } else {
+            within(txn.rollback()).await.expect("rollback");
+        }
+        answer
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_message_is_completed_through_management_only_at_commit() {
+    let s = Server::start(None).await;
+    let token = s.deferred_and_locked().await;
+    let mut c = s.management_client().await;
+    const OP: &str = "com.microsoft:update-disposition";
+    let complete = || {
+        vec![
+            ("lock-tokens", uuid_list(token)),
+            ("disposition-status", Value::String("completed".into())),
+        ]
+    };
+    let invisible = || assert_eq!(s.count("a"), 1, "invisible before commit");
+    // Rolled back (the .NET SDK's TransactionalCompleteRollback): still there, still locked.
+    let answer = c.in_transaction(OP, complete(), invisible, false).await;
+    assert_eq!(answer, (200, None));
+    let kept = s
+        .backend
+        .read(|b| b.peek(&QueuePath::queue("a"), 0, 1))
+        .expect("peek");
+    assert!(kept[0].lock.is_some(), "still locked after the rollback");
+    // Committed: gone.
+    let answer = c.in_transaction(OP, complete(), invisible, true).await;
+    assert_eq!(answer, (200, None));
+    assert_eq!(s.count("a"), 0, "completed at commit");
+    // A lock that is not held is refused when the request is made, as outside a transaction.
+    let answer = c.in_transaction(OP, complete(), || {}, false).await;
+    assert_eq!(answer, refused(410, "com.microsoft:message-lock-lost"));
+}
+
+#[tokio::test]
+async fn cancelling_a_scheduled_message_in_a_transaction_applies_at_commit() {
+    let s = Server::start(None).await;
+    let seq = s.scheduled().await;
+    let mut c = s.management_client().await;
+    const OP: &str = "com.microsoft:cancel-scheduled-message";
+    let still_scheduled = || assert_eq!(s.scheduled_count("a"), 1, "still scheduled");
+    // The .NET SDK's TransactionalCancelScheduleRollback: a scope left without Complete()
+    // leaves the message scheduled.
+    let answer = c
+        .in_transaction(OP, sequence_numbers(seq), still_scheduled, false)
+        .await;
+    assert_eq!(answer, (200, None));
+    still_scheduled();
+    let answer = c
+        .in_transaction(OP, sequence_numbers(seq), still_scheduled, true)
+        .await;
+    assert_eq!(answer, (200, None));
+    assert_eq!(s.scheduled_count("a"), 0, "cancelled at commit");
+}
+
+#[tokio::test]
+async fn management_operations_outside_the_transactional_set_are_refused() {
+    let s = Server::start(None).await;
+    let token = s.deferred_and_locked().await;
+    let (_conn, mut session) = s.connect().await;
+    let controller = within(Controller::attach(&mut session, "ctl"))
+        .await
+        .expect("controller");
+    let mut mgmt_a = Management::attach(&mut session, "a").await;
+    let mut mgmt_b = Management::attach(&mut session, "b").await;
+    let txn = declare(&controller).await;
+    // Receives are not part of a transaction (service docs, "Operations within a transaction
+    // scope"); neither are rule changes (management operations).
+    let answer = mgmt_a
+        .request(
+            &txn,
+            "com.microsoft:receive-by-sequence-number",
+            sequence_numbers(1),
+        )
+        .await;
+    assert_eq!(answer, refused(400, "amqp:not-allowed"));
+    // A lock renewal takes effect at once and binds the transaction to `a`...
+    let (status, _) = mgmt_a
+        .request(
+            &txn,
+            "com.microsoft:renew-lock",
+            vec![("lock-tokens", uuid_list(token))],
+        )
+        .await;
+    assert_eq!(status, 200);
+    // ...so an operation on `b` is refused as crossing top-level entities.
+    let answer = mgmt_b
+        .request(
+            &txn,
+            "com.microsoft:cancel-scheduled-message",
+            sequence_numbers(1),
+        )
+        .await;
+    assert_eq!(answer, refused(400, "amqp:not-allowed"));
+    // Scheduling inside a transaction is not implemented by LocalZure (README).
+    let answer = mgmt_a
+        .request(&txn, "com.microsoft:schedule-message", vec![])
+        .await;
+    assert_eq!(answer, refused(501, "amqp:not-implemented"));
+    within(txn.commit())
+        .await
+        .expect("an empty transaction commits");
+    assert_eq!(s.count("a"), 1, "nothing was settled");
+}
+
 // ----- crash during commit (real binary) ------------------------------------------------------
 
 /// The framework pattern ("sends atomic with receive") under SIGKILL: each transaction

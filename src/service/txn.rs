@@ -82,6 +82,32 @@ impl ServiceBusBackend {
         t.table.enlist_settle(id, from, lock_token, settlement, now)
     }
 
+    /// Buffers another transactional part made through `$management` on the entity `on`
+    /// (a cancellation of scheduled messages, a session state). The caller checks first
+    /// ([`ServiceBusBackend::txn_check`]) that it could apply now.
+    pub fn txn_enlist(&self, id: u64, on: &str, op: Op) -> Result<(), TxnError> {
+        let now = self.now();
+        let mut t = lock(&self.inner.txns);
+        t.table.expire(now);
+        t.table.enlist_op(id, on, op, now)
+    }
+
+    /// Counts an operation that takes effect at once (a lock renewal) in the transaction:
+    /// checks the id and the entity `on`, and starts the timer on the first operation.
+    pub fn txn_touch(&self, id: u64, on: &str) -> Result<(), TxnError> {
+        let now = self.now();
+        let mut t = lock(&self.inner.txns);
+        t.table.expire(now);
+        t.table.touch(id, on, now)
+    }
+
+    /// Checks that transactional parts could apply now (locks held, entities present,
+    /// messages scheduled), so a request can be refused when it is made rather than at commit.
+    pub fn txn_check(&self, ops: &[Op]) -> Result<(), crate::broker::error::BrokerError> {
+        let now = self.now();
+        self.read(|b| b.check_commit(ops, now))
+    }
+
     /// Ends a transaction (AMQP `discharge`): `fail` rolls back; otherwise every buffered
     /// operation is applied as one [`Op::Commit`], all or nothing.
     pub async fn txn_discharge(&self, id: u64, fail: bool) -> Result<(), DischargeError> {

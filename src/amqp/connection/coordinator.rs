@@ -11,7 +11,7 @@
 
 use super::state::{Conn, Event, InTarget, Job, Partial, Unsettled};
 use crate::amqp::convert::{decode_message, decode_send, AmqpBody};
-use crate::amqp::errors::{error, wire_error};
+use crate::amqp::errors::{error, wire_error, WireError};
 use crate::amqp::link::settlement_of;
 use crate::amqp::symbols as sym;
 use crate::broker::txn::TxnError;
@@ -68,13 +68,43 @@ const UNKNOWN_ID: &str = "amqp:transaction:unknown-id";
 const ROLLBACK: &str = "amqp:transaction:rollback";
 const TIMEOUT: &str = "amqp:transaction:timeout";
 
-fn txn_error(e: &TxnError) -> AmqpError {
-    let cond = match e {
+fn txn_condition(e: &TxnError) -> &'static str {
+    match e {
         TxnError::UnknownId => UNKNOWN_ID,
         TxnError::Timeout => TIMEOUT,
         TxnError::CrossEntity | TxnError::NotAllowed(_) => sym::NOT_ALLOWED,
-    };
-    error(cond, e.to_string())
+    }
+}
+
+fn txn_error(e: &TxnError) -> AmqpError {
+    error(txn_condition(e), e.to_string())
+}
+
+/// A transactional `$management` request refused for its transaction: the same condition a
+/// transfer or disposition gets, with status 400 in the response.
+pub(crate) fn txn_wire_error(e: &TxnError) -> WireError {
+    WireError::new(txn_condition(e), e.to_string(), 400)
+}
+
+/// The transaction a request transfer carries (.NET `ManagementUtilities
+/// .ExecuteRequestResponseAsync` sends the ambient transaction's id as the transfer's
+/// `transactional-state`; Java `ManagementChannel` passes a `TransactionalState` to
+/// `RequestResponseChannel.sendWithAck`). An id this server never issues (0) stands for one
+/// it cannot read, so the request is answered `unknown-id`.
+pub(super) fn request_txn(state: &Option<DeliveryState>) -> Option<u64> {
+    txn_of(state).map(|b| id_of(&b).unwrap_or(0))
+}
+
+/// How a request transfer is settled: `accepted`, inside a `transactional-state` naming the
+/// transaction when the request carried one (spec 4.4.1).
+pub(super) fn request_disposition(state: &Option<DeliveryState>) -> DeliveryState {
+    match txn_of(state) {
+        Some(txn_id) => DeliveryState::TransactionalState(TransactionalState {
+            txn_id,
+            outcome: Some(Outcome::Accepted(Accepted {})),
+        }),
+        None => DeliveryState::Accepted(Accepted {}),
+    }
 }
 
 fn rejected(e: AmqpError) -> DeliveryState {
@@ -215,6 +245,11 @@ impl Conn {
     /// Hook for settlement.rs: buffers settlements carrying `transactional-state` (the message
     /// stays locked until commit) and answers each with that state. Returns the deliveries
     /// back when the state is not transactional.
+    ///
+    /// A delivery the client did not settle stays unsettled on both sides (spec 4.4.2: the
+    /// transactional work is provisional until discharge): after a rollback the client can
+    /// still settle it, e.g. python-qpid-proton releases the deliveries of an aborted
+    /// transaction, and the .NET SDK completes a message again after a rolled-back scope.
     pub(super) fn on_transactional_disposition(
         &mut self,
         ch: u16,
@@ -230,15 +265,31 @@ impl Conn {
             undeliverable_here: None,
             message_annotations: None,
         }));
-        for (delivery_id, u) in work {
-            let answer = match (id_of(&ts.txn_id), settlement_of(&outcome_state(&outcome))) {
+        let txn = id_of(&ts.txn_id);
+        for (delivery_id, mut u) in work {
+            // Already in this transaction: the client settling it now (proton-j and
+            // Microsoft.Azure.Amqp settle locally after our answer, repeating the state), or
+            // repeating it. Not a second settlement.
+            if txn.is_some() && u.txn == txn {
+                if reply {
+                    if let Some(s) = self.sessions.get_mut(&ch) {
+                        s.unsettled.insert(delivery_id, u);
+                    }
+                    self.send_disposition_of(ch, Role::Sender, delivery_id, state.clone(), false);
+                }
+                continue;
+            }
+            let answer = match (txn, settlement_of(&outcome_state(&outcome))) {
                 (None, _) => rejected_outcome(txn_error(&TxnError::UnknownId)),
                 (_, None) => rejected_outcome(txn_error(&TxnError::NotAllowed(
                     "This outcome cannot be part of a transaction.".into(),
                 ))),
                 (Some(id), Some(settlement)) => {
                     match self.backend.txn_settle(id, &u.path, u.token, settlement) {
-                        Ok(()) => outcome.clone(),
+                        Ok(()) => {
+                            u.txn = Some(id);
+                            outcome.clone()
+                        }
                         Err(e) => rejected_outcome(txn_error(&e)),
                     }
                 }
@@ -248,7 +299,10 @@ impl Conn {
                 outcome: Some(answer),
             });
             if reply {
-                self.send_disposition(ch, Role::Sender, delivery_id, answer);
+                if let Some(s) = self.sessions.get_mut(&ch) {
+                    s.unsettled.insert(delivery_id, u);
+                }
+                self.send_disposition_of(ch, Role::Sender, delivery_id, answer, false);
             }
         }
         None

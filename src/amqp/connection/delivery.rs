@@ -256,6 +256,7 @@ impl Conn {
                                 path: o.path.clone(),
                                 token: lock.token,
                                 link_id,
+                                txn: None,
                             }),
                         ),
                         _ => (

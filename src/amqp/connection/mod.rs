@@ -29,6 +29,7 @@ mod settlement;
 mod state;
 mod transfer;
 
+pub(crate) use self::coordinator::txn_wire_error;
 use self::sasl::handshake;
 use self::state::{Conn, Event, Job, Link, Session, Worker};
 use super::cbs;

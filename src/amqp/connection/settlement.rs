@@ -10,6 +10,19 @@ use fe2o3_amqp_types::performatives::{Disposition, Performative};
 
 impl Conn {
     pub(super) fn send_disposition(&mut self, ch: u16, role: Role, id: u32, state: DeliveryState) {
+        self.send_disposition_of(ch, role, id, state, true);
+    }
+
+    /// A disposition that may leave the delivery unsettled (`settled: false`), for
+    /// transactional work the client has not settled yet (see coordinator.rs).
+    pub(super) fn send_disposition_of(
+        &mut self,
+        ch: u16,
+        role: Role,
+        id: u32,
+        state: DeliveryState,
+        settled: bool,
+    ) {
         if !self.sessions.contains_key(&ch) {
             return;
         }
@@ -17,7 +30,7 @@ impl Conn {
             role,
             first: id,
             last: None,
-            settled: true,
+            settled,
             state: Some(state),
             batchable: false,
         };

@@ -153,6 +153,9 @@ pub(super) struct Unsettled {
     pub(super) path: QueuePath,
     pub(super) token: uuid::Uuid,
     pub(super) link_id: u64,
+    /// The transaction its settlement is buffered in, while the client has not settled it
+    /// (see coordinator.rs).
+    pub(super) txn: Option<u64>,
 }
 
 /// One session (by channel): its transfer window state, links and unsettled deliveries.

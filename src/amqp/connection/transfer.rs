@@ -199,6 +199,7 @@ impl Conn {
                         InTarget::Management(path) => Some(path.clone()),
                         _ => None,
                     };
+                    let txn = super::coordinator::request_txn(&p.state);
                     let backend = self.backend.clone();
                     let locks = self.locks.clone();
                     let sas = self.opts.sas.clone();
@@ -245,7 +246,7 @@ impl Conn {
                                 // Tokens expire while a management link stays open.
                                 let allowed = sas.is_none() || grants.cover(path, backend.now());
                                 if allowed {
-                                    management::respond(&backend, path, &request, &locks).await
+                                    management::respond(&backend, path, &request, &locks, txn).await
                                 } else {
                                     management::refuse(
                                         &request,
@@ -267,12 +268,8 @@ impl Conn {
                         }
                     }));
                     if let (true, Some(id)) = (reply, delivery_id) {
-                        self.send_disposition(
-                            ch,
-                            Role::Receiver,
-                            id,
-                            DeliveryState::Accepted(Accepted {}),
-                        );
+                        let state = super::coordinator::request_disposition(&p.state);
+                        self.send_disposition(ch, Role::Receiver, id, state);
                     }
                 }
             }

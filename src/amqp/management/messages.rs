@@ -8,7 +8,7 @@ use crate::amqp::convert::{
     Encoding,
 };
 use crate::amqp::errors::{wire_error, WireError};
-use crate::broker::op::{ReceiveMode, Settlement};
+use crate::broker::op::{Op, ReceiveMode, Settlement};
 use futures::future::BoxFuture;
 use serde_amqp::primitives::Timestamp;
 use serde_amqp::Value as AV;
@@ -38,6 +38,8 @@ pub(super) fn peek<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
 pub(super) fn renew_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let mut expirations = Vec::new();
+        // In a transaction the renewal applies at once (see super::txn).
+        r.join_txn()?;
         for t in r.list("lock-tokens") {
             let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
             let locked_until = r
@@ -92,10 +94,12 @@ pub(super) fn schedule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
 pub(super) fn cancel_scheduled<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let seqs = r.sequence_numbers()?;
-        r.backend
-            .cancel_scheduled(r.entity_path.to_string(), seqs)
-            .await
-            .map_err(|e| wire_error(&e))?;
+        // In a transaction: buffered until commit (see super::txn).
+        r.apply_or_enlist(Op::CancelScheduled {
+            entity: r.entity_path.to_string(),
+            sequence_numbers: seqs,
+        })
+        .await?;
         ok_empty()
     })
 }
@@ -128,12 +132,24 @@ pub(super) fn update_disposition<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResu
                 )))
             }
         };
-        for t in r.list("lock-tokens") {
-            let token = uuid_of(&t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
-            r.backend
-                .settle(&r.path, token, settlement.clone())
-                .await
-                .map_err(|e| wire_error(&e))?;
+        let settles = r
+            .list("lock-tokens")
+            .iter()
+            .map(|t| {
+                let token =
+                    uuid_of(t).ok_or_else(|| WireError::bad_request("invalid lock token"))?;
+                Ok(Op::Settle {
+                    from: r.path.clone(),
+                    lock_token: token,
+                    settlement: settlement.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
+        // In a transaction: all of them checked first, then buffered until commit; the
+        // messages stay locked (super::txn).
+        r.check_in_txn(&settles)?;
+        for op in settles {
+            r.apply_or_enlist(op).await?;
         }
         ok_empty()
     })

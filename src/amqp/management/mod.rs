@@ -31,6 +31,7 @@ mod request;
 pub mod rule_descriptions;
 mod rules;
 mod sessions;
+mod txn;
 
 pub use self::request::refuse;
 
@@ -75,12 +76,14 @@ const HANDLERS: &[(&str, Handler)] = &[
     (sym::OP_ENUMERATE_RULES, rules::enumerate_rules),
 ];
 
-/// Answers one management request made on the node of `entity_path`.
+/// Answers one management request made on the node of `entity_path`; `txn` is the
+/// transaction its transfer carried, if any (see [`txn`]).
 pub async fn respond(
     backend: &ServiceBusBackend,
     entity_path: &str,
     request: &AmqpMessage,
     locks: &SessionLocks,
+    txn: Option<u64>,
 ) -> Result<Vec<u8>, ConvertError> {
     let operation = request
         .app_property(sym::OPERATION)
@@ -102,9 +105,13 @@ pub async fn respond(
                 body,
                 session_id,
                 locks,
+                txn,
             };
             match HANDLERS.iter().find(|(name, _)| *name == operation) {
-                Some((_, handler)) => handler(&r).await,
+                Some((_, handler)) => match r.txn.map(|_| txn::admit(&operation)) {
+                    Some(Err(refused)) => Err(refused),
+                    _ => handler(&r).await,
+                },
                 None => Err(WireError::new(
                     sym::NOT_IMPLEMENTED,
                     format!("The operation '{operation}' is not supported by LocalZure."),

@@ -28,6 +28,8 @@ pub(super) struct Request<'a> {
     /// The body's `session-id`, when given.
     pub session_id: Option<String>,
     pub locks: &'a SessionLocks,
+    /// The transaction the request transfer carried, if any (see [`super::txn`]).
+    pub txn: Option<u64>,
 }
 
 /// A handler's answer: a status (200, or 204 for an empty listing) and the response body.

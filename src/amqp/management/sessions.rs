@@ -4,6 +4,7 @@
 use super::request::{no_content, ok, ok_empty, OpResult, Request};
 use crate::amqp::convert::{array, string_map};
 use crate::amqp::errors::{wire_error, WireError};
+use crate::broker::op::Op;
 use futures::future::BoxFuture;
 use serde_amqp::primitives::Timestamp;
 use serde_amqp::Value as AV;
@@ -13,6 +14,8 @@ use serde_bytes::ByteBuf;
 pub(super) fn renew_session_lock<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
     Box::pin(async move {
         let session = r.session_ref()?;
+        // In a transaction the renewal applies at once (see super::txn).
+        r.join_txn()?;
         let until = r
             .backend
             .renew_session_lock(&r.path, session)
@@ -54,10 +57,13 @@ pub(super) fn set_session_state<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResul
             _ => None,
         };
         let session = r.session_ref()?;
-        r.backend
-            .set_session_state(&r.path, session, state)
-            .await
-            .map_err(|e| wire_error(&e))?;
+        // In a transaction: buffered until commit (see super::txn).
+        r.apply_or_enlist(Op::SetSessionState {
+            from: r.path.clone(),
+            session,
+            state,
+        })
+        .await?;
         ok_empty()
     })
 }

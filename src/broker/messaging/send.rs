@@ -10,12 +10,28 @@ impl Broker {
         messages: &[NewMessage],
         now: Millis,
     ) -> Result<Outcome, BrokerError> {
+        let k = self.check_send(entity, messages, 0)?;
+        Ok(Outcome::Sent {
+            sequence_numbers: self.enqueue_checked(&k, messages, now),
+        })
+    }
+
+    /// Checks that a send can apply, without changing anything: the entity exists and accepts
+    /// sends, every message fits and has an id, and the entity's quota holds the messages on
+    /// top of `pending` bytes (what a transaction's earlier parts send to it). Returns the
+    /// entity key for [`Broker::enqueue_checked`].
+    pub(in crate::broker) fn check_send(
+        &self,
+        entity: &str,
+        messages: &[NewMessage],
+        pending: u64,
+    ) -> Result<String, BrokerError> {
         let k = names::key(entity);
         let (props, size_now) = if let Some(q) = self.queues.get(&k) {
-            (q.props.clone(), q.q.size())
+            (&q.props, q.q.size())
         } else if let Some(t) = self.topics.get(&k) {
             let size: u64 = t.subs.values().map(|s| s.q.size()).sum();
-            (t.props.clone(), size)
+            (&t.props, size)
         } else {
             return Err(BrokerError::EntityNotFound(entity.to_string()));
         };
@@ -41,30 +57,31 @@ impl Broker {
             total += size as u64;
         }
         let quota = (props.max_size_in_megabytes.max(1) as u64) * 1024 * 1024;
-        if size_now + total > quota {
+        if size_now + pending + total > quota {
             return Err(BrokerError::QuotaExceeded(entity.to_string()));
         }
-        if self.queues.contains_key(&k) {
-            let mut seqs = Vec::new();
-            for m in messages {
-                if let Some(seq) = self.enqueue_queue(&k, m, now, 0, None) {
-                    seqs.push(seq);
+        Ok(k)
+    }
+
+    /// Enqueues messages [`Broker::check_send`] accepted for the entity key `k`; returns the
+    /// sequence numbers stored (duplicates dropped by detection are absent).
+    pub(in crate::broker) fn enqueue_checked(
+        &mut self,
+        k: &str,
+        messages: &[NewMessage],
+        now: Millis,
+    ) -> Vec<u64> {
+        let to_queue = self.queues.contains_key(k);
+        messages
+            .iter()
+            .filter_map(|m| {
+                if to_queue {
+                    self.enqueue_queue(k, m, now, 0, None)
+                } else {
+                    self.enqueue_topic(k, m, now, 0)
                 }
-            }
-            Ok(Outcome::Sent {
-                sequence_numbers: seqs,
             })
-        } else {
-            let mut seqs = Vec::new();
-            for m in messages {
-                if let Some(seq) = self.enqueue_topic(&k, m, now, 0) {
-                    seqs.push(seq);
-                }
-            }
-            Ok(Outcome::Sent {
-                sequence_numbers: seqs,
-            })
-        }
+            .collect()
     }
 
     /// Records `id` in the duplicate history; `true` when it is a duplicate to drop.
