@@ -104,7 +104,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lz-bench.XXXXXX")
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  stop_rabbit
+  if declare -F stop_rabbit >/dev/null; then stop_rabbit; fi
   [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
