@@ -767,7 +767,7 @@ mod tests {
     fn stored(content: NewMessage) -> Message {
         Message {
             sequence_number: 7,
-            content,
+            content: content.into(),
             enqueued_time: 1_700_000_000_000,
             expires_at: MAX_MILLIS,
             ttl: TimeSpan::MAX,

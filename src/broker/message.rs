@@ -3,6 +3,7 @@
 use crate::time::{Millis, TimeSpan};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::value::Value;
 
@@ -90,7 +91,12 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub sequence_number: u64,
-    pub content: NewMessage,
+    /// What the sender gave: immutable once stored, so the copies a topic fans out to its
+    /// subscriptions (and a message moved to a dead-letter queue or forwarded) share one
+    /// allocation of body and properties; a change (rule actions, dead-letter reasons) goes
+    /// through [`Message::content_mut`] and copies only that message's content. Serialized
+    /// exactly as the `NewMessage` itself (serde's `rc` feature), so stored data is unchanged.
+    pub content: Arc<NewMessage>,
     pub enqueued_time: Millis,
     /// Absolute expiry: enqueued time + effective TTL ([`crate::time::MAX_MILLIS`] = never).
     pub expires_at: Millis,
@@ -114,6 +120,10 @@ impl Message {
     }
     pub fn is_locked_at(&self, now: Millis) -> bool {
         self.lock.map(|l| l.locked_until > now).unwrap_or(false)
+    }
+    /// The content for changing: this message's own copy (cloned first if it is shared).
+    pub fn content_mut(&mut self) -> &mut NewMessage {
+        Arc::make_mut(&mut self.content)
     }
 }
 

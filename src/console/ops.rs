@@ -231,7 +231,7 @@ pub struct Resubmitted {
 
 /// The copy sent back: the original without the dead-letter reason and description.
 fn resubmit_copy(m: &Message) -> NewMessage {
-    let mut c = m.content.clone();
+    let mut c = NewMessage::clone(&m.content);
     for k in ["DeadLetterReason", "DeadLetterErrorDescription"] {
         c.properties.remove(k);
     }

@@ -32,6 +32,7 @@ use crate::constants::MAX_FORWARD_HOPS;
 use crate::names;
 use crate::time::{Millis, MAX_MILLIS};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Dead-letter reason for too many deliveries.
@@ -69,7 +70,7 @@ pub(in crate::broker) fn materialize(
     };
     Message {
         sequence_number: seq,
-        content: m.clone(),
+        content: Arc::new(m.clone()),
         enqueued_time: enqueued,
         expires_at: ttl.after(enqueued),
         ttl,
@@ -87,7 +88,7 @@ pub(in crate::broker) fn materialize(
 
 pub(in crate::broker) fn merge_props(m: &mut Message, props: &BTreeMap<String, Value>) {
     for (k, v) in props {
-        m.content.properties.insert(k.clone(), v.clone());
+        m.content_mut().properties.insert(k.clone(), v.clone());
     }
 }
 mod receive;

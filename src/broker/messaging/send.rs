@@ -217,7 +217,7 @@ impl Broker {
                         let mut copy = base.clone();
                         match r.apply_action_within(&mut copy, &budget) {
                             Ok(()) => {
-                                copy.content.properties.insert(
+                                copy.content_mut().properties.insert(
                                     "RuleName".to_string(),
                                     Value::String(r.rule.name.clone()),
                                 );
@@ -251,14 +251,11 @@ impl Broker {
         }
         // A subscription's store is keyed by sequence number: when several rules deliver
         // copies to one subscription, the first keeps the topic's number and each further one
-        // takes the next topic number (EnqueuedSequenceNumber stays the original).
-        let mut extra = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, (sk, _)) in deliveries.iter().enumerate() {
-            if !seen.insert(sk.as_str()) {
-                extra.push(i);
-            }
-        }
+        // takes the next topic number (EnqueuedSequenceNumber stays the original). A
+        // subscription's deliveries are adjacent (pushed in one pass of the loop above).
+        let extra: Vec<usize> = (1..deliveries.len())
+            .filter(|&i| deliveries[i].0 == deliveries[i - 1].0)
+            .collect();
         if !extra.is_empty() {
             let t = self.topics.get_mut(k)?;
             for i in extra {
@@ -266,7 +263,45 @@ impl Broker {
                 t.next_seq += 1;
             }
         }
-        for (sk, mut msg) in deliveries {
+        // Copies go straight into their subscription's store, walking the subscriptions in
+        // step with the deliveries (both in subscription order), so a fan-out to many
+        // subscriptions costs no per-copy lookups; copies for subscriptions with ForwardTo
+        // are handed on afterwards (forwarding needs the whole broker).
+        let mut forwarded: Vec<(String, Message)> = Vec::new();
+        {
+            let t = self.topics.get_mut(k)?;
+            let mut subs = t.subs.iter_mut();
+            let mut current = subs.next();
+            for (sk, msg) in deliveries {
+                while let Some((name, _)) = &current {
+                    if **name == sk {
+                        break;
+                    }
+                    current = subs.next();
+                }
+                let Some((_, s)) = current.as_mut() else {
+                    break;
+                };
+                if s.props.forward_to.is_some() {
+                    forwarded.push((sk, msg));
+                    continue;
+                }
+                let (visible, deadline_moved) = store_copy(s, msg, now);
+                self.dirty_entities
+                    .insert(crate::broker::entities::sub_key(&tname, &s.name));
+                if visible {
+                    // `wake_key_of(&QueuePath::subscription(..))` without the intermediate path.
+                    let mut wake = format!("{tname}/Subscriptions/{}", s.name);
+                    wake.make_ascii_lowercase();
+                    self.wakeups.insert(wake);
+                }
+                if deadline_moved {
+                    self.deadlines
+                        .mark(EntityId::Subscription(k.to_string(), sk));
+                }
+            }
+        }
+        for (sk, msg) in forwarded {
             let forward = {
                 let Some(s) = self.topics.get(k).and_then(|t| t.subs.get(&sk)) else {
                     continue;
@@ -280,25 +315,19 @@ impl Broker {
                 self.forward(&target, &msg.content, now, hops + 1, None);
                 continue;
             }
+            // ForwardTo names nothing that exists (or too many hops): the copy stays here.
             let Some(s) = self.topics.get_mut(k).and_then(|t| t.subs.get_mut(&sk)) else {
                 continue;
             };
-            self.deadlines
-                .mark(EntityId::Subscription(k.to_string(), sk.clone()));
-            // The subscription's own TTL default may be shorter than the topic's.
-            let ttl = msg.ttl.min(s.props.default_message_time_to_live);
-            msg.ttl = ttl;
-            msg.expires_at = ttl.after(msg.enqueued_time);
-            let visible = msg.state == MessageState::Active;
-            s.times.accessed_at = now;
-            s.q.main.insert(msg);
-            let sname = s.name.clone();
+            let (visible, _) = store_copy(s, msg, now);
             self.dirty_entities
-                .insert(crate::broker::entities::sub_key(&tname, &sname));
+                .insert(crate::broker::entities::sub_key(&tname, &s.name));
             if visible {
                 self.wakeups
-                    .insert(wake_key_of(&QueuePath::subscription(&tname, &sname)));
+                    .insert(wake_key_of(&QueuePath::subscription(&tname, &s.name)));
             }
+            self.deadlines
+                .mark(EntityId::Subscription(k.to_string(), sk));
         }
         // One dead-lettered copy per subscription whose rules failed to evaluate (the rules
         // that did evaluate still deliver); ForwardDeadLetteredMessagesTo applies.
@@ -332,12 +361,12 @@ impl Broker {
         msg.state = MessageState::Active;
         msg.expires_at = MAX_MILLIS;
         if let Some(r) = reason {
-            msg.content
+            msg.content_mut()
                 .properties
                 .insert(PROP_DL_REASON.into(), Value::String(r.to_string()));
         }
         if let Some(d) = description {
-            msg.content
+            msg.content_mut()
                 .properties
                 .insert(PROP_DL_DESCRIPTION.into(), Value::String(d.to_string()));
         }
@@ -357,5 +386,125 @@ impl Broker {
             rcv.dlq.insert(msg);
             self.wakeups.insert(wake_key_of(&dl));
         }
+    }
+}
+
+/// Stores one fanned-out copy in subscription `s`; returns whether it is visible (active) and
+/// whether the subscription's earliest deadline may have moved (the copy expires, is scheduled,
+/// or the subscription's idle deadline moved with its access time). Only then does the
+/// deadline index need the subscription recomputed.
+fn store_copy(s: &mut crate::broker::Subscription, mut msg: Message, now: Millis) -> (bool, bool) {
+    // The subscription's own TTL default may be shorter than the topic's.
+    let ttl = msg.ttl.min(s.props.default_message_time_to_live);
+    msg.ttl = ttl;
+    msg.expires_at = ttl.after(msg.enqueued_time);
+    let visible = msg.state == MessageState::Active;
+    let idle_before = crate::broker::idle_due(&s.props, &s.times);
+    s.times.accessed_at = now;
+    let deadline_moved = !visible
+        || msg.expires_at < MAX_MILLIS
+        || crate::broker::idle_due(&s.props, &s.times) != idle_before;
+    s.q.main.insert(msg);
+    (visible, deadline_moved)
+}
+
+#[cfg(test)]
+mod fanout_tests {
+    use crate::broker::entity::{EntityProps, Filter, Rule, SqlAction};
+    use crate::broker::message::NewMessage;
+    use crate::broker::op::{Op, OpRecord, QueuePath};
+    use crate::broker::value::Value;
+    use crate::broker::Broker;
+    use std::sync::Arc;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn apply(b: &mut Broker, op: Op) {
+        b.apply(&OpRecord { at: NOW, op }).result.expect("op");
+    }
+
+    /// A topic with plain subscriptions `a`, `b` and `c` and, on `c`, a second rule whose
+    /// action sets a property.
+    fn topic() -> Broker {
+        let mut b = Broker::new(NOW);
+        apply(
+            &mut b,
+            Op::CreateTopic {
+                name: "t".into(),
+                props: EntityProps::default(),
+            },
+        );
+        for s in ["a", "b", "c"] {
+            apply(
+                &mut b,
+                Op::CreateSubscription {
+                    topic: "t".into(),
+                    name: s.into(),
+                    props: EntityProps::default(),
+                    rule: None,
+                },
+            );
+        }
+        apply(
+            &mut b,
+            Op::CreateRule {
+                topic: "t".into(),
+                subscription: "c".into(),
+                rule: Rule {
+                    name: "tag".into(),
+                    filter: Filter::True,
+                    action: Some(SqlAction {
+                        expression: "SET tagged = 1".into(),
+                        parameters: Default::default(),
+                        compatibility_level: 20,
+                    }),
+                    created_at: NOW,
+                },
+            },
+        );
+        apply(
+            &mut b,
+            Op::Send {
+                entity: "t".into(),
+                messages: vec![NewMessage {
+                    message_id: "m".into(),
+                    body: vec![b'x'; 1024],
+                    ..NewMessage::default()
+                }],
+            },
+        );
+        b
+    }
+
+    fn stored(b: &Broker, sub: &str) -> Vec<crate::broker::message::Message> {
+        b.peek(&QueuePath::subscription("t", sub), 0, 10)
+            .expect("peek")
+    }
+
+    #[test]
+    fn plain_copies_share_one_content_and_action_copies_own_theirs() {
+        let b = topic();
+        let (a, bb, c) = (stored(&b, "a"), stored(&b, "b"), stored(&b, "c"));
+        assert_eq!((a.len(), bb.len(), c.len()), (1, 1, 2));
+        // The copies a TrueFilter delivers are one allocation, body and properties included.
+        assert!(Arc::ptr_eq(&a[0].content, &bb[0].content));
+        assert!(Arc::ptr_eq(&a[0].content, &c[0].content));
+        // The action's copy was changed through `content_mut`: its own content, the others
+        // untouched.
+        let tagged = &c[1];
+        assert!(!Arc::ptr_eq(&a[0].content, &tagged.content));
+        assert_eq!(
+            tagged.content.properties.get("tagged"),
+            Some(&Value::Int(1))
+        );
+        assert_eq!(
+            tagged.content.properties.get("RuleName"),
+            Some(&Value::String("tag".into()))
+        );
+        assert!(a[0].content.properties.is_empty());
+        assert_eq!(tagged.content.body, a[0].content.body);
+        // Distinct sequence numbers, the same EnqueuedSequenceNumber.
+        assert_ne!(c[0].sequence_number, c[1].sequence_number);
+        assert_eq!(c[0].enqueued_sequence_number, c[1].enqueued_sequence_number);
     }
 }

@@ -16,7 +16,7 @@ pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Res
                 match target {
                     PropRef::User(name) => {
                         let key = existing_key(msg, name).unwrap_or_else(|| name.clone());
-                        msg.content.properties.insert(key, v);
+                        msg.content_mut().properties.insert(key, v);
                     }
                     PropRef::Sys(p) => set_sys(msg, *p, v, *pos)?,
                 }
@@ -24,7 +24,7 @@ pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Res
             Stmt::Remove(target) => match target {
                 PropRef::User(name) => {
                     if let Some(key) = existing_key(msg, name) {
-                        msg.content.properties.remove(&key);
+                        msg.content_mut().properties.remove(&key);
                     }
                 }
                 PropRef::Sys(p) => {
@@ -49,7 +49,7 @@ fn existing_key(msg: &Message, name: &str) -> Option<String> {
 
 /// The optional string header behind a settable system property (not MessageId).
 fn sys_slot(msg: &mut Message, p: SysProp) -> Option<&mut Option<String>> {
-    let c = &mut msg.content;
+    let c = msg.content_mut();
     match p {
         SysProp::CorrelationId => Some(&mut c.correlation_id),
         SysProp::Label => Some(&mut c.label),
@@ -78,7 +78,7 @@ fn set_sys(msg: &mut Message, p: SysProp, v: Value, pos: usize) -> Result<(), Sq
     if p == SysProp::MessageId {
         return match s {
             Some(s) => {
-                msg.content.message_id = s;
+                msg.content_mut().message_id = s;
                 Ok(())
             }
             None => Err(SqlError {

@@ -286,20 +286,11 @@ impl SqlActionProgram {
         if self.stmts.is_empty() {
             return Ok(());
         }
-        // Work on a copy (without cloning the body) so a failing statement changes nothing.
-        let body = std::mem::take(&mut msg.content.body);
+        // Work on a copy so a failing statement changes nothing: the copy shares the content
+        // until a statement changes it (`Message::content_mut`).
         let mut work = msg.clone();
-        let result = action::run(&self.stmts, &mut work, budget);
-        match result {
-            Ok(()) => {
-                work.content.body = body;
-                *msg = work;
-                Ok(())
-            }
-            Err(e) => {
-                msg.content.body = body;
-                Err(e)
-            }
-        }
+        action::run(&self.stmts, &mut work, budget)?;
+        *msg = work;
+        Ok(())
     }
 }

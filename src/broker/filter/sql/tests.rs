@@ -48,7 +48,8 @@ pub(super) fn msg() -> Message {
             scheduled_enqueue_time: None,
             properties: props(),
             body_section: None,
-        },
+        }
+        .into(),
         enqueued_time: T0,
         expires_at: T0 + 60_000,
         ttl: TimeSpan::from_secs(60),
@@ -497,7 +498,7 @@ fn parameter_keys_with_and_without_at() {
     let e = SqlExpr::compile("source = @stringParam", &p).unwrap();
     let mut m = msg();
     assert!(!e.evaluate(&m).unwrap());
-    m.content
+    m.content_mut()
         .properties
         .insert("source".into(), Value::String("orders".into()));
     assert!(e.evaluate(&m).unwrap());
@@ -506,7 +507,7 @@ fn parameter_keys_with_and_without_at() {
 #[test]
 fn exact_name_wins_over_case_insensitive_match() {
     let mut m = msg();
-    m.content
+    m.content_mut()
         .properties
         .insert("Color".into(), Value::String("blue".into()));
     let e = SqlExpr::compile("Color = 'blue' AND color = 'red'", &BTreeMap::new()).unwrap();
@@ -516,8 +517,8 @@ fn exact_name_wins_over_case_insensitive_match() {
 #[test]
 fn scheduled_and_session_properties() {
     let mut m = msg();
-    m.content.session_id = Some("s1".into());
-    m.content.scheduled_enqueue_time = Some(T0 + 5);
+    m.content_mut().session_id = Some("s1".into());
+    m.content_mut().scheduled_enqueue_time = Some(T0 + 5);
     let e = SqlExpr::compile(
         "sys.SessionId = 's1' AND sys.ScheduledEnqueueTimeUtc > sys.EnqueuedTimeUtc",
         &BTreeMap::new(),
