@@ -948,9 +948,14 @@ mod tests {
     fn reserved_numbers_are_used_at_commit_and_replay_the_same() {
         let mut records = Vec::new();
         let mut b = broker();
+        // What the service journals: the records that changed the state.
         let mut run = |b: &mut Broker, at: Millis, op: Op| {
-            records.push(OpRecord { at, op: op.clone() });
-            apply(b, at, op)
+            let rec = OpRecord { at, op };
+            let applied = b.apply(&rec);
+            if applied.changed {
+                records.push(rec);
+            }
+            applied.result
         };
         run(&mut b, 2, send("a", "first")).expect("send");
         let reserve = || Op::ReserveSequenceNumbers {
@@ -1037,6 +1042,44 @@ mod tests {
             apply(&mut replayed, 9, send("a", "next")),
             apply(&mut b, 9, send("a", "next")),
             "the counter replays the same"
+        );
+        // A number never reserved, or one reserved before the entity was deleted and created
+        // again (a message holds it now), is refused.
+        let reserved_on = |b: &mut Broker, seq| {
+            let ops = vec![Op::SendReserved {
+                entity: "a".into(),
+                messages: vec![ReservedMessage {
+                    sequence_number: seq,
+                    message: NewMessage {
+                        message_id: "x".into(),
+                        ..NewMessage::default()
+                    },
+                }],
+            }];
+            apply(b, 10, Op::Commit { ops })
+        };
+        let never = reserved_on(&mut b, 99);
+        assert!(
+            matches!(never, Err(BrokerError::BadRequest(_))),
+            "{never:?}"
+        );
+        let seq = match apply(&mut b, 11, reserve()) {
+            Ok(Outcome::Sent { sequence_numbers }) => sequence_numbers[0],
+            other => panic!("reserve: {other:?}"),
+        };
+        apply(&mut b, 12, Op::DeleteQueue { name: "a".into() }).expect("delete");
+        let create = Op::CreateQueue {
+            name: "a".into(),
+            props: EntityProps::default(),
+        };
+        apply(&mut b, 12, create).expect("create");
+        for i in 0..seq {
+            apply(&mut b, 13, send("a", &format!("new{i}"))).expect("send");
+        }
+        let reused = reserved_on(&mut b, seq);
+        assert!(
+            matches!(reused, Err(BrokerError::BadRequest(_))),
+            "{reused:?}"
         );
     }
 
