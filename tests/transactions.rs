@@ -718,10 +718,21 @@ async fn management_operations_outside_the_transactional_set_are_refused() {
         )
         .await;
     assert_eq!(answer, refused(400, "amqp:not-allowed"));
+    // So is a schedule on `b`, before any number is reserved there.
+    let answer = mgmt_b
+        .request(&txn, SCHEDULE, schedule_body("x", s.backend.now()))
+        .await;
+    assert_eq!(answer, refused(400, "amqp:not-allowed"));
     within(txn.commit())
         .await
         .expect("an empty transaction commits");
     assert_eq!(s.count("a"), 1, "nothing was settled");
+    let m = localzure::broker::message::NewMessage {
+        message_id: "first".into(),
+        ..Default::default()
+    };
+    let first = s.backend.send("b", vec![m]).await.expect("send");
+    assert_eq!(first, vec![1], "no number of `b` was taken");
 }
 
 // ----- crash during commit (real binary) ------------------------------------------------------
@@ -1143,4 +1154,40 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&src, &dst).expect("copy");
         }
     }
+}
+
+/// The whole of `TransactionalSendMultipleSessions`: a send over a link and a schedule
+/// through `$management` in one transaction (here on a queue without sessions); neither is
+/// there before commit, both are after, the scheduled one with its answered number.
+#[tokio::test]
+async fn a_send_and_a_schedule_in_one_transaction_commit_together() {
+    let s = Server::start(None).await;
+    let mut c = s.management_client().await;
+    let mut sender = Sender::attach(&mut c._session, "to-a", "a")
+        .await
+        .expect("sender");
+    let txn = declare(&c.controller).await;
+    let sent = Message::builder()
+        .properties(
+            fe2o3_amqp::types::messaging::Properties::builder()
+                .message_id("sent".to_string())
+                .group_id("session1".to_string())
+                .build(),
+        )
+        .value(Value::String("one".into()))
+        .build();
+    let out = within(txn.post(&mut sender, sent)).await.expect("post");
+    assert!(matches!(out, Outcome::Accepted(_)), "{out:?}");
+    let (status, _, body) = c
+        .mgmt
+        .request_with_body(&txn, SCHEDULE, schedule_body("scheduled", s.backend.now()))
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+    let seq = scheduled_numbers(&body)[0] as u64;
+    assert!(s.stored("a").is_empty(), "nothing before commit");
+    within(txn.commit()).await.expect("commit");
+    let stored = s.stored("a");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&(seq, "scheduled".into())), "{stored:?}");
+    assert!(stored.iter().any(|(_, id)| id == "sent"), "{stored:?}");
 }
