@@ -19,6 +19,7 @@ use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use localzure::amqp::{run, AmqpOptions};
 use localzure::broker::entity::EntityProps;
 use localzure::broker::op::{Op, QueuePath, Settlement};
+use localzure::storage::settings::{JsonConfig, StorageConfig, StorageType};
 use localzure::ServiceBusBackend;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,7 +35,19 @@ struct Server {
 
 impl Server {
     async fn start(timeout_ms: Option<i64>) -> Server {
-        let backend = ServiceBusBackend::new(None);
+        let s = Server::start_on(timeout_ms, None).await;
+        s.create_queues().await;
+        s
+    }
+
+    /// A server on `storage` (recovered from it when it holds data), or in memory.
+    async fn start_on(timeout_ms: Option<i64>, storage: Option<StorageConfig>) -> Server {
+        let stored = storage.is_some();
+        let backend = ServiceBusBackend::new(storage);
+        if stored {
+            let status = backend.initialize_persistence().await.expect("recover");
+            assert_eq!(status.degraded, None, "{status:?}");
+        }
         if let Some(ms) = timeout_ms {
             backend.set_transaction_timeout_ms(ms);
         }
@@ -49,13 +62,16 @@ impl Server {
             AmqpOptions::default(),
             shutdown.clone(),
         ));
-        let s = Server {
+        Server {
             addr,
             backend,
             shutdown,
-        };
+        }
+    }
+
+    async fn create_queues(&self) {
         for q in ["a", "b"] {
-            s.backend
+            self.backend
                 .execute(Op::CreateQueue {
                     name: q.into(),
                     props: EntityProps::default(),
@@ -63,7 +79,6 @@ impl Server {
                 .await
                 .expect("create queue");
         }
-        s
     }
 
     /// One message in queue `a`, to receive and settle in a transaction.
@@ -419,6 +434,17 @@ impl Management {
         operation: &str,
         body: Vec<(&str, Value)>,
     ) -> (i32, Option<String>) {
+        let (status, condition, _) = self.request_with_body(txn, operation, body).await;
+        (status, condition)
+    }
+
+    /// [`Management::request`], answering the response body too.
+    async fn request_with_body(
+        &mut self,
+        txn: &Transaction<'_>,
+        operation: &str,
+        body: Vec<(&str, Value)>,
+    ) -> (i32, Option<String>, Value) {
         let map = body
             .into_iter()
             .map(|(k, v)| (Value::String(k.into()), v))
@@ -463,7 +489,11 @@ impl Management {
             Some(fe2o3_amqp::types::primitives::SimpleValue::Symbol(c)) => Some(c.0),
             _ => None,
         };
-        (status, condition)
+        let body = match reply.body() {
+            Body::Value(v) => v.0.clone(),
+            _ => Value::Null,
+        };
+        (status, condition, body)
     }
 }
 
@@ -688,15 +718,21 @@ async fn management_operations_outside_the_transactional_set_are_refused() {
         )
         .await;
     assert_eq!(answer, refused(400, "amqp:not-allowed"));
-    // Scheduling inside a transaction is not implemented by LocalZure (README).
-    let answer = mgmt_a
-        .request(&txn, "com.microsoft:schedule-message", vec![])
+    // So is a schedule on `b`, before any number is reserved there.
+    let answer = mgmt_b
+        .request(&txn, SCHEDULE, schedule_body("x", s.backend.now()))
         .await;
-    assert_eq!(answer, refused(501, "amqp:not-implemented"));
+    assert_eq!(answer, refused(400, "amqp:not-allowed"));
     within(txn.commit())
         .await
         .expect("an empty transaction commits");
     assert_eq!(s.count("a"), 1, "nothing was settled");
+    let m = localzure::broker::message::NewMessage {
+        message_id: "first".into(),
+        ..Default::default()
+    };
+    let first = s.backend.send("b", vec![m]).await.expect("send");
+    assert_eq!(first, vec![1], "no number of `b` was taken");
 }
 
 // ----- crash during commit (real binary) ------------------------------------------------------
@@ -848,4 +884,310 @@ fn amqp_addr(proc: &process::Server) -> String {
         .and_then(|s| s.split_whitespace().next())
         .expect("address")
         .to_string()
+}
+
+// ----- schedule-message inside a transaction --------------------------------------------------
+
+const SCHEDULE: &str = "com.microsoft:schedule-message";
+
+/// A `schedule-message` body for one message `id` due at `at` (epoch ms), the message encoded
+/// by fe2o3-amqp with `x-opt-scheduled-enqueue-time` as the SDKs set it.
+fn schedule_body(id: &str, at: i64) -> Vec<(&'static str, Value)> {
+    use fe2o3_amqp::types::messaging::{MessageAnnotations, Properties};
+    use fe2o3_amqp::types::primitives::Timestamp;
+    let message = Message::builder()
+        .properties(Properties::builder().message_id(id.to_string()).build())
+        .message_annotations(
+            MessageAnnotations::builder()
+                .insert(
+                    Symbol::from("x-opt-scheduled-enqueue-time"),
+                    Value::Timestamp(Timestamp::from_milliseconds(at)),
+                )
+                .build(),
+        )
+        .value(Value::String(format!("body of {id}")))
+        .build();
+    let encoded = serde_amqp::to_vec(
+        &fe2o3_amqp::types::messaging::message::__private::Serializable(message),
+    )
+    .expect("encode message");
+    let entry = [
+        ("message-id", Value::String(id.into())),
+        (
+            "message",
+            Value::Binary(serde_bytes::ByteBuf::from(encoded)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (Value::String(k.into()), v))
+    .collect();
+    vec![("messages", Value::List(vec![Value::Map(entry)]))]
+}
+
+/// The `sequence-numbers` of a `schedule-message` response.
+fn scheduled_numbers(body: &Value) -> Vec<i64> {
+    let Value::Map(m) = body else {
+        panic!("response body {body:?}")
+    };
+    match m.get(&Value::String("sequence-numbers".into())) {
+        Some(Value::Array(a)) => a.iter().cloned().collect(),
+        Some(Value::List(l)) => l.clone(),
+        other => panic!("sequence-numbers {other:?}"),
+    }
+    .into_iter()
+    .map(|v| match v {
+        Value::Long(n) => n,
+        other => panic!("sequence number {other:?}"),
+    })
+    .collect()
+}
+
+impl Server {
+    /// (sequence number, message id) of every message in queue `q`, scheduled ones included.
+    fn stored(&self, q: &str) -> Vec<(u64, String)> {
+        self.backend
+            .read(|b| b.peek(&QueuePath::queue(q), 0, 10_000))
+            .expect("peek")
+            .iter()
+            .map(|m| (m.sequence_number, m.content.message_id.clone()))
+            .collect()
+    }
+
+    /// The sequence number a plain send to `a` gets now.
+    async fn next_number(&self, id: &str) -> u64 {
+        let m = localzure::broker::message::NewMessage {
+            message_id: id.into(),
+            ..Default::default()
+        };
+        self.backend.send("a", vec![m]).await.expect("send")[0]
+    }
+}
+
+impl ManagementClient {
+    /// Schedules one message in a new transaction; `between` sees the state before the
+    /// discharge; answers the sequence number the request was answered with.
+    async fn schedule_in_transaction(
+        &mut self,
+        id: &str,
+        at: i64,
+        between: impl FnOnce(i64),
+        commit: bool,
+    ) -> u64 {
+        let txn = declare(&self.controller).await;
+        let (status, condition, body) = self
+            .mgmt
+            .request_with_body(&txn, SCHEDULE, schedule_body(id, at))
+            .await;
+        assert_eq!((status, condition), (200, None), "{body:?}");
+        let numbers = scheduled_numbers(&body);
+        assert_eq!(numbers.len(), 1, "{body:?}");
+        between(numbers[0]);
+        if commit {
+            within(txn.commit()).await.expect("commit");
+        } else {
+            within(txn.rollback()).await.expect("rollback");
+        }
+        numbers[0] as u64
+    }
+}
+
+/// The .NET SDK's `TransactionalSendMultipleSessions` (Azure.Messaging.ServiceBus
+/// tests/Transactions/TransactionLiveTests.cs) schedules a message for `DateTimeOffset.UtcNow`
+/// inside a scope: the request is answered with its sequence number at once, nothing is
+/// visible (not even peekable) before commit, and after commit the message is received with
+/// that number.
+#[tokio::test]
+async fn a_message_scheduled_for_now_in_a_transaction_appears_only_at_commit() {
+    let s = Server::start(None).await;
+    let first = s.next_number("before").await;
+    let mut c = s.management_client().await;
+    let now = s.backend.now();
+    let seq = c
+        .schedule_in_transaction(
+            "scheduled",
+            now,
+            |seq| {
+                assert_eq!(seq as u64, first + 1, "the next number, answered at once");
+                assert_eq!(s.stored("a").len(), 1, "nothing new before commit");
+                assert_eq!(s.scheduled_count("a"), 0);
+            },
+            true,
+        )
+        .await;
+    assert_eq!(
+        s.stored("a"),
+        vec![(first, "before".into()), (seq, "scheduled".into())]
+    );
+    // Received over a link with the answered number.
+    let (_conn, mut session) = s.connect().await;
+    let mut receiver = Receiver::attach(&mut session, "from-a", "a")
+        .await
+        .expect("receiver");
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        let d = within(receiver.recv::<Body<Value>>())
+            .await
+            .expect("receive");
+        let number = d
+            .message()
+            .message_annotations
+            .as_ref()
+            .and_then(|a| {
+                a.get(
+                    &fe2o3_amqp::types::messaging::annotations::OwnedKey::Symbol(Symbol::from(
+                        "x-opt-sequence-number",
+                    )),
+                )
+            })
+            .cloned();
+        receiver.accept(&d).await.expect("accept");
+        received.push(number);
+    }
+    assert_eq!(received[1], Some(Value::Long(seq as i64)));
+}
+
+/// The .NET SDK's `TransactionalSendMultipleSessionsRollback`: a scope left without
+/// `Complete()` schedules nothing (here due now, so it would be visible at once if it were
+/// stored); the number it was answered with stays a gap.
+#[tokio::test]
+async fn a_message_scheduled_in_a_rolled_back_transaction_never_appears() {
+    let s = Server::start(None).await;
+    let mut c = s.management_client().await;
+    let now = s.backend.now();
+    let seq = c
+        .schedule_in_transaction("never", now, |_| assert_eq!(s.count("a"), 0), false)
+        .await;
+    s.backend.execute(Op::Tick).await.expect("timers run");
+    assert_eq!(s.count("a"), 0, "nothing after the rollback");
+    assert_eq!(s.scheduled_count("a"), 0);
+    assert_eq!(s.next_number("after").await, seq + 1, "a gap, not a reuse");
+    assert_eq!(s.stored("a"), vec![(seq + 1, "after".into())]);
+}
+
+/// A message scheduled an hour ahead in a transaction is scheduled at commit and can be
+/// cancelled with the number the request answered (`CancelScheduledMessageAsync(seq)`).
+#[tokio::test]
+async fn a_message_scheduled_in_a_transaction_is_cancelled_with_its_number() {
+    let s = Server::start(None).await;
+    let mut c = s.management_client().await;
+    let later = s.backend.now() + 3_600_000;
+    let seq = c
+        .schedule_in_transaction("later", later, |_| {}, true)
+        .await;
+    assert_eq!(s.scheduled_count("a"), 1, "scheduled at commit");
+    assert_eq!(s.stored("a"), vec![(seq, "later".into())]);
+    let answer = c
+        .in_transaction(
+            "com.microsoft:cancel-scheduled-message",
+            sequence_numbers(seq),
+            || {},
+            true,
+        )
+        .await;
+    assert_eq!(answer, (200, None));
+    assert_eq!(s.scheduled_count("a"), 0, "cancelled");
+}
+
+/// The reservation and the commit are in the operation log: after a crash (the store copied
+/// while the server runs, so the log is replayed) and after a clean restart (from the final
+/// snapshot), the committed message has its number, the rolled-back one left its gap, and the
+/// next number is the same.
+#[tokio::test]
+async fn scheduled_numbers_survive_a_restart_and_a_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let store = |at: &std::path::Path| StorageConfig {
+        storage_type: StorageType::Json,
+        json: JsonConfig {
+            path: at.join("data"),
+            pretty_print: false,
+        },
+        snapshot_interval_seconds: 0,
+        auto_compact: false,
+        ..StorageConfig::default()
+    };
+    let s = Server::start_on(None, Some(store(dir.path()))).await;
+    s.create_queues().await;
+    let mut c = s.management_client().await;
+    let later = s.backend.now() + 3_600_000;
+    let kept = c.schedule_in_transaction("kept", later, |_| {}, true).await;
+    let gap = c
+        .schedule_in_transaction("dropped", later, |_| {}, false)
+        .await;
+    assert_eq!(gap, kept + 1);
+    copy_dir(&dir.path().join("data"), &crashed.path().join("data"));
+    drop(c);
+    s.backend.shutdown_persistence().await.expect("shutdown");
+    drop(s);
+    for (how, at) in [("replayed", crashed.path()), ("restarted", dir.path())] {
+        let s = Server::start_on(None, Some(store(at))).await;
+        let replayed = s.backend.status().replayed;
+        match how {
+            // Create ×2, reserve, commit, reserve: all from the log.
+            "replayed" => assert!(replayed >= 5, "{how}: {replayed} records replayed"),
+            _ => assert_eq!(replayed, 0, "{how}: from the snapshot"),
+        }
+        assert_eq!(s.stored("a"), vec![(kept, "kept".into())], "{how}");
+        assert_eq!(s.scheduled_count("a"), 1, "{how}");
+        assert_eq!(
+            s.next_number("next").await,
+            gap + 1,
+            "{how}: the same counter"
+        );
+        s.backend
+            .cancel_scheduled("a", vec![kept])
+            .await
+            .unwrap_or_else(|e| panic!("{how}: cancel: {e}"));
+        assert_eq!(s.scheduled_count("a"), 0, "{how}");
+        s.backend.shutdown_persistence().await.expect("shutdown");
+    }
+}
+
+/// Copies a store directory as a crash leaves it (the lock file aside).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+        } else if entry.file_name() != ".lock" {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
+}
+
+/// The whole of `TransactionalSendMultipleSessions`: a send over a link and a schedule
+/// through `$management` in one transaction (here on a queue without sessions); neither is
+/// there before commit, both are after, the scheduled one with its answered number.
+#[tokio::test]
+async fn a_send_and_a_schedule_in_one_transaction_commit_together() {
+    let s = Server::start(None).await;
+    let mut c = s.management_client().await;
+    let mut sender = Sender::attach(&mut c._session, "to-a", "a")
+        .await
+        .expect("sender");
+    let txn = declare(&c.controller).await;
+    let sent = Message::builder()
+        .properties(
+            fe2o3_amqp::types::messaging::Properties::builder()
+                .message_id("sent".to_string())
+                .group_id("session1".to_string())
+                .build(),
+        )
+        .value(Value::String("one".into()))
+        .build();
+    let out = within(txn.post(&mut sender, sent)).await.expect("post");
+    assert!(matches!(out, Outcome::Accepted(_)), "{out:?}");
+    let (status, _, body) = c
+        .mgmt
+        .request_with_body(&txn, SCHEDULE, schedule_body("scheduled", s.backend.now()))
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+    let seq = scheduled_numbers(&body)[0] as u64;
+    assert!(s.stored("a").is_empty(), "nothing before commit");
+    within(txn.commit()).await.expect("commit");
+    let stored = s.stored("a");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&(seq, "scheduled".into())), "{stored:?}");
+    assert!(stored.iter().any(|(_, id)| id == "sent"), "{stored:?}");
 }

@@ -185,6 +185,9 @@ pub struct Broker {
     deadlines: Deadlines,
     /// What the current `apply` did that the service counts (see [`Event`]).
     events: Vec<Event>,
+    /// The sequence number the next stored message takes instead of its entity's next one,
+    /// set only while a commit stores a transaction's scheduled message ([`Op::SendReserved`]).
+    reserved_seq: Option<u64>,
 }
 
 /// Something an operation did that is not in its outcome, reported so the service can count
@@ -323,6 +326,10 @@ impl Broker {
                 Ok(Outcome::Done)
             }
             Op::Commit { ops } => self.commit(ops, now),
+            Op::ReserveSequenceNumbers { entity, count } => {
+                self.reserve_sequence_numbers(entity, *count)
+            }
+            Op::SendReserved { entity, messages } => self.send_reserved(entity, messages, now),
         }
     }
 

@@ -300,6 +300,29 @@ pub enum Op {
     Commit {
         ops: Vec<Op>,
     },
+    /// Takes the next `count` sequence numbers of a queue or topic without storing anything:
+    /// what a `schedule-message` request made inside a transaction answers with at once (the
+    /// service returns the numbers before commit). The messages follow in the transaction's
+    /// [`Op::Commit`] as [`Op::SendReserved`]; a rollback leaves a gap in the numbering.
+    /// Journaled like every operation, so replay advances the counter the same way. Added
+    /// after stored-format v1; older logs simply never contain it.
+    ReserveSequenceNumbers {
+        entity: String,
+        count: u32,
+    },
+    /// Messages stored with the sequence numbers [`Op::ReserveSequenceNumbers`] gave them (a
+    /// transaction's scheduled messages, applied at its commit). Added after stored-format v1.
+    SendReserved {
+        entity: String,
+        messages: Vec<ReservedMessage>,
+    },
+}
+
+/// A message and the sequence number reserved for it (see [`Op::SendReserved`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReservedMessage {
+    pub sequence_number: u64,
+    pub message: NewMessage,
 }
 
 impl Op {
@@ -331,6 +354,8 @@ impl Op {
             Op::Tick => "Tick",
             Op::PurgeAll => "PurgeAll",
             Op::Commit { .. } => "Commit",
+            Op::ReserveSequenceNumbers { .. } => "ReserveSequenceNumbers",
+            Op::SendReserved { .. } => "SendReserved",
         }
     }
 }

@@ -13,6 +13,12 @@
 //!   as queue or topic."
 //! - Nothing is visible before commit: buffered sends are not in any entity, and a buffered
 //!   settlement leaves the message locked to its receiver.
+//! - `schedule-message` is answered at once with the sequence numbers, before commit (the .NET
+//!   SDK's live tests `TransactionalSendMultipleSessions` and
+//!   `TransactionalSendMultipleSessionsRollback`, Azure.Messaging.ServiceBus
+//!   tests/Transactions/TransactionLiveTests.cs, schedule inside a `TransactionScope`): the
+//!   numbers are reserved at once ([`Op::ReserveSequenceNumbers`]) and the messages are stored
+//!   with them at commit ([`Op::SendReserved`]); a rollback leaves a gap in the numbering.
 //! - "A transaction times out after 2 minutes. The transaction timer starts when the first
 //!   operation in the transaction starts." A timed-out transaction is rolled back.
 //!
@@ -20,10 +26,11 @@
 //! rollback. The commit is one [`Op::Commit`] record, so the operation log holds a transaction
 //! wholly or not at all.
 
+use super::entities::{queue_key, topic_key};
 use super::error::BrokerError;
 use super::message::MessageState;
 use super::messaging::{check_session_lock, wake_key_of};
-use super::op::{Op, QueuePath, Settlement};
+use super::op::{Op, QueuePath, ReservedMessage, Settlement};
 use super::store::MessageStore;
 use super::{Broker, Outcome};
 use crate::time::Millis;
@@ -66,6 +73,11 @@ impl Broker {
                     sequence_numbers.extend(self.enqueue_checked(&k, messages, now));
                     continue;
                 }
+                Op::SendReserved { entity, messages } => {
+                    let k = crate::names::key(entity);
+                    sequence_numbers.extend(self.enqueue_reserved(&k, messages, now));
+                    continue;
+                }
                 other => self.apply_op(other, now),
             };
             // Cannot fail once checked; if it ever did, say so loudly in tests rather than
@@ -78,14 +90,19 @@ impl Broker {
 
     /// Checks that every part of a transaction can apply, in order, without changing the
     /// state. What an earlier part changes that a later one depends on is tracked: the bytes
-    /// sent to each entity (quota), the locks already settled and the scheduled messages
-    /// already cancelled. Timers that fall due at `now` run before a settlement applies, so a
+    /// sent to each entity (quota), the locks already settled, the scheduled messages
+    /// already cancelled and the reserved sequence numbers already used. A message the
+    /// transaction itself schedules does not exist before commit, so it is not cancellable
+    /// within the transaction (a `cancel-scheduled-message` for it is refused when made).
+    /// A reserved number a stored message holds is refused even if an earlier part removes
+    /// that message (a reserved number is never held, so this errs only on the refusing side). Timers that fall due at `now` run before a settlement applies, so a
     /// lock counts as held only while `locked_until > now` (what they leave held), and only
     /// messages scheduled after `now` count as cancellable (at `now` they are enqueued).
     pub fn check_commit(&self, ops: &[Op], now: Millis) -> Result<(), BrokerError> {
         let mut sent: BTreeMap<String, u64> = BTreeMap::new();
         let mut settled: BTreeSet<(String, uuid::Uuid)> = BTreeSet::new();
         let mut cancelled: BTreeSet<(String, u64)> = BTreeSet::new();
+        let mut reserved: BTreeSet<(String, u64)> = BTreeSet::new();
         for op in ops {
             match op {
                 Op::Send { entity, messages } => {
@@ -93,6 +110,13 @@ impl Broker {
                     let pending = sent.get(&k).copied().unwrap_or(0);
                     self.check_send(entity, messages, pending)?;
                     let bytes: u64 = messages.iter().map(|m| m.size() as u64).sum();
+                    *sent.entry(k).or_default() += bytes;
+                }
+                Op::SendReserved { entity, messages } => {
+                    let k = crate::names::key(entity);
+                    let pending = sent.get(&k).copied().unwrap_or(0);
+                    self.check_reserved(entity, messages, pending, &mut reserved)?;
+                    let bytes: u64 = messages.iter().map(|r| r.message.size() as u64).sum();
                     *sent.entry(k).or_default() += bytes;
                 }
                 Op::Settle {
@@ -156,12 +180,122 @@ impl Broker {
         }
         Ok(())
     }
+
+    /// [`Op::ReserveSequenceNumbers`]: takes the next `count` sequence numbers of a queue or
+    /// topic; nothing is stored.
+    pub(super) fn reserve_sequence_numbers(
+        &mut self,
+        entity: &str,
+        count: u32,
+    ) -> Result<Outcome, BrokerError> {
+        let k = crate::names::key(entity);
+        let (counter, key) = if let Some(q) = self.queues.get_mut(&k) {
+            (&mut q.next_seq, queue_key(&q.name))
+        } else if let Some(t) = self.topics.get_mut(&k) {
+            (&mut t.next_seq, topic_key(&t.name))
+        } else {
+            return Err(BrokerError::EntityNotFound(entity.to_string()));
+        };
+        let first = *counter;
+        let end = first
+            .checked_add(u64::from(count))
+            .ok_or_else(|| BrokerError::BadRequest("Too many sequence numbers.".into()))?;
+        *counter = end;
+        if count > 0 {
+            // The counter is part of the entity's snapshot.
+            self.touch_entity(key);
+        }
+        Ok(Outcome::Sent {
+            sequence_numbers: (first..end).collect(),
+        })
+    }
+
+    /// [`Op::SendReserved`] on its own (a commit checks and applies it as one of its parts).
+    pub(super) fn send_reserved(
+        &mut self,
+        entity: &str,
+        messages: &[ReservedMessage],
+        now: Millis,
+    ) -> Result<Outcome, BrokerError> {
+        let k = self.check_reserved(entity, messages, 0, &mut BTreeSet::new())?;
+        Ok(Outcome::Sent {
+            sequence_numbers: self.enqueue_reserved(&k, messages, now),
+        })
+    }
+
+    /// Checks messages stored with reserved sequence numbers: as a send ([`Broker::check_send`],
+    /// `pending` bytes already sent by the transaction), and each number was reserved on the
+    /// entity (below its counter), is not held by a stored message (the entity was not deleted
+    /// and created again past it), and is not used twice (`used` holds the numbers earlier
+    /// parts of the transaction used). Returns the entity key.
+    fn check_reserved(
+        &self,
+        entity: &str,
+        messages: &[ReservedMessage],
+        pending: u64,
+        used: &mut BTreeSet<(String, u64)>,
+    ) -> Result<String, BrokerError> {
+        let plain: Vec<_> = messages.iter().map(|r| r.message.clone()).collect();
+        let k = self.check_send(entity, &plain, pending)?;
+        let (next, stores): (u64, Vec<&MessageStore>) = if let Some(q) = self.queues.get(&k) {
+            (q.next_seq, vec![&q.q.main, &q.q.dlq])
+        } else if let Some(t) = self.topics.get(&k) {
+            let stores = t.subs.values().flat_map(|s| [&s.q.main, &s.q.dlq]);
+            (t.next_seq, stores.collect())
+        } else {
+            return Err(BrokerError::EntityNotFound(entity.to_string()));
+        };
+        for r in messages {
+            let seq = r.sequence_number;
+            let stored = stores.iter().any(|st| st.get(seq).is_some());
+            if seq >= next || stored || !used.insert((k.clone(), seq)) {
+                return Err(BrokerError::BadRequest(format!(
+                    "The sequence number {seq} is not reserved on {entity}."
+                )));
+            }
+        }
+        Ok(k)
+    }
+
+    /// Stores messages [`Broker::check_reserved`] accepted, each with its reserved number;
+    /// returns the numbers stored (duplicates dropped by detection are absent).
+    fn enqueue_reserved(&mut self, k: &str, messages: &[ReservedMessage], now: Millis) -> Vec<u64> {
+        let to_queue = self.queues.contains_key(k);
+        messages
+            .iter()
+            .filter_map(|r| {
+                // Taken by the first entity the message is stored in (not by a ForwardTo
+                // target, nor by a further copy a rule action makes).
+                self.reserved_seq = Some(r.sequence_number);
+                let stored = if to_queue {
+                    self.enqueue_queue(k, &r.message, now, 0, None)
+                } else {
+                    self.enqueue_topic(k, &r.message, now, 0)
+                };
+                self.reserved_seq = None;
+                stored
+            })
+            .collect()
+    }
+}
+
+/// The sequence number a newly stored message takes: the one reserved for it (taken, so only
+/// the first entity it is stored in uses it; see [`Op::SendReserved`]), else its entity's next.
+pub(super) fn take_sequence_number(next: &mut u64, reserved: &mut Option<u64>) -> u64 {
+    reserved.take().unwrap_or_else(|| {
+        let seq = *next;
+        *next += 1;
+        seq
+    })
 }
 
 /// Operations a transaction may carry (see the module documentation).
 fn enlistable(op: &Op) -> bool {
     match op {
-        Op::Send { .. } | Op::CancelScheduled { .. } | Op::SetSessionState { .. } => true,
+        Op::Send { .. }
+        | Op::SendReserved { .. }
+        | Op::CancelScheduled { .. }
+        | Op::SetSessionState { .. } => true,
         Op::Settle { settlement, .. } => !matches!(settlement, Settlement::Release),
         _ => false,
     }
@@ -558,9 +692,38 @@ mod tests {
                 .iter()
                 .filter_map(|m| m.lock.map(|l| l.token))
                 .collect();
+            // Two numbers reserved on `a` (a transaction's scheduled messages).
+            let reserved = match apply(
+                &mut b,
+                6,
+                Op::ReserveSequenceNumbers {
+                    entity: "a".into(),
+                    count: 2,
+                },
+            ) {
+                Ok(Outcome::Sent { sequence_numbers }) => sequence_numbers,
+                other => panic!("reserve: {other:?}"),
+            };
             let mut ops = Vec::new();
             for _ in 0..1 + rng.below(4) {
-                ops.push(match rng.below(3) {
+                ops.push(match rng.below(4) {
+                    // Reserved numbers (twice, or on another entity) and a never reserved one;
+                    // scheduled for later or for now. (A number a stored message holds is
+                    // refused even when an earlier part removes that message, where applying
+                    // one by one would accept it: a reserved number is never held, and
+                    // refusing more is the safe side. `reserved_numbers_are_used_at_commit…`
+                    // covers a taken number.)
+                    3 => Op::SendReserved {
+                        entity: ["a", "a", "b", "missing"][rng.below(4) as usize].into(),
+                        messages: vec![ReservedMessage {
+                            sequence_number: [reserved[0], reserved[1], 999][rng.below(3) as usize],
+                            message: NewMessage {
+                                message_id: "r".into(),
+                                scheduled_enqueue_time: [None, Some(10_000)][rng.below(2) as usize],
+                                ..NewMessage::default()
+                            },
+                        }],
+                    },
                     0 => {
                         let entity = ["a", "b", "missing"][rng.below(3) as usize];
                         let mut m = NewMessage {
@@ -775,6 +938,219 @@ mod tests {
             Some(b"state".to_vec())
         );
         assert_eq!(b.queue_info("b").expect("b").counts.active, 1);
+    }
+
+    /// A transaction's scheduled message: its number is reserved at once (answered before
+    /// commit), it is stored with exactly that number at commit (even when due now, it is not
+    /// there before), a reservation never committed leaves a gap, and replaying the records
+    /// (what recovery does with the operation log) gives the same state and counter.
+    #[test]
+    fn reserved_numbers_are_used_at_commit_and_replay_the_same() {
+        let mut records = Vec::new();
+        let mut b = broker();
+        // What the service journals: the records that changed the state.
+        let mut run = |b: &mut Broker, at: Millis, op: Op| {
+            let rec = OpRecord { at, op };
+            let applied = b.apply(&rec);
+            if applied.changed {
+                records.push(rec);
+            }
+            applied.result
+        };
+        run(&mut b, 2, send("a", "first")).expect("send");
+        let reserve = || Op::ReserveSequenceNumbers {
+            entity: "A".into(),
+            count: 1,
+        };
+        let seq = match run(&mut b, 3, reserve()) {
+            Ok(Outcome::Sent { sequence_numbers }) => sequence_numbers[0],
+            other => panic!("reserve: {other:?}"),
+        };
+        assert_eq!(seq, 2);
+        assert_eq!(
+            b.peek(&QueuePath::queue("a"), 0, 10).expect("peek").len(),
+            1
+        );
+        run(&mut b, 4, send("a", "after")).expect("send");
+        let scheduled_now = Op::SendReserved {
+            entity: "a".into(),
+            messages: vec![ReservedMessage {
+                sequence_number: seq,
+                message: NewMessage {
+                    message_id: "scheduled".into(),
+                    scheduled_enqueue_time: Some(3),
+                    ..NewMessage::default()
+                },
+            }],
+        };
+        let out = run(
+            &mut b,
+            5,
+            Op::Commit {
+                ops: vec![scheduled_now.clone()],
+            },
+        );
+        assert_eq!(
+            out,
+            Ok(Outcome::Sent {
+                sequence_numbers: vec![seq]
+            })
+        );
+        // Committed once: the number is taken now.
+        let again = run(
+            &mut b,
+            6,
+            Op::Commit {
+                ops: vec![scheduled_now],
+            },
+        );
+        assert!(
+            matches!(again, Err(BrokerError::BadRequest(_))),
+            "{again:?}"
+        );
+        // A reservation never committed (a rollback): a gap.
+        run(&mut b, 7, reserve()).expect("reserve");
+        let last = run(&mut b, 8, send("a", "last"));
+        assert_eq!(
+            last,
+            Ok(Outcome::Sent {
+                sequence_numbers: vec![5]
+            })
+        );
+        let seqs = |b: &Broker| -> Vec<(u64, String)> {
+            b.peek(&QueuePath::queue("a"), 0, 10)
+                .expect("peek")
+                .iter()
+                .map(|m| (m.sequence_number, m.content.message_id.clone()))
+                .collect()
+        };
+        let want: Vec<(u64, String)> = [(1, "first"), (2, "scheduled"), (3, "after"), (5, "last")]
+            .iter()
+            .map(|(n, id)| (*n, id.to_string()))
+            .collect();
+        assert_eq!(seqs(&b), want);
+        // Replay from the encoded records on a fresh broker.
+        let mut replayed = broker();
+        for rec in &records {
+            let json = serde_json::to_vec(rec).expect("encode");
+            let back: OpRecord = serde_json::from_slice(&json).expect("decode");
+            let _ = replayed.apply(&back);
+        }
+        assert_eq!(seqs(&replayed), want);
+        assert_eq!(observed(&replayed), observed(&b));
+        assert_eq!(
+            apply(&mut replayed, 9, send("a", "next")),
+            apply(&mut b, 9, send("a", "next")),
+            "the counter replays the same"
+        );
+        // A number never reserved, or one reserved before the entity was deleted and created
+        // again (a message holds it now), is refused.
+        let reserved_on = |b: &mut Broker, seq| {
+            let ops = vec![Op::SendReserved {
+                entity: "a".into(),
+                messages: vec![ReservedMessage {
+                    sequence_number: seq,
+                    message: NewMessage {
+                        message_id: "x".into(),
+                        ..NewMessage::default()
+                    },
+                }],
+            }];
+            apply(b, 10, Op::Commit { ops })
+        };
+        let never = reserved_on(&mut b, 99);
+        assert!(
+            matches!(never, Err(BrokerError::BadRequest(_))),
+            "{never:?}"
+        );
+        let seq = match apply(&mut b, 11, reserve()) {
+            Ok(Outcome::Sent { sequence_numbers }) => sequence_numbers[0],
+            other => panic!("reserve: {other:?}"),
+        };
+        apply(&mut b, 12, Op::DeleteQueue { name: "a".into() }).expect("delete");
+        let create = Op::CreateQueue {
+            name: "a".into(),
+            props: EntityProps::default(),
+        };
+        apply(&mut b, 12, create).expect("create");
+        for i in 0..seq {
+            apply(&mut b, 13, send("a", &format!("new{i}"))).expect("send");
+        }
+        let reused = reserved_on(&mut b, seq);
+        assert!(
+            matches!(reused, Err(BrokerError::BadRequest(_))),
+            "{reused:?}"
+        );
+    }
+
+    /// On a topic, the reserved number is the topic's: the subscription's copy has it, and a
+    /// ForwardTo target (here of the other subscription) numbers the message itself.
+    #[test]
+    fn a_reserved_number_on_a_topic_goes_to_every_subscription() {
+        let mut b = broker();
+        apply(
+            &mut b,
+            1,
+            Op::CreateTopic {
+                name: "t".into(),
+                props: EntityProps::default(),
+            },
+        )
+        .expect("topic");
+        for (sub, forward_to) in [("s1", None), ("s2", Some("b".to_string()))] {
+            apply(
+                &mut b,
+                1,
+                Op::CreateSubscription {
+                    topic: "t".into(),
+                    name: sub.into(),
+                    props: EntityProps {
+                        forward_to,
+                        ..EntityProps::default()
+                    },
+                    rule: None,
+                },
+            )
+            .expect("subscription");
+        }
+        apply(&mut b, 2, send("b", "b1")).expect("send");
+        let seq = match apply(
+            &mut b,
+            2,
+            Op::ReserveSequenceNumbers {
+                entity: "t".into(),
+                count: 1,
+            },
+        ) {
+            Ok(Outcome::Sent { sequence_numbers }) => sequence_numbers[0],
+            other => panic!("reserve: {other:?}"),
+        };
+        apply(&mut b, 3, send("t", "plain")).expect("send");
+        let ops = vec![Op::SendReserved {
+            entity: "t".into(),
+            messages: vec![ReservedMessage {
+                sequence_number: seq,
+                message: NewMessage {
+                    message_id: "r".into(),
+                    ..NewMessage::default()
+                },
+            }],
+        }];
+        apply(&mut b, 4, Op::Commit { ops }).expect("commit");
+        let ids = |p: &QueuePath| -> Vec<(u64, String)> {
+            b.peek(p, 0, 10)
+                .expect("peek")
+                .iter()
+                .map(|m| (m.sequence_number, m.content.message_id.clone()))
+                .collect()
+        };
+        let s1 = ids(&QueuePath::subscription("t", "s1"));
+        assert_eq!(s1, vec![(1, "r".into()), (2, "plain".into())]);
+        let forwarded = ids(&QueuePath::queue("b"));
+        assert_eq!(
+            forwarded,
+            vec![(1, "b1".into()), (2, "plain".into()), (3, "r".into())]
+        );
     }
 
     #[test]

@@ -78,11 +78,15 @@ pub(super) fn schedule<'r>(r: &'r Request<'r>) -> BoxFuture<'r, OpResult> {
             }
             messages.push(m);
         }
-        let seqs = r
-            .backend
-            .send(r.entity_path.to_string(), messages)
-            .await
-            .map_err(|e| wire_error(&e))?;
+        let seqs = match r.txn {
+            // In a transaction: numbers now, messages at commit (see super::txn).
+            Some(_) => r.schedule_in_txn(messages).await?,
+            None => r
+                .backend
+                .send(r.entity_path.to_string(), messages)
+                .await
+                .map_err(|e| wire_error(&e))?,
+        };
         ok(string_map(vec![(
             "sequence-numbers",
             array(seqs.into_iter().map(|s| AV::Long(s as i64)).collect()),

@@ -10,18 +10,20 @@
 //! What the service allows inside a transaction ("Operations within a transaction scope",
 //! learn.microsoft.com service-bus-transactions.md: send, complete, abandon, dead-letter,
 //! defer, renew lock; the .NET SDK's `TransactionLiveTests` settle deferred messages, cancel
-//! scheduled messages and its Sample06 sets session state inside a scope):
+//! scheduled messages and schedule messages (`TransactionalSendMultipleSessions`, and its
+//! `…Rollback` twin: nothing is received after a rollback) inside a scope, and its Sample06
+//! sets session state inside a scope):
 //!
 //! | operation | in a transaction |
 //! | --- | --- |
 //! | `update-disposition` | buffered until commit: the deferred message stays locked |
+//! | `schedule-message` | answered at once with the sequence numbers (reserved, [`Op::ReserveSequenceNumbers`]); the messages are stored with them at commit, nothing before (not even one scheduled for now); a rollback leaves a gap in the numbering |
 //! | `cancel-scheduled-message` | buffered until commit: the message stays scheduled |
 //! | `set-session-state` | buffered until commit |
 //! | `renew-lock`, `renew-session-lock` | applied at once (a lock must stay held until commit) |
 //! | `peek-message`, `get-session-state`, `get-message-sessions`, `enumerate-rules` | answered as outside (they change nothing) |
 //! | `receive-by-sequence-number` | refused: "Receive operations aren't included" |
 //! | `add-rule`, `remove-rule` | refused: "Mixing management and messaging operations in a transaction isn't supported" |
-//! | `schedule-message` | refused by LocalZure (`amqp:not-implemented`): the service answers with the sequence numbers at once, which a buffered send does not have yet |
 //!
 //! A buffered part is checked against the current state when it is made (a lost lock answers
 //! 410 at once, as outside a transaction), bound to the transaction's entity (a second
@@ -31,7 +33,8 @@ use super::request::Request;
 use crate::amqp::connection::txn_wire_error;
 use crate::amqp::errors::{wire_error, WireError};
 use crate::amqp::symbols as sym;
-use crate::broker::op::Op;
+use crate::broker::message::NewMessage;
+use crate::broker::op::{Op, ReservedMessage};
 use crate::broker::Outcome;
 
 /// Refuses operations that cannot be part of a transaction (see the module table).
@@ -40,14 +43,6 @@ pub(super) fn admit(operation: &str) -> Result<(), WireError> {
         sym::OP_RECEIVE_BY_SEQUENCE_NUMBER => "Receive operations cannot be part of a transaction.",
         sym::OP_ADD_RULE | sym::OP_REMOVE_RULE => {
             "Management operations cannot be part of a transaction."
-        }
-        sym::OP_SCHEDULE_MESSAGE => {
-            return Err(WireError::new(
-                sym::NOT_IMPLEMENTED,
-                "LocalZure does not schedule messages inside a transaction; send them with a \
-                 ScheduledEnqueueTime in the transaction instead.",
-                501,
-            ))
         }
         _ => return Ok(()),
     };
@@ -80,6 +75,52 @@ impl Request<'_> {
         };
         enlisted.map_err(|e| txn_wire_error(&e))?;
         Ok(None)
+    }
+
+    /// `schedule-message` in the request's transaction: the transaction is joined first (open, on
+    /// this entity), then the sequence numbers are reserved and answered at once, and the
+    /// messages are buffered with them until commit ([`Op::SendReserved`], checked now and
+    /// again at commit). A refusal after the reservation, or a rollback, leaves only a gap in
+    /// the entity's numbering, as the service's numbering has gaps.
+    pub(super) async fn schedule_in_txn(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, WireError> {
+        self.join_txn()?;
+        let entity = self.entity_path.to_string();
+        let count = u32::try_from(messages.len())
+            .map_err(|_| WireError::bad_request("too many messages"))?;
+        let reserved = match self
+            .backend
+            .execute(Op::ReserveSequenceNumbers {
+                entity: entity.clone(),
+                count,
+            })
+            .await
+            .map_err(|e| wire_error(&e))?
+        {
+            Outcome::Sent { sequence_numbers } if sequence_numbers.len() == messages.len() => {
+                sequence_numbers
+            }
+            other => {
+                return Err(WireError::bad_request(format!(
+                    "unexpected reservation outcome {other:?}"
+                )))
+            }
+        };
+        if !messages.is_empty() {
+            let messages = reserved
+                .iter()
+                .zip(messages)
+                .map(|(&sequence_number, message)| ReservedMessage {
+                    sequence_number,
+                    message,
+                })
+                .collect();
+            self.apply_or_enlist(Op::SendReserved { entity, messages })
+                .await?;
+        }
+        Ok(reserved)
     }
 
     /// When the request is transactional, checks that all of `ops` could apply now, so a

@@ -2,6 +2,7 @@
 //! auto-forwarding, dead-lettering.
 
 use super::*;
+use crate::broker::txn::take_sequence_number;
 
 impl Broker {
     pub(in crate::broker) fn send(
@@ -122,8 +123,7 @@ impl Broker {
             self.dirty_entities.insert(queue_key(&q.name));
             return None;
         }
-        let seq = q.next_seq;
-        q.next_seq += 1;
+        let seq = take_sequence_number(&mut q.next_seq, &mut self.reserved_seq);
         q.times.accessed_at = now;
         let key = queue_key(&q.name);
         let qname = q.name.clone();
@@ -193,8 +193,7 @@ impl Broker {
             self.dirty_entities.insert(topic_key(&t.name));
             return None;
         }
-        let seq = t.next_seq;
-        t.next_seq += 1;
+        let seq = take_sequence_number(&mut t.next_seq, &mut self.reserved_seq);
         t.times.accessed_at = now;
         let tname = t.name.clone();
         let topic_props = t.props.clone();
