@@ -569,7 +569,8 @@ async fn health_and_stop() {
 ///   state; `pending-commit.json` (the commit point passed, renames pending) the new one.
 /// - SQLite: the `-wal` file growing (the import's transaction is being written) leaves the
 ///   old state, or the new one if that growth was the commit itself (small states fit SQLite's
-///   page cache until commit).
+///   page cache until commit); the `-wal` 1 MiB larger (mid-write, the commit not done) the
+///   old one.
 async fn interrupted_import_is_all_or_nothing(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let old_file = work.path().join("old.json");
@@ -583,7 +584,7 @@ async fn interrupted_import_is_all_or_nothing(kind: Kind) {
     server.terminate();
     let old = read_json(&old_file);
 
-    // The new state: the old one plus 40,000 more messages on the first entity with messages.
+    // The new state: the old one plus 20,000 more messages on the first entity with messages.
     let mut doc = old.clone();
     let template = doc["messages"][0].clone();
     let entity = template["entity"].clone();
@@ -633,11 +634,21 @@ async fn interrupted_import_is_all_or_nothing(kind: Kind) {
         ],
         Kind::Sqlite => {
             let before = wal_len();
-            vec![(
-                "-wal growing",
-                Box::new(move || wal_len() > before),
-                &["old", "new"],
-            )]
+            vec![
+                (
+                    "-wal growing",
+                    Box::new(move || wal_len() > before),
+                    &["old", "new"],
+                ),
+                // The import's pages are still being written (the new state is several MiB):
+                // a kill here must leave the old state. The first point alone lands as the
+                // first commit starts, so it would pass an import split into transactions.
+                (
+                    "-wal 1 MiB into the import",
+                    Box::new(move || wal_len() > before + (1 << 20)),
+                    &["old"],
+                ),
+            ]
         }
         other => panic!("no write phases known for {other:?}"),
     };

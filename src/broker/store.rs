@@ -120,23 +120,21 @@ impl MessageStore {
     /// Loads messages into an empty store in bulk (recovery): sorted input builds the map in
     /// one pass, and nothing is marked dirty since storage already holds them. Fails on a
     /// repeated sequence number.
-    pub fn bulk_load(&mut self, mut msgs: Vec<Message>) -> Result<(), u64> {
-        msgs.sort_unstable_by_key(|m| m.sequence_number);
-        if let Some(w) = msgs
-            .windows(2)
-            .find(|w| w[0].sequence_number == w[1].sequence_number)
-        {
-            return Err(w[0].sequence_number);
+    /// Takes `(sequence number, message)` pairs: the map is built from that vector in place.
+    pub fn bulk_load(&mut self, mut msgs: Vec<(u64, Message)>) -> Result<(), u64> {
+        msgs.sort_unstable_by_key(|(seq, _)| *seq);
+        if let Some(w) = msgs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(w[0].0);
         }
-        if let Some(first) = msgs.first() {
-            if self.messages.contains_key(&first.sequence_number) || !self.messages.is_empty() {
-                return Err(first.sequence_number);
+        if let Some((seq, _)) = msgs.first() {
+            if self.messages.contains_key(seq) || !self.messages.is_empty() {
+                return Err(*seq);
             }
         }
-        for m in &msgs {
+        for (_, m) in &msgs {
             self.index(m);
         }
-        self.messages = msgs.into_iter().map(|m| (m.sequence_number, m)).collect();
+        self.messages = BTreeMap::from_iter(msgs);
         Ok(())
     }
 
