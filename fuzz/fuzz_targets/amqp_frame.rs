@@ -26,8 +26,8 @@ fn payload(bytes: &[u8], format: u32) {
             name: "RootManageSharedAccessKey".into(),
             key: "c2VjcmV0".into(),
         };
-        let _ = cbs::respond(&m, None, 0);
-        let _ = cbs::respond(&m, Some(&key), 1_700_000_000);
+        let _ = cbs::respond(&m, None, None, 0);
+        let _ = cbs::respond(&m, Some(&key), Some("localhost"), 1_700_000_000);
     }
 }
 

@@ -57,7 +57,8 @@ pub fn sample_message() -> Message {
             scheduled_enqueue_time: Some(T0),
             properties: sample_properties(),
             body_section: None,
-        },
+        }
+        .into(),
         enqueued_time: T0,
         expires_at: T0 + 60_000,
         ttl: TimeSpan::from_secs(60),

@@ -189,7 +189,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<AmqpMessage, ConvertError> {
 }
 
 /// Whether `v` holds, at any depth, a map with a key that is or contains a timestamp.
-fn timestamp_keyed(v: &AV) -> bool {
+pub(crate) fn timestamp_keyed(v: &AV) -> bool {
     fn has_timestamp(v: &AV) -> bool {
         match v {
             AV::Timestamp(_) => true,

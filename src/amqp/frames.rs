@@ -265,6 +265,11 @@ pub fn decode_amqp_body(body: &Bytes) -> Result<Option<(Performative, Bytes)>, F
 /// into symbols and the performative decoded again. Only tried after the strict decode failed.
 fn symbol_keyed(bytes: &[u8]) -> Option<Performative> {
     let mut value: serde_amqp::Value = serde_amqp::from_slice(bytes).ok()?;
+    // serde_amqp 0.18 panics re-encoding a map keyed by a timestamp (as for message bodies,
+    // `convert::timestamp_keyed`); no performative holds one, so such input is refused here.
+    if super::convert::timestamp_keyed(&value) {
+        return None;
+    }
     symbolize_keys(&mut value);
     serde_amqp::from_slice(&serde_amqp::to_vec(&value).ok()?).ok()
 }
@@ -342,6 +347,18 @@ mod tests {
 
     /// What rhea (the JavaScript SDK) sends to dead-letter: a `rejected` outcome whose error
     /// `info` map has string keys.
+    #[test]
+    fn a_timestamp_keyed_map_that_fails_the_strict_decode_is_refused_not_re_encoded() {
+        // Found by the amqp_frame fuzz target: a map whose keys include a timestamp failed the
+        // strict decode, and re-encoding it for the symbol-key retry hit serde_amqp's
+        // `unreachable!` (ser.rs). The retry now refuses such input.
+        // The reproducer as the fuzz corpus keeps it (first byte: the target's mode).
+        let seed = include_bytes!("../../fuzz/corpus/amqp_frame/regression-timestamp-key-retry");
+        let bytes = seed[1..].to_vec();
+        let _ = decode_amqp_body(&Bytes::from(bytes.clone()));
+        assert!(symbol_keyed(&bytes).is_none());
+    }
+
     #[test]
     fn string_keyed_fields_decode_as_symbols() {
         use fe2o3_amqp_types::definitions::{Error as AmqpError, ErrorCondition, Fields, Role};
