@@ -50,6 +50,19 @@ def client(server, ca):
     )
 
 
+def send_three_and_receive(c, q, receiver):
+    """Sends m0..m2 to `q` and receives all three (peek-lock) with `receiver`."""
+    with c.get_queue_sender(q) as sender:
+        sender.send_messages([ServiceBusMessage(f"m{i}") for i in range(3)])
+    got = []
+    while len(got) < 3:
+        batch = receiver.receive_messages(max_message_count=3, max_wait_time=10)
+        assert batch, "messages missing"
+        got += batch
+    assert sorted(str(m) for m in got) == ["m0", "m1", "m2"]
+    return got
+
+
 @pytest.fixture(scope="module")
 def server_on_5671():
     """The binary with AMQPS on 5671 of a random 127.x.y.z (its other listeners ephemeral)."""
@@ -88,15 +101,8 @@ def test_plain_amqps_on_5671_with_the_connection_string_only(server_on_5671):
     create_queue(s, q, host=s.host)
     conn = f"Endpoint=sb://{s.host}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE"
     with ServiceBusClient.from_connection_string(conn, connection_verify=s.ca, retry_total=0) as c:
-        with c.get_queue_sender(q) as sender:
-            sender.send_messages([ServiceBusMessage(f"m{i}") for i in range(3)])
         with c.get_queue_receiver(q, max_wait_time=10) as receiver:
-            got = []
-            while len(got) < 3:
-                batch = receiver.receive_messages(max_message_count=3, max_wait_time=10)
-                assert batch, "messages missing"
-                got += batch
-            assert sorted(str(m) for m in got) == ["m0", "m1", "m2"]
+            got = send_three_and_receive(c, q, receiver)
             receiver.complete_message(got[0])
             receiver.abandon_message(got[1])
             receiver.dead_letter_message(got[2], reason="r")
@@ -136,15 +142,8 @@ def test_send_receive_settle(server):
     q = "q" + uuid.uuid4().hex[:8]
     create_queue(server, q)
     with client(server, server.ca) as c:
-        with c.get_queue_sender(q) as sender:
-            sender.send_messages([ServiceBusMessage(f"m{i}") for i in range(3)])
         with c.get_queue_receiver(q, max_wait_time=10) as receiver:
-            got = []
-            while len(got) < 3:
-                batch = receiver.receive_messages(max_message_count=3, max_wait_time=10)
-                assert batch, "messages missing"
-                got += batch
-            assert sorted(str(m) for m in got) == ["m0", "m1", "m2"]
+            got = send_three_and_receive(c, q, receiver)
             for m in got:
                 receiver.complete_message(m)
             assert receiver.peek_messages(max_message_count=5) == []
