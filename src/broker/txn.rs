@@ -235,8 +235,7 @@ impl Broker {
         pending: u64,
         used: &mut BTreeSet<(String, u64)>,
     ) -> Result<String, BrokerError> {
-        let plain: Vec<_> = messages.iter().map(|r| r.message.clone()).collect();
-        let k = self.check_send(entity, &plain, pending)?;
+        let k = self.check_send(entity, messages.iter().map(|r| &r.message), pending)?;
         let (next, stores): (u64, Vec<&MessageStore>) = if let Some(q) = self.queues.get(&k) {
             (q.next_seq, vec![&q.q.main, &q.q.dlq])
         } else if let Some(t) = self.topics.get(&k) {

@@ -21,10 +21,10 @@ impl Broker {
     /// sends, every message fits and has an id, and the entity's quota holds the messages on
     /// top of `pending` bytes (what a transaction's earlier parts send to it). Returns the
     /// entity key for [`Broker::enqueue_checked`].
-    pub(in crate::broker) fn check_send(
+    pub(in crate::broker) fn check_send<'m>(
         &self,
         entity: &str,
-        messages: &[NewMessage],
+        messages: impl IntoIterator<Item = &'m NewMessage>,
         pending: u64,
     ) -> Result<String, BrokerError> {
         let k = names::key(entity);
@@ -292,6 +292,8 @@ impl Broker {
                     // `wake_key_of(&QueuePath::subscription(..))` without the intermediate path.
                     let mut wake = format!("{tname}/Subscriptions/{}", s.name);
                     wake.make_ascii_lowercase();
+                    // The one spelling of a wake key is `wake_key_of`; checked in test builds.
+                    debug_assert_eq!(wake, wake_key_of(&QueuePath::subscription(&tname, &s.name)));
                     self.wakeups.insert(wake);
                 }
                 if deadline_moved {
