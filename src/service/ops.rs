@@ -64,6 +64,25 @@ impl ServiceBusBackend {
         Ok(received(out))
     }
 
+    /// Reserves the next `count` sequence numbers of a queue or topic without storing anything
+    /// (a transaction's `schedule-message` answers with them; see `Op::ReserveSequenceNumbers`).
+    pub async fn reserve_sequence_numbers(
+        &self,
+        entity: impl Into<String>,
+        count: u32,
+    ) -> Result<Vec<u64>, ServiceError> {
+        let out = self
+            .execute(Op::ReserveSequenceNumbers {
+                entity: entity.into(),
+                count,
+            })
+            .await?;
+        Ok(match out {
+            Outcome::Sent { sequence_numbers } => sequence_numbers,
+            _ => Vec::new(),
+        })
+    }
+
     /// Cancels scheduled messages by sequence number.
     pub async fn cancel_scheduled(
         &self,

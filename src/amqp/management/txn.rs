@@ -90,24 +90,18 @@ impl Request<'_> {
         let entity = self.entity_path.to_string();
         let count = u32::try_from(messages.len())
             .map_err(|_| WireError::bad_request("too many messages"))?;
-        let reserved = match self
+        let reserved = self
             .backend
-            .execute(Op::ReserveSequenceNumbers {
-                entity: entity.clone(),
-                count,
-            })
+            .reserve_sequence_numbers(entity.clone(), count)
             .await
-            .map_err(|e| wire_error(&e))?
-        {
-            Outcome::Sent { sequence_numbers } if sequence_numbers.len() == messages.len() => {
-                sequence_numbers
-            }
-            other => {
-                return Err(WireError::bad_request(format!(
-                    "unexpected reservation outcome {other:?}"
-                )))
-            }
-        };
+            .map_err(|e| wire_error(&e))?;
+        if reserved.len() != messages.len() {
+            return Err(WireError::bad_request(format!(
+                "{} sequence numbers reserved for {} messages",
+                reserved.len(),
+                messages.len()
+            )));
+        }
         if !messages.is_empty() {
             let messages = reserved
                 .iter()
