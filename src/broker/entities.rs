@@ -115,7 +115,7 @@ impl Broker {
                 times: times(now),
                 next_seq: 1,
                 dup: DupHistory::default(),
-                q: Receivable::new(props.requires_session),
+                q: Receivable::new(props.requires_session, !self.untracked),
             },
         );
         self.deadlines.mark(EntityId::Queue(names::key(name)));
@@ -256,7 +256,12 @@ impl Broker {
                 props: props.clone(),
                 times: times(now),
                 rules,
-                q: Receivable::new(props.requires_session),
+                q: Receivable::new(props.requires_session, !self.untracked),
+                wake_key: crate::broker::messaging::wake_key_of(
+                    &crate::broker::QueuePath::subscription(&t.name, name),
+                )
+                .into(),
+                changed: false,
             },
         );
         let key = sub_key(&t.name, name);

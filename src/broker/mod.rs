@@ -32,6 +32,7 @@ use filter::CompiledRule;
 use message::Message;
 use op::{Op, OpRecord, QueuePath};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use store::MessageStore;
 
 /// What an operation produced, for the wire layer to answer with.
@@ -111,10 +112,10 @@ pub struct Receivable {
 }
 
 impl Receivable {
-    fn new(requires_session: bool) -> Self {
+    fn new(requires_session: bool, track_changes: bool) -> Self {
         Receivable {
-            main: MessageStore::new(requires_session),
-            dlq: MessageStore::new(false),
+            main: MessageStore::new(requires_session, track_changes),
+            dlq: MessageStore::new(false, track_changes),
             sessions: BTreeMap::new(),
         }
     }
@@ -163,6 +164,13 @@ pub struct Subscription {
     pub times: EntityTimes,
     pub rules: BTreeMap<String, CompiledRule>,
     pub q: Receivable,
+    /// Its wake key ([`messaging::wake_key_of`]), spelled once: a topic's fan-out wakes every
+    /// subscription it delivers to, and would otherwise format this for every copy.
+    pub wake_key: Arc<str>,
+    /// Its description or times changed since the last snapshot. A flag here, not a key in
+    /// [`Broker`]'s set of dirty entities, because every fan-out copy sets it (one set insert
+    /// of a string key per copy was a quarter of a 100-subscription fan-out).
+    pub changed: bool,
 }
 
 /// The whole Service Bus namespace state.
@@ -178,7 +186,7 @@ pub struct Broker {
     /// The next snapshot must rewrite everything (first snapshot, purge, failed delta).
     full_needed: bool,
     /// Receivable paths (lowercased display form) that gained available messages.
-    wakeups: BTreeSet<String>,
+    wakeups: Vec<Arc<str>>,
     /// Set by any mutation during the current `apply`.
     touched: bool,
     /// Each entity's earliest deadline, so [`Broker::next_due`] need not scan every entity.
@@ -188,6 +196,9 @@ pub struct Broker {
     /// The sequence number the next stored message takes instead of its entity's next one,
     /// set only while a commit stores a transaction's scheduled message ([`Op::SendReserved`]).
     reserved_seq: Option<u64>,
+    /// Nothing will take snapshots of this broker (the in-memory backend): its stores keep
+    /// no record of changed messages, which would only grow.
+    untracked: bool,
 }
 
 /// Something an operation did that is not in its outcome, reported so the service can count
@@ -399,8 +410,9 @@ impl Broker {
         });
     }
 
-    /// Paths (lowercased) that gained available messages since the last call.
-    pub fn take_wakeups(&mut self) -> BTreeSet<String> {
+    /// Paths (lowercased) that gained available messages since the last call (a path may
+    /// repeat).
+    pub fn take_wakeups(&mut self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.wakeups)
     }
 

@@ -8,7 +8,7 @@ use super::entities::{queue_key, sub_key, topic_key};
 use super::entity::{EntityKind, EntityProps, EntityTimes, Rule};
 use super::filter::CompiledRule;
 use super::message::Message;
-use super::{Broker, DupHistory, Queue, Receivable, Session, Subscription, Topic};
+use super::{Broker, DupHistory, Queue, QueuePath, Receivable, Session, Subscription, Topic};
 use crate::names;
 use crate::storage::{Delta, EntityKey, EntityRecord, MessageKey, MessageRecord, Snapshot};
 use crate::time::Millis;
@@ -73,14 +73,15 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
 
 impl Broker {
     /// The entity records wanted by `want`, serialised.
+    /// `want` gets an entity's key and whether it flagged itself changed (subscriptions do).
     fn entity_records(
         &self,
-        want: impl Fn(&EntityKey) -> bool,
+        want: impl Fn(&EntityKey, bool) -> bool,
     ) -> Result<Vec<EntityRecord>, String> {
         let mut out = Vec::new();
         for q in self.queues.values() {
             let key = queue_key(&q.name);
-            if want(&key) {
+            if want(&key, false) {
                 out.push(EntityRecord {
                     key,
                     data: raw(&QueueRecord {
@@ -96,7 +97,7 @@ impl Broker {
         }
         for t in self.topics.values() {
             let key = topic_key(&t.name);
-            if want(&key) {
+            if want(&key, false) {
                 out.push(EntityRecord {
                     key,
                     data: raw(&TopicRecord {
@@ -110,7 +111,7 @@ impl Broker {
             }
             for s in t.subs.values() {
                 let key = sub_key(&t.name, &s.name);
-                if want(&key) {
+                if want(&key, s.changed) {
                     out.push(EntityRecord {
                         key,
                         data: raw(&SubscriptionRecord {
@@ -188,9 +189,10 @@ impl Broker {
             entity_deletes: std::mem::take(&mut self.deleted_entities)
                 .into_iter()
                 .collect(),
-            entity_upserts: self.entity_records(|k| dirty.contains(k))?,
+            entity_upserts: self.entity_records(|k, changed| changed || dirty.contains(k))?,
             ..Delta::default()
         };
+        self.clear_changed_flags();
         for (key, rcv) in self.receivables_mut() {
             for (dead_letter, store) in [(false, &mut rcv.main), (true, &mut rcv.dlq)] {
                 for seq in store.take_dirty() {
@@ -230,7 +232,7 @@ impl Broker {
             }
         }
         Ok(Snapshot {
-            entities: self.entity_records(|_| true)?,
+            entities: self.entity_records(|_, _| true)?,
             messages,
             state: Some(self.state_record()?),
             lsn,
@@ -238,14 +240,33 @@ impl Broker {
         })
     }
 
+    fn clear_changed_flags(&mut self) {
+        for t in self.topics.values_mut() {
+            for s in t.subs.values_mut() {
+                s.changed = false;
+            }
+        }
+    }
+
     /// Forgets all change tracking (after a full snapshot was taken).
     fn clear_changes(&mut self) {
+        self.clear_changed_flags();
         self.dirty_entities.clear();
         self.deleted_entities.clear();
         self.full_needed = false;
         for (_, rcv) in self.receivables_mut() {
             rcv.main.take_dirty();
             rcv.dlq.take_dirty();
+        }
+    }
+
+    /// Turns the record of changes for incremental snapshots on or off, here and for
+    /// entities created later (off for the in-memory backend, which never snapshots).
+    pub fn set_change_tracking(&mut self, on: bool) {
+        self.untracked = !on;
+        for (_, rcv) in self.receivables_mut() {
+            rcv.main.set_change_tracking(on);
+            rcv.dlq.set_change_tracking(on);
         }
     }
 
@@ -271,7 +292,7 @@ impl Broker {
             || self.topics.values().any(|t| {
                 t.subs
                     .values()
-                    .any(|s| s.q.main.has_dirty() || s.q.dlq.has_dirty())
+                    .any(|s| s.changed || s.q.main.has_dirty() || s.q.dlq.has_dirty())
             })
     }
 
@@ -290,7 +311,7 @@ impl Broker {
                 EntityKind::Queue => {
                     let r: QueueRecord =
                         parse(data).map_err(|e| format!("queue '{}' {e}", rec.key.name))?;
-                    let mut q = Receivable::new(r.props.requires_session);
+                    let mut q = Receivable::new(r.props.requires_session, true);
                     q.sessions = r.sessions;
                     if b.queues.contains_key(&names::key(&r.name)) {
                         return Err(format!("duplicate queue '{}'", r.name));
@@ -342,7 +363,7 @@ impl Broker {
                 let c = CompiledRule::compile(rule).map_err(|e| e.to_string())?;
                 rules.insert(names::key(&c.rule.name), c);
             }
-            let mut q = Receivable::new(r.props.requires_session);
+            let mut q = Receivable::new(r.props.requires_session, true);
             q.sessions = r.sessions;
             if t.subs.contains_key(&names::key(&r.name)) {
                 return Err(format!(
@@ -350,6 +371,9 @@ impl Broker {
                     r.name, r.topic
                 ));
             }
+            let wake_key =
+                crate::broker::messaging::wake_key_of(&QueuePath::subscription(&t.name, &r.name))
+                    .into();
             t.subs.insert(
                 names::key(&r.name),
                 Subscription {
@@ -358,6 +382,8 @@ impl Broker {
                     times: r.times,
                     rules,
                     q,
+                    wake_key,
+                    changed: false,
                 },
             );
         }

@@ -128,9 +128,11 @@ impl ServiceBusBackend {
     pub fn with_clock(storage_config: Option<StorageConfig>, clock: Arc<dyn Clock>) -> Self {
         let config = storage_config.unwrap_or_default();
         let now = clock.now();
+        let mut broker = Broker::new(now);
+        broker.set_change_tracking(config.storage_type != StorageType::InMemory);
         ServiceBusBackend {
             inner: Arc::new(Inner {
-                broker: Mutex::new(Broker::new(now)),
+                broker: Mutex::new(broker),
                 journal: Mutex::new(None),
                 backend: Mutex::new(Box::new(MemoryBackend)),
                 clock,

@@ -67,13 +67,14 @@ impl ServiceBusBackend {
         Ok(outcome)
     }
 
-    fn wake(&self, keys: std::collections::BTreeSet<String>) {
+    /// Wakes the waiters of each path (a path may repeat).
+    fn wake(&self, keys: Vec<std::sync::Arc<str>>) {
         if keys.is_empty() {
             return;
         }
         let waiters = lock(&self.inner.waiters);
         for k in keys {
-            if let Some(n) = waiters.get(&k) {
+            if let Some(n) = waiters.get(&*k) {
                 n.notify_waiters();
             }
         }

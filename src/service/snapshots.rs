@@ -117,6 +117,9 @@ impl ServiceBusBackend {
         let now = self.now();
         let snap = doc.into_snapshot();
         let mut fresh = Broker::restore(&snap, now).map_err(BrokerError::BadRequest)?;
+        if self.inner.config.storage_type == StorageType::InMemory {
+            fresh.set_change_tracking(false);
+        }
         let totals = fresh.totals();
         let _guard = self.inner.snapshot_lock.lock().await;
         let inner = self.inner.clone();

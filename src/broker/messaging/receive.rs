@@ -240,7 +240,7 @@ impl Broker {
         let key = self.entity_key_of(path);
         self.dirty_entities.insert(key);
         if woke {
-            self.wakeups.insert(wake_key_of(path));
+            self.wakeups.push(wake_key_of(path).into());
         }
         if let Some((m, r, d)) = dead {
             self.dead_letter_message(path, m, r.as_deref(), d.as_deref(), now);

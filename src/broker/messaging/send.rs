@@ -139,7 +139,8 @@ impl Broker {
         let visible = msg.state == MessageState::Active;
         q.q.main.insert(msg);
         if visible {
-            self.wakeups.insert(wake_key_of(&QueuePath::queue(&qname)));
+            self.wakeups
+                .push(wake_key_of(&QueuePath::queue(&qname)).into());
         }
         Some(seq)
     }
@@ -286,15 +287,8 @@ impl Broker {
                     continue;
                 }
                 let (visible, deadline_moved) = store_copy(s, msg, now);
-                self.dirty_entities
-                    .insert(crate::broker::entities::sub_key(&tname, &s.name));
                 if visible {
-                    // `wake_key_of(&QueuePath::subscription(..))` without the intermediate path.
-                    let mut wake = format!("{tname}/Subscriptions/{}", s.name);
-                    wake.make_ascii_lowercase();
-                    // The one spelling of a wake key is `wake_key_of`; checked in test builds.
-                    debug_assert_eq!(wake, wake_key_of(&QueuePath::subscription(&tname, &s.name)));
-                    self.wakeups.insert(wake);
+                    self.wakeups.push(s.wake_key.clone());
                 }
                 if deadline_moved {
                     self.deadlines
@@ -321,11 +315,8 @@ impl Broker {
                 continue;
             };
             let (visible, _) = store_copy(s, msg, now);
-            self.dirty_entities
-                .insert(crate::broker::entities::sub_key(&tname, &s.name));
             if visible {
-                self.wakeups
-                    .insert(wake_key_of(&QueuePath::subscription(&tname, &s.name)));
+                self.wakeups.push(s.wake_key.clone());
             }
             self.deadlines
                 .mark(EntityId::Subscription(k.to_string(), sk));
@@ -385,7 +376,7 @@ impl Broker {
         let dl = path.clone().dlq();
         if let Ok(rcv) = self.receivable_mut(path) {
             rcv.dlq.insert(msg);
-            self.wakeups.insert(wake_key_of(&dl));
+            self.wakeups.push(wake_key_of(&dl).into());
         }
     }
 }
@@ -402,6 +393,7 @@ fn store_copy(s: &mut crate::broker::Subscription, mut msg: Message, now: Millis
     let visible = msg.state == MessageState::Active;
     let idle_before = crate::broker::idle_due(&s.props, &s.times);
     s.times.accessed_at = now;
+    s.changed = true;
     let deadline_moved = !visible
         || msg.expires_at < MAX_MILLIS
         || crate::broker::idle_due(&s.props, &s.times) != idle_before;

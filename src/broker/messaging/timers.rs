@@ -89,7 +89,7 @@ impl Broker {
             });
         }
         if woke {
-            self.wakeups.insert(wake_key_of(&main_path));
+            self.wakeups.push(wake_key_of(&main_path).into());
         }
         self.dirty_entities.insert(self.entity_key_of(&main_path));
         for (m, reason, desc) in to_dead_letter {
