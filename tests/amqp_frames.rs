@@ -112,6 +112,53 @@ async fn unknown_entity_attaches_then_detaches_not_found() {
     s.stop().await;
 }
 
+/// A burst of sends is settled in delivery order, each id exactly once, whether the server
+/// answers with a disposition per send or with ranges (`first..=last`, merged while the
+/// connection is busy); a refused send in the middle is answered on its own and splits the run.
+#[tokio::test]
+async fn a_burst_of_sends_is_settled_in_order_each_once() {
+    let s = Server::start(backend()).await;
+    s.queue("q", EntityProps::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    let (p, _) = c.attach_sender(1, "q").await;
+    assert!(matches!(p, Performative::Attach(_)));
+    const N: u32 = 300;
+    const BAD: u32 = 170;
+    for i in 0..N {
+        let payload = if i == BAD {
+            b"not an AMQP message".to_vec()
+        } else {
+            encode_simple(&format!("m{i}"), None, b"x")
+        };
+        c.transfer(1, i, 0, &payload).await;
+    }
+    let mut next = 0u32;
+    let mut frames = 0;
+    while next < N {
+        match c.recv().await.0 {
+            Performative::Disposition(d) => {
+                frames += 1;
+                assert!(d.settled, "{d:?}");
+                assert_eq!(d.first, next, "settled in delivery order: {d:?}");
+                let last = d.last.unwrap_or(d.first);
+                assert!(last >= d.first && last < N, "{d:?}");
+                if (d.first..=last).contains(&BAD) {
+                    assert_eq!(last, d.first, "the refused send has its own frame: {d:?}");
+                    assert!(matches!(d.state, Some(DeliveryState::Rejected(_))), "{d:?}");
+                } else {
+                    assert!(matches!(d.state, Some(DeliveryState::Accepted(_))), "{d:?}");
+                }
+                next = last + 1;
+            }
+            Performative::Flow(_) => {}
+            other => panic!("expected disposition, got {other:?}"),
+        }
+    }
+    c.quiet(Duration::from_millis(200)).await;
+    assert_eq!(s.count(&QueuePath::queue("q")), (N - 1) as usize);
+    println!("{frames} disposition frames for {N} sends");
+}
+
 #[tokio::test]
 async fn delivers_only_within_credit() {
     let s = Server::start(backend()).await;

@@ -636,6 +636,18 @@ mod tests {
         }
     }
 
+    /// A hole costs no more than a message: the slot enum stores its tag in the message's
+    /// niche (the content pointer), so the log is exactly one message wide per entry.
+    #[test]
+    fn a_slot_is_the_size_of_a_message() {
+        println!(
+            "Message {} B, Slot {} B",
+            std::mem::size_of::<Message>(),
+            std::mem::size_of::<Slot>()
+        );
+        assert_eq!(std::mem::size_of::<Slot>(), std::mem::size_of::<Message>());
+    }
+
     #[test]
     fn appends_are_one_range_of_changes_not_an_entry_each() {
         let mut store = MessageStore::new(false, true);

@@ -214,6 +214,8 @@ impl Conn {
         let chunk = (self.remote_max_frame as usize)
             .saturating_sub(256)
             .max(256);
+        // Transfers are encoded straight into the output: a held disposition goes first.
+        self.flush_disposition();
         loop {
             let Some(s) = self.sessions.get_mut(&ch) else {
                 return;

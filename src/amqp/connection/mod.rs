@@ -63,6 +63,12 @@ const SENDER_CREDIT: u32 = 1000;
 const INCOMING_WINDOW: u32 = 5000;
 /// Most messages one receive fetches for a link.
 const MAX_FETCH: u32 = 100;
+/// Most frames and events handled after a wake-up before what they produced is written:
+/// frames that arrived together (a sender's burst of transfers, a receiver's dispositions)
+/// are answered with one write instead of one each.
+const READY_BATCH: usize = 256;
+/// Output that is written at once even if more work is ready.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// How long the SASL/protocol handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing connection waits for its in-flight work.
@@ -107,6 +113,7 @@ where
         backend,
         opts,
         out: Vec::new(),
+        held_disposition: None,
         events: events_tx,
         remote_max_frame: 512 * 1024,
         remote_idle: None,
@@ -130,6 +137,8 @@ where
 
 impl Conn {
     pub(super) fn send(&mut self, ch: u16, perf: Performative, payload: &[u8]) {
+        // A disposition held back to be merged goes first: frames leave in the order made.
+        self.flush_disposition();
         match encode_performative(ch, &perf, payload) {
             Ok(bytes) => self.out.extend(bytes),
             Err(e) => tracing::error!("cannot encode a performative: {e}"),
@@ -185,19 +194,7 @@ impl Conn {
                 Some(ev) = events.recv() => self.on_event(ev),
                 frame = frames.recv() => {
                     last_read = Instant::now();
-                    match frame {
-                        Some(Ok(Some(f))) => self.on_frame(f),
-                        Some(Ok(None)) | None => { self.closed = true; }
-                        Some(Err(e)) => {
-                            let cond = match &e {
-                                FrameError::TooLarge { .. } => sym::CONNECTION_FRAMING_ERROR,
-                                FrameError::Io(_) => sym::CONNECTION_FRAMING_ERROR,
-                                _ => sym::DECODE_ERROR,
-                            };
-                            self.close_with(Some(error(cond, e.to_string())));
-                            result = Err(e);
-                        }
-                    }
+                    self.on_read(frame, &mut result);
                 }
                 _ = tokio::time::sleep_until(grant_check_at), if grant_checks => {
                     self.enforce_grants();
@@ -211,6 +208,20 @@ impl Conn {
                     }
                 }
             }
+            // Whatever else is ready now goes out in the same write.
+            let mut budget = READY_BATCH;
+            while budget > 0 && !self.closed && self.out.len() < WRITE_BATCH_BYTES {
+                budget -= 1;
+                if let Ok(ev) = events.try_recv() {
+                    self.on_event(ev);
+                } else if let Ok(frame) = frames.try_recv() {
+                    last_read = Instant::now();
+                    self.on_read(Some(frame), &mut result);
+                } else {
+                    break;
+                }
+            }
+            self.flush_disposition();
             if !self.out.is_empty() {
                 let buf = std::mem::take(&mut self.out);
                 if let Err(e) = wr.write_all(&buf).await {
@@ -234,6 +245,30 @@ impl Conn {
         }
         let tasks = std::mem::take(&mut self.tasks);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(tasks)).await;
+    }
+
+    /// One read from the frame reader: a frame, the end of the stream, or a framing error
+    /// (answered with a close; the error is the connection's result).
+    fn on_read(
+        &mut self,
+        frame: Option<Result<Option<RawFrame>, FrameError>>,
+        result: &mut Result<(), FrameError>,
+    ) {
+        match frame {
+            Some(Ok(Some(f))) => self.on_frame(f),
+            Some(Ok(None)) | None => {
+                self.closed = true;
+            }
+            Some(Err(e)) => {
+                let cond = match &e {
+                    FrameError::TooLarge { .. } => sym::CONNECTION_FRAMING_ERROR,
+                    FrameError::Io(_) => sym::CONNECTION_FRAMING_ERROR,
+                    _ => sym::DECODE_ERROR,
+                };
+                self.close_with(Some(error(cond, e.to_string())));
+                *result = Err(e);
+            }
+        }
     }
 
     pub(super) fn on_frame(&mut self, f: RawFrame) {

@@ -1,7 +1,7 @@
 //! Settlement: the client's dispositions of deliveries we sent, applied to the broker in
 //! order per link, and the settled dispositions we send back.
 
-use super::state::{Conn, Event, Job, Kind};
+use super::state::{Conn, Event, HeldDisposition, Job, Kind};
 use crate::amqp::errors::{wire, wire_error};
 use crate::amqp::link::settlement_of;
 use fe2o3_amqp_types::definitions::Role;
@@ -26,6 +26,27 @@ impl Conn {
         if !self.sessions.contains_key(&ch) {
             return;
         }
+        if settled && matches!(state, DeliveryState::Accepted(_)) {
+            // Accepted sends settle in delivery order: held back, the next one extends the
+            // range, and a burst of sends is answered by one frame (AMQP 1.0 §2.7.6
+            // `first`/`last`; the SDKs settle every id of the range: azure-servicebus
+            // `_pyamqp/session.py` `_incoming_disposition`, rhea, .NET Amqp). Ranges never
+            // wrap past u32::MAX, which some clients would read as empty.
+            if let Some(h) = &mut self.held_disposition {
+                if h.ch == ch && h.role == role && h.last != u32::MAX && h.last + 1 == id {
+                    h.last = id;
+                    return;
+                }
+            }
+            self.flush_disposition();
+            self.held_disposition = Some(HeldDisposition {
+                ch,
+                role,
+                first: id,
+                last: id,
+            });
+            return;
+        }
         let d = Disposition {
             role,
             first: id,
@@ -35,6 +56,24 @@ impl Conn {
             batchable: false,
         };
         self.send(ch, Performative::Disposition(d), &[]);
+    }
+
+    /// Encodes the held `accepted` range, if any (before any other frame, and before a write).
+    pub(super) fn flush_disposition(&mut self) {
+        let Some(h) = self.held_disposition.take() else {
+            return;
+        };
+        let d = Disposition {
+            role: h.role,
+            first: h.first,
+            last: (h.last != h.first).then_some(h.last),
+            settled: true,
+            state: Some(DeliveryState::Accepted(
+                fe2o3_amqp_types::messaging::Accepted {},
+            )),
+            batchable: false,
+        };
+        self.send(h.ch, Performative::Disposition(d), &[]);
     }
 
     /// The client settles deliveries we sent (the role of the frame is the client's: receiver).

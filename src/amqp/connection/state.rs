@@ -169,11 +169,23 @@ pub(super) struct Session {
     pub(super) unsettled: HashMap<u32, Unsettled>,
 }
 
+/// A run of deliveries `first..=last` on channel `ch` settled `accepted` in one frame.
+#[derive(Debug)]
+pub(super) struct HeldDisposition {
+    pub(super) ch: u16,
+    pub(super) role: fe2o3_amqp_types::definitions::Role,
+    pub(super) first: u32,
+    pub(super) last: u32,
+}
+
 /// All state of one connection, owned by its task.
 pub(super) struct Conn {
     pub(super) backend: ServiceBusBackend,
     pub(super) opts: Arc<AmqpOptions>,
     pub(super) out: Vec<u8>,
+    /// An `accepted`, settled disposition not yet encoded, so the next one for the following
+    /// delivery id can extend its range ([`Conn::send_disposition`]).
+    pub(super) held_disposition: Option<HeldDisposition>,
     pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) remote_max_frame: u32,
     pub(super) remote_idle: Option<Duration>,
