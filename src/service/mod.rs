@@ -73,6 +73,10 @@ struct Inner {
     config: StorageConfig,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     timer_wake: Notify,
+    /// The deadline the timer loop sleeps until ([`Millis::MAX`] while it is between sleeps
+    /// or has none): an operation wakes it only for an earlier deadline, so a send that sets
+    /// none costs no wake-up of the timer task.
+    timer_due: AtomicI64,
     status: Mutex<PersistenceStatus>,
     last_snapshot: AtomicI64,
     /// Used as the snapshot LSN when no journal runs (wal disabled).
@@ -143,6 +147,7 @@ impl ServiceBusBackend {
                 config,
                 waiters: Mutex::new(HashMap::new()),
                 timer_wake: Notify::new(),
+                timer_due: AtomicI64::new(Millis::MAX),
                 last_snapshot: AtomicI64::new(0),
                 op_counter: AtomicU64::new(0),
                 closing: AtomicBool::new(false),

@@ -28,7 +28,7 @@ impl ServiceBusBackend {
             }
             None => None,
         };
-        let (outcome, lsn, changed, rec) = {
+        let (outcome, lsn, due, rec) = {
             let mut b = self.lock_broker();
             let rec = OpRecord {
                 at: self.inner.clock.now(),
@@ -43,14 +43,17 @@ impl ServiceBusBackend {
                 }
             }
             let wake = b.take_wakeups();
+            // Only a change can move the earliest deadline.
+            let due = if applied.changed { b.next_due() } else { None };
             drop(b);
             self.wake(wake);
             // Live operations only: recovery replays through `Broker::apply` and drops them.
             crate::metrics::global().broker_events(&applied.events);
-            (applied.result, lsn, applied.changed, rec)
+            (applied.result, lsn, due, rec)
         };
-        // Only a change can move the earliest deadline, so only a change wakes the timer.
-        if changed {
+        // The timer sleeps until `timer_due` (or is about to re-read the state): woken only
+        // for something earlier. A later or unchanged deadline is already covered.
+        if due.is_some_and(|d| d < self.inner.timer_due.load(Ordering::SeqCst)) {
             self.inner.timer_wake.notify_one();
         }
         if let (Some(lsn), Some(j)) = (lsn, journal) {

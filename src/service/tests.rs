@@ -151,3 +151,53 @@ async fn broker_events_count_live_operations_not_replays() {
     assert_eq!(b2.peek(&q.clone().dlq(), None, 0, 10).unwrap().len(), 2);
     assert_eq!(counted(&q), (2, 1), "replay counts nothing");
 }
+
+/// Whether the timer loop has a wake-up waiting (a stored `notify_one` permit), consuming it.
+fn timer_woken(b: &ServiceBusBackend) -> bool {
+    use futures::FutureExt;
+    b.inner.timer_wake.notified().now_or_never().is_some()
+}
+
+/// An operation wakes the timer only when it brings the earliest deadline before the one the
+/// timer sleeps until (or while the timer is re-reading the state): a plain send, which sets
+/// no deadline, wakes nothing; a scheduled message earlier than the timer's deadline does.
+#[tokio::test]
+async fn operations_wake_the_timer_only_for_an_earlier_deadline() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let b = ServiceBusBackend::with_clock(None, clock.clone());
+    let now = clock.now();
+    b.execute(Op::CreateQueue {
+        name: "q".into(),
+        props: EntityProps::default(),
+    })
+    .await
+    .unwrap();
+    let _ = timer_woken(&b);
+    b.execute(send("plain")).await.unwrap();
+    assert!(!timer_woken(&b), "a send without deadlines woke the timer");
+    let scheduled = |id: &str, at: i64| Op::Send {
+        entity: "q".into(),
+        messages: vec![NewMessage {
+            message_id: id.into(),
+            body: b"x".to_vec(),
+            scheduled_enqueue_time: Some(at),
+            ..NewMessage::default()
+        }],
+    };
+    // The timer sleeps until now + 10 s.
+    b.inner.timer_due.store(now + 10_000, Ordering::SeqCst);
+    b.execute(scheduled("later", now + 20_000)).await.unwrap();
+    assert!(!timer_woken(&b), "a deadline after the timer's woke it");
+    b.execute(scheduled("sooner", now + 5_000)).await.unwrap();
+    assert!(
+        timer_woken(&b),
+        "a deadline before the timer's did not wake it"
+    );
+    // Between sleeps (the timer is re-reading the state) any deadline wakes it.
+    b.inner.timer_due.store(Millis::MAX, Ordering::SeqCst);
+    b.execute(send("plain-2")).await.unwrap();
+    assert!(
+        timer_woken(&b),
+        "the earliest deadline (5 s) must reach a re-reading timer"
+    );
+}

@@ -2,6 +2,7 @@
 
 use super::ServiceBusBackend;
 use crate::broker::op::Op;
+use crate::time::Millis;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ impl ServiceBusBackend {
             if shutdown.is_cancelled() || self.inner.closing.load(Ordering::SeqCst) {
                 return;
             }
+            // From here until the sleep below, every operation with a deadline wakes us: the
+            // state read next may predate it.
+            self.inner.timer_due.store(Millis::MAX, Ordering::SeqCst);
             let next = self.read(|b| b.next_due());
             let now = self.now();
             match next {
@@ -25,6 +29,9 @@ impl ServiceBusBackend {
                 _ => {}
             }
             // Wall-clock waits are capped so an injected clock that jumps is noticed promptly.
+            self.inner
+                .timer_due
+                .store(next.unwrap_or(Millis::MAX), Ordering::SeqCst);
             let wait = next
                 .map(|t| Duration::from_millis((t - now).clamp(1, 1000) as u64))
                 .unwrap_or(Duration::from_secs(1));
