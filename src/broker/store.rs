@@ -45,7 +45,10 @@ impl MessageStore {
         match m.state {
             MessageState::Scheduled => {
                 self.scheduled_count += 1;
-                let at = m.content.scheduled_enqueue_time.unwrap_or(m.enqueued_time);
+                let at = m
+                    .content
+                    .scheduled_enqueue_time()
+                    .unwrap_or(m.enqueued_time);
                 self.scheduled.insert((at, seq));
                 return;
             }
@@ -61,10 +64,10 @@ impl MessageStore {
                 self.lock_expiry.insert((l.locked_until, seq));
             }
             None if m.state == MessageState::Active => {
-                match (&m.content.session_id, self.sessions_enabled) {
+                match (m.content.session_id(), self.sessions_enabled) {
                     (Some(sid), true) => {
                         self.session_available
-                            .entry(sid.clone())
+                            .entry(sid.to_string())
                             .or_default()
                             .insert(seq);
                     }
@@ -83,7 +86,10 @@ impl MessageStore {
         match m.state {
             MessageState::Scheduled => {
                 self.scheduled_count = self.scheduled_count.saturating_sub(1);
-                let at = m.content.scheduled_enqueue_time.unwrap_or(m.enqueued_time);
+                let at = m
+                    .content
+                    .scheduled_enqueue_time()
+                    .unwrap_or(m.enqueued_time);
                 self.scheduled.remove(&(at, seq));
                 return;
             }
@@ -96,7 +102,7 @@ impl MessageStore {
             self.lock_expiry.remove(&(l.locked_until, seq));
         }
         self.available.remove(&seq);
-        if let Some(sid) = &m.content.session_id {
+        if let Some(sid) = m.content.session_id() {
             if let Some(set) = self.session_available.get_mut(sid) {
                 set.remove(&seq);
                 if set.is_empty() {
@@ -192,7 +198,7 @@ impl MessageStore {
     pub fn session_ids(&self) -> BTreeSet<String> {
         self.messages
             .values()
-            .filter_map(|m| m.content.session_id.clone())
+            .filter_map(|m| m.content.session_id().map(str::to_string))
             .collect()
     }
 
