@@ -272,7 +272,7 @@ async fn settlements_are_echoed_settled() {
     assert_eq!(s.count(&dlq), 1);
     let dl = s.backend.read(|b| b.peek(&dlq, 0, 1).unwrap());
     assert_eq!(
-        dl[0].content.properties.get("DeadLetterReason"),
+        dl[0].content.properties().get("DeadLetterReason"),
         Some(&localzure::broker::value::Value::String("why".into()))
     );
     // The abandoned one is back; the completed one is gone.
@@ -328,7 +328,10 @@ async fn batch_transfers_are_split_into_messages() {
     let msgs = s
         .backend
         .read(|b| b.peek(&QueuePath::queue("q"), 0, 10).unwrap());
-    let ids: Vec<_> = msgs.iter().map(|m| m.content.message_id.clone()).collect();
+    let ids: Vec<_> = msgs
+        .iter()
+        .map(|m| m.content.message_id().to_string())
+        .collect();
     assert_eq!(ids, ["b0", "b1", "b2"]);
     s.stop().await;
 }

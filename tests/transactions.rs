@@ -949,7 +949,7 @@ impl Server {
             .read(|b| b.peek(&QueuePath::queue(q), 0, 10_000))
             .expect("peek")
             .iter()
-            .map(|m| (m.sequence_number, m.content.message_id.clone()))
+            .map(|m| (m.sequence_number, m.content.message_id().to_string()))
             .collect()
     }
 

@@ -155,7 +155,7 @@ fn sql_seeds() {
 fn journal_seeds() {
     let sent = Op::Send {
         entity: "q".into(),
-        messages: vec![(*sample_message().content).clone(), NewMessage::default()],
+        messages: vec![sample_message().content.to_new_message(), NewMessage::default()],
     };
     let ops = vec![
         Op::CreateQueue {

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             T0,
             Op::Send {
                 entity: "q".into(),
-                messages: vec![(*sample_message().content).clone()],
+                messages: vec![sample_message().content.to_new_message()],
             },
         );
         let _ = apply(
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             T0,
             Op::Send {
                 entity: "t".into(),
-                messages: vec![(*sample_message().content).clone()],
+                messages: vec![sample_message().content.to_new_message()],
             },
         );
         workout(&mut broker, &path("q", None), T0);

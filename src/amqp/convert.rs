@@ -489,10 +489,8 @@ fn sym(s: &str) -> AV {
     AV::Symbol(Symbol::from(s))
 }
 
-pub(crate) fn opt_string(s: &Option<String>) -> AV {
-    s.as_ref()
-        .map(|s| AV::String(s.clone()))
-        .unwrap_or(AV::Null)
+pub(crate) fn opt_string(s: Option<&str>) -> AV {
+    s.map(|s| AV::String(s.to_string())).unwrap_or(AV::Null)
 }
 
 pub(crate) fn described(code: u64, value: AV) -> AV {
@@ -544,14 +542,14 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
             AV::Uuid(serde_amqp::primitives::Uuid::from(lock.token.into_bytes())),
         );
     }
-    if let Some(t) = c.scheduled_enqueue_time {
+    if let Some(t) = c.scheduled_enqueue_time() {
         ann.insert(
             sym(X_OPT_SCHEDULED_ENQUEUE_TIME),
             AV::Timestamp(Timestamp::from_milliseconds(t)),
         );
     }
-    if let Some(pk) = &c.partition_key {
-        ann.insert(sym(X_OPT_PARTITION_KEY), AV::String(pk.clone()));
+    if let Some(pk) = c.partition_key() {
+        ann.insert(sym(X_OPT_PARTITION_KEY), AV::String(pk.to_string()));
     }
     if let Some(src) = &m.dead_letter_source {
         ann.insert(sym(X_OPT_DEADLETTER_SOURCE), AV::String(src.clone()));
@@ -570,25 +568,25 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
         AV::Timestamp(Timestamp::from_milliseconds(m.expires_at))
     };
     let properties = AV::List(vec![
-        AV::String(c.message_id.clone()),
+        AV::String(c.message_id().to_string()),
         AV::Null,
-        opt_string(&c.to),
-        opt_string(&c.label),
-        opt_string(&c.reply_to),
-        opt_string(&c.correlation_id),
-        c.content_type.as_ref().map(|s| sym(s)).unwrap_or(AV::Null),
+        opt_string(c.to()),
+        opt_string(c.label()),
+        opt_string(c.reply_to()),
+        opt_string(c.correlation_id()),
+        c.content_type().map(sym).unwrap_or(AV::Null),
         AV::Null,
         expiry,
         AV::Timestamp(Timestamp::from_milliseconds(m.enqueued_time)),
-        opt_string(&c.session_id),
+        opt_string(c.session_id()),
         AV::Null,
-        opt_string(&c.reply_to_session_id),
+        opt_string(c.reply_to_session_id()),
     ]);
     let mut app: OrderedMap<AV, AV> = OrderedMap::new();
-    for (k, v) in &c.properties {
+    for (k, v) in c.properties() {
         app.insert(AV::String(k.clone()), value_to_amqp(v));
     }
-    let mut out = Vec::with_capacity(c.body.len() + 256);
+    let mut out = Vec::with_capacity(c.body().len() + 256);
     out.extend(serde_amqp::to_vec(&described(HEADER, header))?);
     out.extend(serde_amqp::to_vec(&described(
         MESSAGE_ANNOTATIONS,
@@ -601,12 +599,12 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
             AV::Map(app),
         ))?);
     }
-    match &c.body_section {
+    match c.body_section() {
         // The section the sender used, byte for byte.
         Some(section) => out.extend_from_slice(&section.encoded),
         None => out.extend(serde_amqp::to_vec(&described(
             DATA,
-            AV::Binary(ByteBuf::from(c.body.clone())),
+            AV::Binary(ByteBuf::from(c.body().to_vec())),
         ))?),
     }
     Ok(out)

@@ -639,7 +639,7 @@ impl Broker {
         Ok(rcv
             .main
             .range_from(from_seq)
-            .filter(|m| m.content.session_id.as_deref() == Some(session_id))
+            .filter(|m| m.content.session_id() == Some(session_id))
             .take(max)
             .cloned()
             .collect())

@@ -234,7 +234,10 @@ impl Indexes {
         match m.state {
             MessageState::Scheduled => {
                 self.scheduled_count += 1;
-                let at = m.content.scheduled_enqueue_time.unwrap_or(m.enqueued_time);
+                let at = m
+                    .content
+                    .scheduled_enqueue_time()
+                    .unwrap_or(m.enqueued_time);
                 self.scheduled.insert((at, seq));
                 return;
             }
@@ -250,10 +253,10 @@ impl Indexes {
                 self.lock_expiry.insert((l.locked_until, seq));
             }
             None if m.state == MessageState::Active => {
-                match (&m.content.session_id, self.sessions_enabled) {
+                match (m.content.session_id(), self.sessions_enabled) {
                     (Some(sid), true) => {
                         self.session_available
-                            .entry(sid.clone())
+                            .entry(sid.to_string())
                             .or_default()
                             .insert(seq);
                     }
@@ -272,7 +275,10 @@ impl Indexes {
         match m.state {
             MessageState::Scheduled => {
                 self.scheduled_count = self.scheduled_count.saturating_sub(1);
-                let at = m.content.scheduled_enqueue_time.unwrap_or(m.enqueued_time);
+                let at = m
+                    .content
+                    .scheduled_enqueue_time()
+                    .unwrap_or(m.enqueued_time);
                 self.scheduled.remove(&(at, seq));
                 return;
             }
@@ -285,7 +291,7 @@ impl Indexes {
             self.lock_expiry.remove(&(l.locked_until, seq));
         }
         self.available.remove(&seq);
-        if let Some(sid) = &m.content.session_id {
+        if let Some(sid) = m.content.session_id() {
             if let Some(set) = self.session_available.get_mut(sid) {
                 set.remove(&seq);
                 if set.is_empty() {
@@ -440,7 +446,7 @@ impl MessageStore {
     pub fn session_ids(&self) -> BTreeSet<String> {
         self.messages
             .iter()
-            .filter_map(|m| m.content.session_id.clone())
+            .filter_map(|m| m.content.session_id().map(str::to_string))
             .collect()
     }
 
@@ -545,7 +551,7 @@ mod tests {
     fn msg(seq: u64, delivery_count: u32) -> Message {
         Message {
             sequence_number: seq,
-            content: Arc::new(NewMessage::default()),
+            content: Arc::new(NewMessage::default().into()),
             enqueued_time: 0,
             expires_at: MAX_MILLIS,
             ttl: crate::time::TimeSpan(i64::MAX),

@@ -139,7 +139,7 @@ fn lock_expiry_redelivers_then_dead_letters_at_max_delivery() {
         ReceiveMode::ReceiveAndDelete,
     );
     assert_eq!(
-        dl[0].content.properties.get("DeadLetterReason"),
+        dl[0].content.properties().get("DeadLetterReason"),
         Some(&Value::String("MaxDeliveryCountExceeded".into()))
     );
 }
@@ -188,7 +188,7 @@ fn ttl_expiry_drops_or_dead_letters() {
         ReceiveMode::PeekLock,
     );
     assert_eq!(
-        dl[0].content.properties.get("DeadLetterReason"),
+        dl[0].content.properties().get("DeadLetterReason"),
         Some(&Value::String("TTLExpiredException".into()))
     );
 }
@@ -485,7 +485,7 @@ fn filter_evaluation_exceptions_dead_letter_once_per_subscription() {
     };
     let dead = b.peek(&dlq, 0, 10).unwrap();
     assert_eq!(dead.len(), 1);
-    let p = &dead[0].content.properties;
+    let p = dead[0].content.properties();
     assert_eq!(
         p.get("DeadLetterReason"),
         Some(&Value::String("FilterEvaluationException".into()))
@@ -553,7 +553,7 @@ fn several_copies_in_one_subscription_all_survive_and_cancel_together() {
             (
                 m.sequence_number,
                 m.enqueued_sequence_number,
-                m.content.properties.get("copy").cloned(),
+                m.content.properties().get("copy").cloned(),
             )
         })
         .collect();
@@ -800,7 +800,7 @@ fn sessions_lock_and_state() {
     };
     assert_eq!(
         got.iter()
-            .map(|m| m.content.message_id.as_str())
+            .map(|m| m.content.message_id())
             .collect::<Vec<_>>(),
         vec!["1", "3"]
     );

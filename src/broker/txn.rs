@@ -28,7 +28,7 @@
 
 use super::entities::{queue_key, topic_key};
 use super::error::BrokerError;
-use super::message::MessageState;
+use super::message::{Content, MessageState};
 use super::messaging::{check_session_lock, wake_key_of};
 use super::op::{Op, QueuePath, ReservedMessage, Settlement};
 use super::store::MessageStore;
@@ -266,10 +266,11 @@ impl Broker {
                 // Taken by the first entity the message is stored in (not by a ForwardTo
                 // target, nor by a further copy a rule action makes).
                 self.reserved_seq = Some(r.sequence_number);
+                let content = std::sync::Arc::new(Content::from(r.message.clone()));
                 let stored = if to_queue {
-                    self.enqueue_queue(k, &r.message, now, 0, None)
+                    self.enqueue_queue(k, &content, now, 0, None)
                 } else {
-                    self.enqueue_topic(k, &r.message, now, 0)
+                    self.enqueue_topic(k, &content, now, 0)
                 };
                 self.reserved_seq = None;
                 stored
@@ -1020,7 +1021,7 @@ mod tests {
             b.peek(&QueuePath::queue("a"), 0, 10)
                 .expect("peek")
                 .iter()
-                .map(|m| (m.sequence_number, m.content.message_id.clone()))
+                .map(|m| (m.sequence_number, m.content.message_id().to_string()))
                 .collect()
         };
         let want: Vec<(u64, String)> = [(1, "first"), (2, "scheduled"), (3, "after"), (5, "last")]
@@ -1140,7 +1141,7 @@ mod tests {
             b.peek(p, 0, 10)
                 .expect("peek")
                 .iter()
-                .map(|m| (m.sequence_number, m.content.message_id.clone()))
+                .map(|m| (m.sequence_number, m.content.message_id().to_string()))
                 .collect()
         };
         let s1 = ids(&QueuePath::subscription("t", "s1"));

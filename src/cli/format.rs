@@ -154,43 +154,43 @@ pub fn message_block(m: &crate::broker::message::Message) -> String {
             .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_else(|| ms.to_string())
     };
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let opt = |v: Option<&str>| v.unwrap_or("-").to_string();
     let mut out = format!(
         "#{} id={} state={} enqueued={} deliveries={}\n",
         m.sequence_number,
-        c.message_id,
+        c.message_id(),
         m.state.as_str(),
         time(m.enqueued_time),
         m.delivery_count
     );
     out.push_str(&format!(
         "  content-type={} subject={} session={} correlation={}\n",
-        opt(&c.content_type),
-        opt(&c.label),
-        opt(&c.session_id),
-        opt(&c.correlation_id)
+        opt(c.content_type()),
+        opt(c.label()),
+        opt(c.session_id()),
+        opt(c.correlation_id())
     ));
-    if let Some(t) = c.scheduled_enqueue_time {
+    if let Some(t) = c.scheduled_enqueue_time() {
         out.push_str(&format!("  scheduled={}\n", time(t)));
     }
-    if !c.properties.is_empty() {
+    if !c.properties().is_empty() {
         let props: Vec<String> = c
-            .properties
+            .properties()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         out.push_str(&format!("  properties: {}\n", props.join(", ")));
     }
-    let body = match std::str::from_utf8(&c.body) {
+    let body = match std::str::from_utf8(c.body()) {
         Ok(text) => text.chars().take(BODY_PREVIEW).collect::<String>(),
         Err(_) => c
-            .body
+            .body()
             .iter()
             .take(BODY_PREVIEW / 2)
             .map(|b| format!("{b:02x}"))
             .collect::<String>(),
     };
-    let kind = if std::str::from_utf8(&c.body).is_ok() {
+    let kind = if std::str::from_utf8(c.body()).is_ok() {
         "body"
     } else {
         "body (hex)"

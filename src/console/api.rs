@@ -190,38 +190,38 @@ pub fn message_json(m: &Message, now: crate::time::Millis) -> Json {
     use base64::Engine;
     let c = &m.content;
     let props: serde_json::Map<String, Json> = c
-        .properties
+        .properties()
         .iter()
         .map(|(k, v)| (k.clone(), v.to_json()))
         .collect();
-    let dl = |k: &str| c.properties.get(k).map(|v| v.to_json());
+    let dl = |k: &str| c.properties().get(k).map(|v| v.to_json());
     let iso =
         |ms: crate::time::Millis| (ms < crate::time::MAX_MILLIS).then(|| crate::time::iso8601(ms));
     json!({
         "sequenceNumber": m.sequence_number,
         "enqueuedSequenceNumber": m.enqueued_sequence_number,
-        "messageId": c.message_id,
+        "messageId": c.message_id(),
         "state": m.state.as_str(),
         "enqueuedTime": crate::time::iso8601(m.enqueued_time),
         "expiresAt": iso(m.expires_at),
         "deliveryCount": m.delivery_count,
         "lockedUntil": m.lock.filter(|_| m.is_locked_at(now)).map(|l| crate::time::iso8601(l.locked_until)),
-        "sessionId": c.session_id,
-        "correlationId": c.correlation_id,
-        "subject": c.label,
-        "to": c.to,
-        "replyTo": c.reply_to,
-        "replyToSessionId": c.reply_to_session_id,
-        "contentType": c.content_type,
-        "partitionKey": c.partition_key,
+        "sessionId": c.session_id(),
+        "correlationId": c.correlation_id(),
+        "subject": c.label(),
+        "to": c.to(),
+        "replyTo": c.reply_to(),
+        "replyToSessionId": c.reply_to_session_id(),
+        "contentType": c.content_type(),
+        "partitionKey": c.partition_key(),
         "timeToLive": (!m.ttl.is_infinite()).then(|| m.ttl.to_xsd()),
-        "scheduledEnqueueTime": c.scheduled_enqueue_time.map(crate::time::iso8601),
+        "scheduledEnqueueTime": c.scheduled_enqueue_time().map(crate::time::iso8601),
         "deadLetterSource": m.dead_letter_source,
         "deadLetterReason": dl("DeadLetterReason"),
         "deadLetterErrorDescription": dl("DeadLetterErrorDescription"),
         "size": m.size(),
         "properties": props,
-        "body": base64::engine::general_purpose::STANDARD.encode(&c.body),
+        "body": base64::engine::general_purpose::STANDARD.encode(c.body()),
     })
 }
 

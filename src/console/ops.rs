@@ -127,7 +127,7 @@ async fn lock_one(
         MessageState::Active => {}
     }
     let session = if session_mode(b, path)? {
-        let sid = m.content.session_id.clone().unwrap_or_default();
+        let sid = m.content.session_id().unwrap_or_default().to_string();
         let acc = b
             .accept_session(path, SessionSelect::Id(sid.clone()))
             .await?
@@ -231,7 +231,7 @@ pub struct Resubmitted {
 
 /// The copy sent back: the original without the dead-letter reason and description.
 fn resubmit_copy(m: &Message) -> NewMessage {
-    let mut c = NewMessage::clone(&m.content);
+    let mut c = m.content.to_new_message();
     for k in ["DeadLetterReason", "DeadLetterErrorDescription"] {
         c.properties.remove(k);
     }

@@ -303,7 +303,7 @@ pub fn broker_properties(m: &Message) -> serde_json::Value {
         "DeliveryCount": m.delivery_count,
         "EnqueuedSequenceNumber": m.enqueued_sequence_number,
         "EnqueuedTimeUtc": rfc1123(m.enqueued_time),
-        "MessageId": c.message_id,
+        "MessageId": c.message_id(),
         "SequenceNumber": m.sequence_number,
         "State": m.state.as_str(),
         "TimeToLive": ttl_secs,
@@ -313,20 +313,20 @@ pub fn broker_properties(m: &Message) -> serde_json::Value {
             obj.insert("LockToken".into(), l.token.to_string().into());
             obj.insert("LockedUntilUtc".into(), rfc1123(l.locked_until).into());
         }
-        let mut opt = |k: &str, v: &Option<String>| {
+        let mut opt = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
-                obj.insert(k.to_string(), v.clone().into());
+                obj.insert(k.to_string(), v.into());
             }
         };
-        opt("CorrelationId", &c.correlation_id);
-        opt("SessionId", &c.session_id);
-        opt("Label", &c.label);
-        opt("To", &c.to);
-        opt("ReplyTo", &c.reply_to);
-        opt("ReplyToSessionId", &c.reply_to_session_id);
-        opt("PartitionKey", &c.partition_key);
-        opt("DeadLetterSource", &m.dead_letter_source);
-        if let Some(s) = c.scheduled_enqueue_time {
+        opt("CorrelationId", c.correlation_id());
+        opt("SessionId", c.session_id());
+        opt("Label", c.label());
+        opt("To", c.to());
+        opt("ReplyTo", c.reply_to());
+        opt("ReplyToSessionId", c.reply_to_session_id());
+        opt("PartitionKey", c.partition_key());
+        opt("DeadLetterSource", m.dead_letter_source.as_deref());
+        if let Some(s) = c.scheduled_enqueue_time() {
             obj.insert("ScheduledEnqueueTimeUtc".into(), rfc1123(s).into());
         }
     }
@@ -340,15 +340,14 @@ fn message_reply(m: &Message, mode: ReceiveMode, path: &QueuePath, base: &str) -
     };
     let ct = m
         .content
-        .content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".to_string());
-    let mut r = reply(status, &ct, m.content.body.clone());
+        .content_type()
+        .unwrap_or("application/octet-stream");
+    let mut r = reply(status, ct, m.content.body().to_vec());
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&broker_properties(m).to_string()) {
         h.insert("BrokerProperties", v);
     }
-    for (k, v) in &m.content.properties {
+    for (k, v) in m.content.properties() {
         if let (Ok(name), Ok(val)) = (
             http::header::HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(&v.to_header()),

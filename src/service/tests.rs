@@ -87,7 +87,7 @@ async fn journal_failure_refuses_acknowledgement_and_recovers() {
         .read(|br| br.peek(&QueuePath::queue("q"), 0, 10))
         .unwrap()
         .into_iter()
-        .map(|m| m.content.message_id.clone())
+        .map(|m| m.content.message_id().to_string())
         .collect();
     assert_eq!(ids, vec!["before", "during", "after"]);
 }

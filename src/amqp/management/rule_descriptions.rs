@@ -125,14 +125,14 @@ pub fn rule_entry(rule: &Rule) -> AV {
             described(
                 CORRELATION_FILTER,
                 AV::List(vec![
-                    opt_string(&c.correlation_id),
-                    opt_string(&c.message_id),
-                    opt_string(&c.to),
-                    opt_string(&c.reply_to),
-                    opt_string(&c.label),
-                    opt_string(&c.session_id),
-                    opt_string(&c.reply_to_session_id),
-                    opt_string(&c.content_type),
+                    opt_string(c.correlation_id.as_deref()),
+                    opt_string(c.message_id.as_deref()),
+                    opt_string(c.to.as_deref()),
+                    opt_string(c.reply_to.as_deref()),
+                    opt_string(c.label.as_deref()),
+                    opt_string(c.session_id.as_deref()),
+                    opt_string(c.reply_to_session_id.as_deref()),
+                    opt_string(c.content_type.as_deref()),
                     AV::Map(props),
                 ]),
             )

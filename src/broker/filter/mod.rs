@@ -119,10 +119,10 @@ impl CompiledRule {
     }
 }
 
-fn eq_opt(want: &Option<String>, have: &Option<String>) -> bool {
+fn eq_opt(want: &Option<String>, have: Option<&str>) -> bool {
     match want {
         None => true,
-        Some(w) => have.as_deref() == Some(w.as_str()),
+        Some(w) => have == Some(w.as_str()),
     }
 }
 
@@ -130,18 +130,20 @@ fn eq_opt(want: &Option<String>, have: &Option<String>) -> bool {
 /// every listed user property must be present with an equal value.
 pub fn correlation_matches(c: &CorrelationFilter, msg: &Message) -> bool {
     let m = &msg.content;
-    eq_opt(&c.correlation_id, &m.correlation_id)
-        && (c.message_id.is_none() || c.message_id.as_deref() == Some(m.message_id.as_str()))
-        && eq_opt(&c.to, &m.to)
-        && eq_opt(&c.reply_to, &m.reply_to)
-        && eq_opt(&c.label, &m.label)
-        && eq_opt(&c.session_id, &m.session_id)
-        && eq_opt(&c.reply_to_session_id, &m.reply_to_session_id)
-        && eq_opt(&c.content_type, &m.content_type)
-        && c.properties.iter().all(|(k, v)| match m.properties.get(k) {
-            Some(have) => values_equal(v, have),
-            None => false,
-        })
+    eq_opt(&c.correlation_id, m.correlation_id())
+        && (c.message_id.is_none() || c.message_id.as_deref() == Some(m.message_id()))
+        && eq_opt(&c.to, m.to())
+        && eq_opt(&c.reply_to, m.reply_to())
+        && eq_opt(&c.label, m.label())
+        && eq_opt(&c.session_id, m.session_id())
+        && eq_opt(&c.reply_to_session_id, m.reply_to_session_id())
+        && eq_opt(&c.content_type, m.content_type())
+        && c.properties
+            .iter()
+            .all(|(k, v)| match m.properties().get(k) {
+                Some(have) => values_equal(v, have),
+                None => false,
+            })
 }
 
 fn values_equal(a: &Value, b: &Value) -> bool {

@@ -21,7 +21,7 @@
 
 use super::deadlines::EntityId;
 use super::error::BrokerError;
-use super::message::{Lock, Message, MessageState, NewMessage};
+use super::message::{Content, Lock, Message, MessageState, NewMessage};
 use super::op::{QueuePath, ReceiveMode, SessionRef, SessionSelect, Settlement};
 use super::store::MessageStore;
 use super::value::Value;
@@ -53,24 +53,24 @@ pub fn wake_key_of(path: &QueuePath) -> String {
 
 /// Builds a stored message from what a sender gave.
 pub(in crate::broker) fn materialize(
-    m: &NewMessage,
+    content: &Arc<Content>,
     seq: u64,
     props: &EntityProps,
     now: Millis,
 ) -> Message {
-    let ttl = match m.time_to_live {
+    let ttl = match content.time_to_live() {
         Some(t) if t.0 > 0 => t.min(props.default_message_time_to_live),
         _ => props.default_message_time_to_live,
     };
-    let scheduled = matches!(m.scheduled_enqueue_time, Some(t) if t > now);
+    let scheduled = matches!(content.scheduled_enqueue_time(), Some(t) if t > now);
     let enqueued = if scheduled {
-        m.scheduled_enqueue_time.unwrap_or(now)
+        content.scheduled_enqueue_time().unwrap_or(now)
     } else {
         now
     };
     Message {
         sequence_number: seq,
-        content: Arc::new(m.clone()),
+        content: Arc::clone(content),
         enqueued_time: enqueued,
         expires_at: ttl.after(enqueued),
         ttl,
@@ -87,9 +87,14 @@ pub(in crate::broker) fn materialize(
 }
 
 pub(in crate::broker) fn merge_props(m: &mut Message, props: &BTreeMap<String, Value>) {
-    for (k, v) in props {
-        m.content_mut().properties.insert(k.clone(), v.clone());
+    if props.is_empty() {
+        return;
     }
+    m.edit_content(|c| {
+        for (k, v) in props {
+            c.properties.insert(k.clone(), v.clone());
+        }
+    });
 }
 mod receive;
 mod send;

@@ -76,6 +76,8 @@ impl Broker {
         messages
             .iter()
             .filter_map(|m| {
+                // Stored from here on in the compact form, shared by every copy.
+                let m = &Arc::new(Content::from(m.clone()));
                 if to_queue {
                     self.enqueue_queue(k, m, now, 0, None)
                 } else {
@@ -111,14 +113,14 @@ impl Broker {
     pub(in crate::broker) fn enqueue_queue(
         &mut self,
         k: &str,
-        m: &NewMessage,
+        m: &Arc<Content>,
         now: Millis,
         hops: usize,
         source: Option<&str>,
     ) -> Option<u64> {
         let q = self.queues.get_mut(k)?;
         self.deadlines.mark(EntityId::Queue(k.to_string()));
-        if Self::is_duplicate(&mut q.dup, &q.props, &m.message_id, now) {
+        if Self::is_duplicate(&mut q.dup, &q.props, m.message_id(), now) {
             self.touched = true;
             self.dirty_entities.insert(queue_key(&q.name));
             return None;
@@ -167,7 +169,7 @@ impl Broker {
     pub(in crate::broker) fn forward(
         &mut self,
         target_key: &str,
-        m: &NewMessage,
+        m: &Arc<Content>,
         now: Millis,
         hops: usize,
         dead_letter_source: Option<&str>,
@@ -183,13 +185,13 @@ impl Broker {
     pub(in crate::broker) fn enqueue_topic(
         &mut self,
         k: &str,
-        m: &NewMessage,
+        m: &Arc<Content>,
         now: Millis,
         hops: usize,
     ) -> Option<u64> {
         let t = self.topics.get_mut(k)?;
         self.deadlines.mark(EntityId::Topic(k.to_string()));
-        if Self::is_duplicate(&mut t.dup, &t.props, &m.message_id, now) {
+        if Self::is_duplicate(&mut t.dup, &t.props, m.message_id(), now) {
             self.touched = true;
             self.dirty_entities.insert(topic_key(&t.name));
             return None;
@@ -217,10 +219,12 @@ impl Broker {
                         let mut copy = base.clone();
                         match r.apply_action_within(&mut copy, &budget) {
                             Ok(()) => {
-                                copy.content_mut().properties.insert(
-                                    "RuleName".to_string(),
-                                    Value::String(r.rule.name.clone()),
-                                );
+                                copy.edit_content(|c| {
+                                    c.properties.insert(
+                                        "RuleName".to_string(),
+                                        Value::String(r.rule.name.clone()),
+                                    )
+                                });
                                 action_copies.push(copy);
                             }
                             Err(e) => {
@@ -352,15 +356,14 @@ impl Broker {
         msg.lock = None;
         msg.state = MessageState::Active;
         msg.expires_at = MAX_MILLIS;
-        if let Some(r) = reason {
-            msg.content_mut()
-                .properties
-                .insert(PROP_DL_REASON.into(), Value::String(r.to_string()));
-        }
-        if let Some(d) = description {
-            msg.content_mut()
-                .properties
-                .insert(PROP_DL_DESCRIPTION.into(), Value::String(d.to_string()));
+        if reason.is_some() || description.is_some() {
+            msg.edit_content(|c| {
+                for (k, v) in [(PROP_DL_REASON, reason), (PROP_DL_DESCRIPTION, description)] {
+                    if let Some(v) = v {
+                        c.properties.insert(k.into(), Value::String(v.to_string()));
+                    }
+                }
+            });
         }
         let fwd = self
             .receivable(path)
@@ -482,20 +485,20 @@ mod fanout_tests {
         // The copies a TrueFilter delivers are one allocation, body and properties included.
         assert!(Arc::ptr_eq(&a[0].content, &bb[0].content));
         assert!(Arc::ptr_eq(&a[0].content, &c[0].content));
-        // The action's copy was changed through `content_mut`: its own content, the others
+        // The action's copy was changed through `edit_content`: its own content, the others
         // untouched.
         let tagged = &c[1];
         assert!(!Arc::ptr_eq(&a[0].content, &tagged.content));
         assert_eq!(
-            tagged.content.properties.get("tagged"),
+            tagged.content.properties().get("tagged"),
             Some(&Value::Int(1))
         );
         assert_eq!(
-            tagged.content.properties.get("RuleName"),
+            tagged.content.properties().get("RuleName"),
             Some(&Value::String("tag".into()))
         );
-        assert!(a[0].content.properties.is_empty());
-        assert_eq!(tagged.content.body, a[0].content.body);
+        assert!(a[0].content.properties().is_empty());
+        assert_eq!(tagged.content.body(), a[0].content.body());
         // Distinct sequence numbers, the same EnqueuedSequenceNumber.
         assert_ne!(c[0].sequence_number, c[1].sequence_number);
         assert_eq!(c[0].enqueued_sequence_number, c[1].enqueued_sequence_number);

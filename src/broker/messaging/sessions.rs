@@ -115,8 +115,7 @@ impl Broker {
                     .main
                     .iter()
                     .filter(|m| {
-                        m.content.session_id.as_deref() == Some(sref.id.as_str())
-                            && m.lock.is_some()
+                        m.content.session_id() == Some(sref.id.as_str()) && m.lock.is_some()
                     })
                     .map(|m| m.sequence_number)
                     .collect();

@@ -60,7 +60,7 @@ impl Broker {
         for seq in rcv.main.due_scheduled(now) {
             rcv.main.modify(seq, |m| {
                 m.state = MessageState::Active;
-                m.enqueued_time = m.content.scheduled_enqueue_time.unwrap_or(now);
+                m.enqueued_time = m.content.scheduled_enqueue_time().unwrap_or(now);
                 m.expires_at = m.ttl.after(m.enqueued_time);
             });
             woke = true;

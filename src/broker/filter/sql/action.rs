@@ -3,7 +3,7 @@
 use super::ast::{PropRef, Stmt, SysProp};
 use super::eval::{eval, names_equal_ci, Cx};
 use super::{EvalBudget, SqlError};
-use crate::broker::message::Message;
+use crate::broker::message::{Message, NewMessage};
 use crate::broker::value::Value;
 
 /// Runs the statements in order against `msg`; each sees the effect of the previous ones.
@@ -16,7 +16,7 @@ pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Res
                 match target {
                     PropRef::User(name) => {
                         let key = existing_key(msg, name).unwrap_or_else(|| name.clone());
-                        msg.content_mut().properties.insert(key, v);
+                        msg.edit_content(|c| c.properties.insert(key, v));
                     }
                     PropRef::Sys(p) => set_sys(msg, *p, v, *pos)?,
                 }
@@ -24,12 +24,12 @@ pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Res
             Stmt::Remove(target) => match target {
                 PropRef::User(name) => {
                     if let Some(key) = existing_key(msg, name) {
-                        msg.content_mut().properties.remove(&key);
+                        msg.edit_content(|c| c.properties.remove(&key));
                     }
                 }
                 PropRef::Sys(p) => {
-                    if let Some(slot) = sys_slot(msg, *p) {
-                        *slot = None;
+                    if let Some(slot) = sys_slot(*p) {
+                        msg.edit_content(|c| *slot(c) = None);
                     }
                 }
             },
@@ -40,27 +40,29 @@ pub(super) fn run(stmts: &[Stmt], msg: &mut Message, budget: &EvalBudget) -> Res
 
 /// The stored key a (case-insensitive) property name refers to, exact match first.
 fn existing_key(msg: &Message, name: &str) -> Option<String> {
-    let props = &msg.content.properties;
+    let props = msg.content.properties();
     if props.contains_key(name) {
         return Some(name.to_string());
     }
     props.keys().find(|k| names_equal_ci(k, name)).cloned()
 }
 
-/// The optional string header behind a settable system property (not MessageId).
-fn sys_slot(msg: &mut Message, p: SysProp) -> Option<&mut Option<String>> {
-    let c = msg.content_mut();
-    match p {
-        SysProp::CorrelationId => Some(&mut c.correlation_id),
-        SysProp::Label => Some(&mut c.label),
-        SysProp::To => Some(&mut c.to),
-        SysProp::ReplyTo => Some(&mut c.reply_to),
-        SysProp::ReplyToSessionId => Some(&mut c.reply_to_session_id),
-        SysProp::SessionId => Some(&mut c.session_id),
-        SysProp::ContentType => Some(&mut c.content_type),
-        SysProp::PartitionKey => Some(&mut c.partition_key),
-        _ => None,
-    }
+/// The optional string header behind a settable system property (not MessageId), as a
+/// field of the content being edited; `None` for a read-only property, which leaves the
+/// content untouched.
+fn sys_slot(p: SysProp) -> Option<fn(&mut NewMessage) -> &mut Option<String>> {
+    let slot: fn(&mut NewMessage) -> &mut Option<String> = match p {
+        SysProp::CorrelationId => |c| &mut c.correlation_id,
+        SysProp::Label => |c| &mut c.label,
+        SysProp::To => |c| &mut c.to,
+        SysProp::ReplyTo => |c| &mut c.reply_to,
+        SysProp::ReplyToSessionId => |c| &mut c.reply_to_session_id,
+        SysProp::SessionId => |c| &mut c.session_id,
+        SysProp::ContentType => |c| &mut c.content_type,
+        SysProp::PartitionKey => |c| &mut c.partition_key,
+        _ => return None,
+    };
+    Some(slot)
 }
 
 fn set_sys(msg: &mut Message, p: SysProp, v: Value, pos: usize) -> Result<(), SqlError> {
@@ -78,7 +80,7 @@ fn set_sys(msg: &mut Message, p: SysProp, v: Value, pos: usize) -> Result<(), Sq
     if p == SysProp::MessageId {
         return match s {
             Some(s) => {
-                msg.content_mut().message_id = s;
+                msg.edit_content(|c| c.message_id = s);
                 Ok(())
             }
             None => Err(SqlError {
@@ -88,9 +90,9 @@ fn set_sys(msg: &mut Message, p: SysProp, v: Value, pos: usize) -> Result<(), Sq
             }),
         };
     }
-    match sys_slot(msg, p) {
+    match sys_slot(p) {
         Some(slot) => {
-            *slot = s;
+            msg.edit_content(|c| *slot(c) = s);
             Ok(())
         }
         None => Err(SqlError {

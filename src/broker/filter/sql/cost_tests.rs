@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 /// A message whose `big` property is `n` times `a` (the attack text).
 fn msg_with_big(n: usize) -> Message {
     let mut m = msg();
-    m.content_mut()
-        .properties
-        .insert("big".to_string(), Value::String("a".repeat(n)));
+    m.edit_content(|c| {
+        c.properties
+            .insert("big".to_string(), Value::String("a".repeat(n)))
+    });
     m
 }
 

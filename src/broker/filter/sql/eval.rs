@@ -37,9 +37,9 @@ pub(super) fn user_prop<'m>(
         .or_else(|| props.iter().find(|(k, _)| names_equal_ci(k, name)))
 }
 
-fn opt_str(s: &Option<String>) -> Value {
+fn opt_str(s: Option<&str>) -> Value {
     match s {
-        Some(s) => Value::String(s.clone()),
+        Some(s) => Value::String(s.to_string()),
         None => Value::Null,
     }
 }
@@ -52,19 +52,19 @@ fn int_u64(v: u64) -> Value {
 pub(super) fn sys_value(msg: &Message, p: SysProp) -> Value {
     let c = &msg.content;
     match p {
-        SysProp::MessageId => Value::String(c.message_id.clone()),
-        SysProp::CorrelationId => opt_str(&c.correlation_id),
-        SysProp::Label => opt_str(&c.label),
-        SysProp::To => opt_str(&c.to),
-        SysProp::ReplyTo => opt_str(&c.reply_to),
-        SysProp::ReplyToSessionId => opt_str(&c.reply_to_session_id),
-        SysProp::SessionId => opt_str(&c.session_id),
-        SysProp::ContentType => opt_str(&c.content_type),
-        SysProp::PartitionKey => opt_str(&c.partition_key),
+        SysProp::MessageId => Value::String(c.message_id().to_string()),
+        SysProp::CorrelationId => opt_str(c.correlation_id()),
+        SysProp::Label => opt_str(c.label()),
+        SysProp::To => opt_str(c.to()),
+        SysProp::ReplyTo => opt_str(c.reply_to()),
+        SysProp::ReplyToSessionId => opt_str(c.reply_to_session_id()),
+        SysProp::SessionId => opt_str(c.session_id()),
+        SysProp::ContentType => opt_str(c.content_type()),
+        SysProp::PartitionKey => opt_str(c.partition_key()),
         SysProp::SequenceNumber => int_u64(msg.sequence_number),
         SysProp::EnqueuedTimeUtc => Value::DateTime(msg.enqueued_time),
         SysProp::EnqueuedSequenceNumber => int_u64(msg.enqueued_sequence_number),
-        SysProp::ScheduledEnqueueTimeUtc => match c.scheduled_enqueue_time {
+        SysProp::ScheduledEnqueueTimeUtc => match c.scheduled_enqueue_time() {
             Some(t) => Value::DateTime(t),
             None => Value::Null,
         },
@@ -72,7 +72,7 @@ pub(super) fn sys_value(msg: &Message, p: SysProp) -> Value {
         SysProp::ExpiresAtUtc => Value::DateTime(msg.expires_at),
         SysProp::DeliveryCount => Value::Int(i64::from(msg.delivery_count)),
         SysProp::Size => int_u64(u64::try_from(msg.size()).unwrap_or(u64::MAX)),
-        SysProp::DeadLetterSource => opt_str(&msg.dead_letter_source),
+        SysProp::DeadLetterSource => opt_str(msg.dead_letter_source.as_deref()),
     }
 }
 
@@ -103,7 +103,7 @@ impl Cx<'_> {
     /// A user property by name. The case-insensitive fallback scans every property, so
     /// it is charged one unit per property.
     fn user_prop(&self, name: &str) -> Result<Option<&Value>, SqlError> {
-        let props = &self.msg.content.properties;
+        let props = self.msg.content.properties();
         if let Some(v) = props.get(name) {
             return Ok(Some(v));
         }

@@ -161,7 +161,7 @@ impl EvalBudget {
             _ => {
                 if !self.exhausted.replace(true) {
                     tracing::warn!(
-                        message_id = %msg.content.message_id,
+                        message_id = %msg.content.message_id(),
                         sequence_number = msg.sequence_number,
                         limit = self.limit,
                         "filter evaluation exceeded its per-message work limit; the remaining \
@@ -287,7 +287,7 @@ impl SqlActionProgram {
             return Ok(());
         }
         // Work on a copy so a failing statement changes nothing: the copy shares the content
-        // until a statement changes it (`Message::content_mut`).
+        // until a statement changes it (`Message::edit_content`).
         let mut work = msg.clone();
         action::run(&self.stmts, &mut work, budget)?;
         *msg = work;

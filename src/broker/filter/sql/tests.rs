@@ -498,18 +498,20 @@ fn parameter_keys_with_and_without_at() {
     let e = SqlExpr::compile("source = @stringParam", &p).unwrap();
     let mut m = msg();
     assert!(!e.evaluate(&m).unwrap());
-    m.content_mut()
-        .properties
-        .insert("source".into(), Value::String("orders".into()));
+    m.edit_content(|c| {
+        c.properties
+            .insert("source".into(), Value::String("orders".into()))
+    });
     assert!(e.evaluate(&m).unwrap());
 }
 
 #[test]
 fn exact_name_wins_over_case_insensitive_match() {
     let mut m = msg();
-    m.content_mut()
-        .properties
-        .insert("Color".into(), Value::String("blue".into()));
+    m.edit_content(|c| {
+        c.properties
+            .insert("Color".into(), Value::String("blue".into()))
+    });
     let e = SqlExpr::compile("Color = 'blue' AND color = 'red'", &BTreeMap::new()).unwrap();
     assert!(e.evaluate(&m).unwrap());
 }
@@ -517,8 +519,10 @@ fn exact_name_wins_over_case_insensitive_match() {
 #[test]
 fn scheduled_and_session_properties() {
     let mut m = msg();
-    m.content_mut().session_id = Some("s1".into());
-    m.content_mut().scheduled_enqueue_time = Some(T0 + 5);
+    m.edit_content(|c| {
+        c.session_id = Some("s1".into());
+        c.scheduled_enqueue_time = Some(T0 + 5);
+    });
     let e = SqlExpr::compile(
         "sys.SessionId = 's1' AND sys.ScheduledEnqueueTimeUtc > sys.EnqueuedTimeUtc",
         &BTreeMap::new(),
@@ -553,11 +557,14 @@ fn applied(text: &str) -> Message {
 #[test]
 fn set_user_property() {
     let m = applied("SET color = 'blue'");
-    assert_eq!(m.content.properties["color"], Value::String("blue".into()));
+    assert_eq!(
+        m.content.properties()["color"],
+        Value::String("blue".into())
+    );
     // the documented example
     let m = applied("SET source='routedOrders'");
     assert_eq!(
-        m.content.properties["source"],
+        m.content.properties()["source"],
         Value::String("routedOrders".into())
     );
 }
@@ -565,63 +572,66 @@ fn set_user_property() {
 #[test]
 fn set_updates_existing_key_case_insensitively() {
     let m = applied("SET COLOR = 'blue'");
-    assert_eq!(m.content.properties["color"], Value::String("blue".into()));
-    assert!(!m.content.properties.contains_key("COLOR"));
+    assert_eq!(
+        m.content.properties()["color"],
+        Value::String("blue".into())
+    );
+    assert!(!m.content.properties().contains_key("COLOR"));
 }
 
 #[test]
 fn set_with_expressions_and_parameters() {
     let m = applied("SET doubled = quantity * 2; SET tag = @p + '-' + sys.Label; SET f = @flag");
-    assert_eq!(m.content.properties["doubled"], Value::Int(20));
+    assert_eq!(m.content.properties()["doubled"], Value::Int(20));
     assert_eq!(
-        m.content.properties["tag"],
+        m.content.properties()["tag"],
         Value::String("red-Red bus".into())
     );
-    assert_eq!(m.content.properties["f"], Value::Bool(true));
+    assert_eq!(m.content.properties()["f"], Value::Bool(true));
     let m = applied("SET isRed = color = 'red'");
-    assert_eq!(m.content.properties["isRed"], Value::Bool(true));
+    assert_eq!(m.content.properties()["isRed"], Value::Bool(true));
     let m = applied("SET [new prop] = NULL");
-    assert_eq!(m.content.properties["new prop"], Value::Null);
+    assert_eq!(m.content.properties()["new prop"], Value::Null);
     let m = applied("SET x = missing + 1");
-    assert_eq!(m.content.properties["x"], Value::Null);
+    assert_eq!(m.content.properties()["x"], Value::Null);
 }
 
 #[test]
 fn statements_run_in_order_with_or_without_semicolons() {
     let m = applied("SET a = 1 SET b = a + 1; SET c = b * 10;;");
-    assert_eq!(m.content.properties["b"], Value::Int(2));
-    assert_eq!(m.content.properties["c"], Value::Int(20));
+    assert_eq!(m.content.properties()["b"], Value::Int(2));
+    assert_eq!(m.content.properties()["c"], Value::Int(20));
     let m = applied("set a = 1; remove a");
-    assert!(!m.content.properties.contains_key("a"));
+    assert!(!m.content.properties().contains_key("a"));
 }
 
 #[test]
 fn remove_user_property() {
     let m = applied("REMOVE color; REMOVE user.Quantity; REMOVE missing");
-    assert!(!m.content.properties.contains_key("color"));
-    assert!(!m.content.properties.contains_key("Quantity"));
-    assert!(m.content.properties.contains_key("price"));
+    assert!(!m.content.properties().contains_key("color"));
+    assert!(!m.content.properties().contains_key("Quantity"));
+    assert!(m.content.properties().contains_key("price"));
 }
 
 #[test]
 fn set_and_remove_system_properties() {
     let m = applied("SET sys.Label = 'x'; SET sys.To = sys.Label + '-to'; REMOVE sys.ReplyTo");
-    assert_eq!(m.content.label.as_deref(), Some("x"));
-    assert_eq!(m.content.to.as_deref(), Some("x-to"));
-    assert_eq!(m.content.reply_to, None);
+    assert_eq!(m.content.label(), Some("x"));
+    assert_eq!(m.content.to(), Some("x-to"));
+    assert_eq!(m.content.reply_to(), None);
     let m =
         applied("SET sys.Subject = 'y'; SET sys.CorrelationId = NULL; SET sys.MessageId = 'new'");
-    assert_eq!(m.content.label.as_deref(), Some("y"));
-    assert_eq!(m.content.correlation_id, None);
-    assert_eq!(m.content.message_id, "new");
+    assert_eq!(m.content.label(), Some("y"));
+    assert_eq!(m.content.correlation_id(), None);
+    assert_eq!(m.content.message_id(), "new");
     let m = applied(
         "SET sys.SessionId = 's'; SET sys.ReplyToSessionId = 'r'; SET sys.ContentType = 'text/plain'; SET sys.PartitionKey = 'pk'",
     );
-    assert_eq!(m.content.session_id.as_deref(), Some("s"));
-    assert_eq!(m.content.reply_to_session_id.as_deref(), Some("r"));
-    assert_eq!(m.content.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(m.content.partition_key.as_deref(), Some("pk"));
-    assert_eq!(m.content.body, b"hello".to_vec());
+    assert_eq!(m.content.session_id(), Some("s"));
+    assert_eq!(m.content.reply_to_session_id(), Some("r"));
+    assert_eq!(m.content.content_type(), Some("text/plain"));
+    assert_eq!(m.content.partition_key(), Some("pk"));
+    assert_eq!(m.content.body(), b"hello");
 }
 
 #[test]
