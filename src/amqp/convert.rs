@@ -552,7 +552,7 @@ pub fn encode_message(m: &Message, how: Encoding) -> Result<Vec<u8>, ConvertErro
         ann.insert(sym(X_OPT_PARTITION_KEY), AV::String(pk.to_string()));
     }
     if let Some(src) = &m.dead_letter_source {
-        ann.insert(sym(X_OPT_DEADLETTER_SOURCE), AV::String(src.clone()));
+        ann.insert(sym(X_OPT_DEADLETTER_SOURCE), AV::String(src.to_string()));
     }
     let state = match m.state {
         MessageState::Active => 0,

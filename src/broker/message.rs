@@ -110,7 +110,7 @@ pub struct Message {
     pub lock: Option<Lock>,
     /// Set when a dead-lettered message was forwarded: where it was dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_source: Option<String>,
+    pub dead_letter_source: Option<Box<str>>,
     /// The sequence number the message had in the entity it was first sent to.
     pub enqueued_sequence_number: u64,
 }

@@ -137,7 +137,7 @@ impl Broker {
         }
         let q = self.queues.get_mut(k)?;
         let mut msg = materialize(m, seq, &q.props, now);
-        msg.dead_letter_source = source.map(str::to_string);
+        msg.dead_letter_source = source.map(Box::from);
         let visible = msg.state == MessageState::Active;
         q.q.main.insert(msg);
         if visible {
