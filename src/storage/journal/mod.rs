@@ -361,20 +361,12 @@ impl Journal {
     /// caller writes what is buffered itself (one `write`, no fsync) unless the journal is
     /// failing (then the flusher thread retries and this fails at once).
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
-        let must_write = || {
-            self.shared.policy.mode == WalSync::Interval
-                && self.shared.durable.durable_lsn() < lsn
-                && !lock(&self.shared.pending).flush.failing
-        };
-        if must_write() {
-            // Let the other requests this worker thread has ready append first, so one write
-            // carries them all instead of one write each (Redis writes its AOF buffer once per
-            // event-loop turn, before answering the clients of that turn).
-            tokio::task::yield_now().await;
-            if must_write() {
-                // Errors are published to every waiter, this one included.
-                let _ = flush_pending(&self.shared, false);
-            }
+        if self.shared.policy.mode == WalSync::Interval
+            && self.shared.durable.durable_lsn() < lsn
+            && !lock(&self.shared.pending).flush.failing
+        {
+            // Errors are published to every waiter, this one included.
+            let _ = flush_pending(&self.shared, false);
         }
         self.shared.durable.wait(lsn).await
     }
@@ -632,35 +624,6 @@ mod tests {
         // Nothing new: the timer does not fsync again.
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         assert_eq!(j.sync_count(), syncs_before + 1);
-        j.close();
-    }
-
-    /// Requests that are ready together share one write: each waiter first lets the others
-    /// append, so 50 of them on one thread are acknowledged after far fewer than 50 writes
-    /// (one each before), and every one of them is written.
-    #[tokio::test(flavor = "current_thread")]
-    async fn interval_mode_requests_ready_together_share_a_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ops.wal");
-        let j = Arc::new(open_interval(&path, 3_600_000));
-        let before = j.flush_count();
-        let tasks: Vec<_> = (0..50)
-            .map(|i| {
-                let j = j.clone();
-                tokio::spawn(async move {
-                    let lsn = j.append(payload(i));
-                    j.wait_durable(lsn).await.map(|_| lsn)
-                })
-            })
-            .collect();
-        let mut lsns = Vec::new();
-        for t in tasks {
-            lsns.push(t.await.unwrap().unwrap());
-        }
-        let writes = j.flush_count() - before;
-        assert!(writes <= 5, "50 ready requests took {writes} writes");
-        lsns.sort_unstable();
-        assert_eq!(records_in(&path), lsns);
         j.close();
     }
 
