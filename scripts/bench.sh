@@ -151,6 +151,12 @@ start_redis() { # $1: everysec|always
   REDIS_PORT=$port
 }
 
+# CPU time (user + system, clock ticks) process $1 has used so far.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # Starts the server for row $1; sets ADDR and SERVER_PID.
 start_row() {
   local row=$1 data=$WORK/data log=$WORK/server.log
@@ -201,21 +207,30 @@ if section http; then
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 echo "== http: duration=$DURATION runs=$RUNS connections=[$CONNECTIONS] wrk -t$THREADS" >&2
+# Runs interleave the rows (run 1 of every row, then run 2, ...): this machine's speed drifts
+# over minutes, and consecutive runs of one row would carry that drift into the ratios.
 for conns in $CONNECTIONS; do
-  for row in $ROWS; do
-    for run in $(seq "$RUNS"); do
+  for run in $(seq "$RUNS"); do
+    for row in $ROWS; do
       start_row "$row"
+      cpu0=$(cpu_ticks "$SERVER_PID")
       out=$(wrk -t"$THREADS" -c"$conns" -d"$DURATION" -s "$WORK/send.lua" "http://$ADDR/bench/messages" 2>&1) || true
+      cpu1=$(cpu_ticks "$SERVER_PID")
       stop_row
       rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+      reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+      # The server's own CPU time per request (user + system, from /proc), microseconds:
+      # what LocalZure (or the floor) spends, apart from the load generator sharing the cores.
+      cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${reqs:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) / hz * 1e6 / n; else print "0" }')
       bad=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $NF}')
       errs=$(echo "$out" | awk '/Socket errors:/ {print}')
       if [ -z "$rps" ] || [ -n "$bad" ]; then
         echo "$row c=$conns run $run failed (non-2xx: ${bad:-0}):" >&2; echo "$out" >&2; exit 1
       fi
       [ -z "$errs" ] || echo "$row c=$conns run $run: $errs" >&2
-      printf '%s\t%s\t%s\n' "$conns" "$row" "$rps" >>"$RESULTS"
-      echo "  $row c=$conns run $run: $rps req/s" >&2
+      printf '%s\t%s\t%s\t%s\n' "$conns" "$row" "$rps" "$cpu_us" >>"$RESULTS"
+      echo "  $row c=$conns run $run: $rps req/s, server CPU $cpu_us us/req" >&2
     done
   done
 done
@@ -223,17 +238,19 @@ done
 python3 - "$RESULTS" <<'PY' | tee -a "$SUMMARY"
 import statistics, sys
 rows = {}
+cpu = {}
 for line in open(sys.argv[1]):
-    c, row, rps = line.split("\t")
+    c, row, rps, cpu_us = line.rstrip("\n").split("\t")
     rows.setdefault((int(c), row), []).append(float(rps))
+    cpu.setdefault((int(c), row), []).append(float(cpu_us))
 conns = sorted({c for c, _ in rows})
 order = []
 for _, r in rows:
     if r not in order:
         order.append(r)
 med = {k: statistics.median(v) for k, v in rows.items()}
-print("| connections | row | req/s median | min | max | vs in-memory | vs floor |")
-print("|---|---|---|---|---|---|---|")
+print("| connections | row | req/s median | min | max | vs in-memory | vs floor | server CPU µs/req |")
+print("|---|---|---|---|---|---|---|---|")
 for c in conns:
     for r in order:
         v = rows.get((c, r))
@@ -243,7 +260,8 @@ for c in conns:
         floor = med.get((c, "floor"))
         vm = f"{med[(c, r)] / mem:.2f}x" if mem else "-"
         vf = f"{med[(c, r)] / floor:.2f}x" if floor else "-"
-        print(f"| {c} | {r} | {med[(c, r)]:,.0f} | {min(v):,.0f} | {max(v):,.0f} | {vm} | {vf} |")
+        us = statistics.median(cpu[(c, r)])
+        print(f"| {c} | {r} | {med[(c, r)]:,.0f} | {min(v):,.0f} | {max(v):,.0f} | {vm} | {vf} | {us:.1f} |")
 print()
 missed = 0
 def target(name, c, num, den, want):

@@ -32,7 +32,11 @@
 //! waiting request writes everything buffered itself, from the runtime thread, with one
 //! positioned `write` (as Redis writes its AOF buffer in the event loop before answering
 //! clients), so no hand-off to another thread sits between the append and the reply, and the
-//! requests that appended meanwhile share that write. The `journal-flush` thread then only
+//! requests that appended meanwhile share that write. A request never waits for the file
+//! lock: when another thread holds it (a request's write on the other worker, a snapshot's
+//! truncation, the syncer), that holder writes the buffer after releasing the lock
+//! (`writer::write_pending`, `writer::released_file`), so the records appended during one
+//! write go out together in the next and no runtime worker sleeps on a mutex. The `journal-flush` thread then only
 //! fsyncs, every [`SyncPolicy::interval`], and writes what nobody waited for and retries
 //! failed writes. [`Journal::flush`], [`Journal::truncate_through`] (each snapshot) and
 //! [`Journal::close`] (shutdown) write and fsync at once. A written record survives the
@@ -365,8 +369,9 @@ impl Journal {
             && self.shared.durable.durable_lsn() < lsn
             && !lock(&self.shared.pending).flush.failing
         {
-            // Errors are published to every waiter, this one included.
-            let _ = flush_pending(&self.shared, false);
+            // Written by this task, or by whoever holds the file now (errors are published to
+            // every waiter, this one included).
+            writer::write_pending(&self.shared);
         }
         self.shared.durable.wait(lsn).await
     }
@@ -436,6 +441,13 @@ impl Journal {
     /// either the old file or the new one, and both are valid (replay skips LSNs ≤ the
     /// snapshot's anyway).
     pub fn truncate_through(&self, lsn: u64) -> Result<(), StorageError> {
+        let result = self.truncate_through_locked(lsn);
+        // Requests that appended meanwhile left their records to the lock holder.
+        writer::released_file(&self.shared);
+        result
+    }
+
+    fn truncate_through_locked(&self, lsn: u64) -> Result<(), StorageError> {
         if self.shared.policy.mode == WalSync::Interval {
             // A snapshot is a sync point: what was acknowledged before it is fsynced now. A
             // failing write is the flusher's to retry (and already reported); it does not
@@ -645,6 +657,50 @@ mod tests {
         assert_eq!(j.flush().unwrap(), 100);
         assert_eq!(j.synced_lsn(), 100);
         assert_eq!(j.sync_count(), 1);
+        j.close();
+    }
+
+    #[test]
+    fn interval_mode_requests_never_wait_for_the_file_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        // No timer write during the test: only requests and lock holders write.
+        let j = Arc::new(open_interval(&path, 3_600_000));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Another writer (a snapshot's copy, the syncer, a request's write) holds the file
+        // while three requests append and wait.
+        let guard = j.hold_file_lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let requests = {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                let lsns: Vec<u64> = (0..3).map(|i| j.append(payload(i))).collect();
+                for &lsn in &lsns {
+                    // Must return at once: the record is left to the holder.
+                    write_pending(&j.shared);
+                    tx.send(lsn).unwrap();
+                }
+                // And the request is acknowledged once the holder has written it.
+                rt.block_on(j.wait_durable(3)).unwrap();
+            })
+        };
+        for _ in 0..3 {
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a request blocked on the file lock");
+        }
+        assert_eq!(j.durable_lsn(), 0);
+        // The holder lets go as every holder does: it writes what was appended meanwhile, in
+        // one write.
+        let writes = j.flush_count();
+        drop(guard);
+        released_file(&j.shared);
+        requests.join().unwrap();
+        assert_eq!(j.durable_lsn(), 3);
+        assert_eq!(j.flush_count() - writes, 1);
+        assert_eq!(records_in(&path), vec![1, 2, 3]);
         j.close();
     }
 

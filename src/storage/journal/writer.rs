@@ -68,7 +68,52 @@ pub(super) fn write_batch(
 /// Writes everything buffered (one write, and one fsync when `sync`) and publishes the
 /// outcome.
 pub(super) fn flush_pending(shared: &Shared, sync: bool) -> Result<(), StorageError> {
-    let mut fs = lock(&shared.file);
+    let result = flush_pending_locked(shared, lock(&shared.file), sync);
+    released_file(shared);
+    result
+}
+
+/// Interval mode, from a request's task: writes what is buffered (its own record among it)
+/// unless another thread holds the file, and never waits for the file lock. The holder writes
+/// it instead: every holder of the file lock calls [`released_file`] after letting go, which
+/// writes what was appended meanwhile. So a runtime worker never blocks behind another
+/// request's `write`, a snapshot's copy or the syncer, and the records appended while one
+/// write runs go out together in the next.
+pub(super) fn write_pending(shared: &Shared) {
+    // A record is appended before its request gets here. Either this thread takes the lock
+    // (and writes it), or the holder at that moment releases the lock later and, checking the
+    // buffer after releasing, finds it and writes it (or hands it on the same way).
+    while let Some(fs) = crate::sync::try_lock(&shared.file) {
+        if flush_pending_locked(shared, fs, false).is_err() {
+            // Published to every waiter; the syncer thread retries.
+            return;
+        }
+        let p = lock(&shared.pending);
+        if !p.has_work() || p.flush.failing {
+            return;
+        }
+    }
+}
+
+/// Called by every holder of the file lock after releasing it: in interval mode, writes
+/// what requests appended while the lock was held (they left it to the holder; see
+/// [`write_pending`]).
+pub(super) fn released_file(shared: &Shared) {
+    if shared.policy.mode == WalSync::Interval {
+        let p = lock(&shared.pending);
+        let waiting = p.has_work() && !p.flush.failing;
+        drop(p);
+        if waiting {
+            write_pending(shared);
+        }
+    }
+}
+
+fn flush_pending_locked(
+    shared: &Shared,
+    mut fs: std::sync::MutexGuard<'_, FileState>,
+    sync: bool,
+) -> Result<(), StorageError> {
     let (batch, count, last_lsn) = {
         let mut p = lock(&shared.pending);
         if p.bytes.is_empty() {
@@ -173,19 +218,10 @@ impl Flusher for JournalFlusher<'_> {
 /// fsyncs what has been written ([`WalSync::Interval`]): the file handle is duplicated under
 /// the file lock and synced outside it, so writers from the runtime never wait for an fsync.
 pub(super) fn sync_written(shared: &Shared) -> Result<(), StorageError> {
-    let (file, written) = {
-        let fs = lock(&shared.file);
-        // Writers publish under the file lock, so this LSN is in the file `fs.file` names.
-        let written = shared.durable.durable_lsn();
-        if written <= shared.synced.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        match fs.file.as_ref().map(File::try_clone) {
-            Some(Ok(f)) => (f, written),
-            // Reopened by the next write; the truncation that closed it fsynced the new file.
-            None => return Ok(()),
-            Some(Err(e)) => return Err(io_err(&shared.path, e)),
-        }
+    let held = sync_handle(shared);
+    released_file(shared);
+    let Some((file, written)) = held? else {
+        return Ok(());
     };
     match file.sync_data() {
         Ok(()) => {
@@ -200,6 +236,23 @@ pub(super) fn sync_written(shared: &Shared) -> Result<(), StorageError> {
             tracing::error!(error = %error, "journal fsync failed; retrying");
             Err(StorageError::JournalFailed(error))
         }
+    }
+}
+
+/// A duplicate of the file handle and the LSN written so far, taken under the file lock
+/// (`None` when nothing new was written or the file is being reopened).
+fn sync_handle(shared: &Shared) -> Result<Option<(File, u64)>, StorageError> {
+    let fs = lock(&shared.file);
+    // Writers publish under the file lock, so this LSN is in the file `fs.file` names.
+    let written = shared.durable.durable_lsn();
+    if written <= shared.synced.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    match fs.file.as_ref().map(File::try_clone) {
+        Some(Ok(f)) => Ok(Some((f, written))),
+        // Reopened by the next write; the truncation that closed it fsynced the new file.
+        None => Ok(None),
+        Some(Err(e)) => Err(io_err(&shared.path, e)),
     }
 }
 
