@@ -36,12 +36,12 @@
 //! lock: when another thread holds it (a request's write on the other worker, a snapshot's
 //! truncation, the syncer), that holder writes the buffer after releasing the lock
 //! (`writer::write_pending`, `writer::released_file`), so the records appended during one
-//! write go out together in the next and no runtime worker sleeps on a mutex. The `journal-flush` thread then only
-//! fsyncs, every [`SyncPolicy::interval`], and writes what nobody waited for and retries
-//! failed writes. [`Journal::flush`], [`Journal::truncate_through`] (each snapshot) and
-//! [`Journal::close`] (shutdown) write and fsync at once. A written record survives the
-//! process dying (crash, `kill -9`, OOM, a container kill); a power loss or kernel crash may
-//! lose the last interval. [`Journal::synced_lsn`] is the fsynced LSN in both modes.
+//! write go out together in the next and no runtime worker sleeps on a mutex. The
+//! `journal-flush` thread then only fsyncs, every [`SyncPolicy::interval`], and writes what
+//! nobody waited for and retries failed writes. [`Journal::flush`],
+//! [`Journal::truncate_through`] (each snapshot) and [`Journal::close`] (shutdown) write and
+//! fsync at once. A written record survives the process dying (crash, `kill -9`, OOM, a
+//! container kill); a power loss or kernel crash may lose the last interval. [`Journal::synced_lsn`] is the fsynced LSN in both modes.
 //!
 //! Before a flush the flusher may wait to gather more records ([`super::idle::Gather`]): only
 //! while every worker of the server's runtime is busy, until
