@@ -29,19 +29,21 @@
 //! # Sync modes ([`WalSync`])
 //! The above is [`WalSync::Always`]. In [`WalSync::Interval`] (the default) a record counts as
 //! durable for [`Journal::wait_durable`] once it is written to the operating system: the
-//! waiting request writes everything buffered itself, from the runtime thread, with one
-//! positioned `write` (as Redis writes its AOF buffer in the event loop before answering
-//! clients), so no hand-off to another thread sits between the append and the reply, and the
-//! requests that appended meanwhile share that write. A request never waits for the file
-//! lock: when another thread holds it (a request's write on the other worker, a snapshot's
-//! truncation, the syncer), that holder writes the buffer after releasing the lock
-//! (`writer::write_pending`, `writer::released_file`), so the records appended during one
-//! write go out together in the next and no runtime worker sleeps on a mutex. The
+//! waiting request writes everything buffered itself, from the runtime thread, with one copy
+//! into a memory-mapped, `fallocate`d window of the file ([`window`]: the page cache a
+//! `write(2)` would fill, without the system call), as Redis writes its AOF buffer in the
+//! event loop before answering clients. No hand-off to another thread sits between the
+//! append and the reply, and the requests that appended meanwhile share that write. A request
+//! never waits for the file lock: when another thread holds it (a request's write on the other
+//! worker, a snapshot's truncation, the syncer), that holder writes the buffer after releasing
+//! the lock (`writer::write_pending`, `writer::released_file`), so the records appended during
+//! one write go out together in the next and no runtime worker sleeps on a mutex. The
 //! `journal-flush` thread then only fsyncs, every [`SyncPolicy::interval`], and writes what
 //! nobody waited for and retries failed writes. [`Journal::flush`],
 //! [`Journal::truncate_through`] (each snapshot) and [`Journal::close`] (shutdown) write and
 //! fsync at once. A written record survives the process dying (crash, `kill -9`, OOM, a
-//! container kill); a power loss or kernel crash may lose the last interval. [`Journal::synced_lsn`] is the fsynced LSN in both modes.
+//! container kill); a power loss or kernel crash may lose the last interval.
+//! [`Journal::synced_lsn`] is the fsynced LSN in both modes.
 //!
 //! Before a flush the flusher may wait to gather more records ([`super::idle::Gather`]): only
 //! while every worker of the server's runtime is busy, until
@@ -160,6 +162,12 @@ struct FileState {
     needs_trim: bool,
     /// The last written batch's buffer, emptied, for the next batch's appends.
     spare: Vec<u8>,
+    /// `interval` mode: where batches are stored ([`window`]); dropped before the file is
+    /// shortened or replaced.
+    window: Option<window::Window>,
+    /// `interval` mode writes through [`window`] (until the file system turns out to have no
+    /// `fallocate`).
+    mapped: bool,
 }
 
 struct Shared {
@@ -204,6 +212,7 @@ impl std::fmt::Debug for Journal {
 // `crate::sync::lock` recovers it.
 
 mod frame;
+mod window;
 mod writer;
 
 pub(crate) use frame::sync_dir;
@@ -294,6 +303,8 @@ impl Journal {
                 allocated,
                 needs_trim: false,
                 spare: Vec::new(),
+                window: None,
+                mapped: policy.mode == WalSync::Interval,
             }),
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -500,6 +511,7 @@ impl Journal {
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
         let new_len = HEADER_LEN + (good_len - cut);
         // The old handle now points at the unlinked file: from here on, write to the new one.
+        fs.window = None;
         fs.file = None;
         fs.len = new_len;
         fs.allocated = new_len;
@@ -723,6 +735,57 @@ mod tests {
         assert_eq!(j.synced_lsn(), 11);
         assert_eq!(j.sync_count(), syncs + 1);
         assert_eq!(records_in(&path), (5..=11).collect::<Vec<u64>>());
+    }
+
+    /// `interval` mode stores through a mapped window of the file ([`window`]): records that
+    /// cross several windows, a snapshot's truncation in the middle, a restart in either mode
+    /// and a torn record at the end all read as with `write(2)`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interval_mode_mapped_log_across_windows_truncation_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.wal");
+        let big = |i: usize| vec![(i % 251) as u8 + 1; 48 * 1024];
+        let j = open_interval(&path, 3_600_000);
+        // 2.5 windows of records, each acknowledged the way a request does.
+        let n = (window::WINDOW as usize * 5 / 2) / (48 * 1024);
+        for i in 0..n {
+            let lsn = j.append(big(i));
+            j.wait_durable(lsn).await.unwrap();
+        }
+        assert_eq!(j.durable_lsn(), n as u64);
+        // The page cache has them before any fsync (what a killed process leaves).
+        assert_eq!(j.synced_lsn(), 0);
+        assert_eq!(records_in(&path), (1..=n as u64).collect::<Vec<_>>());
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len > j.size_bytes() && len <= j.size_bytes() + 2 * window::WINDOW);
+        // A snapshot's truncation replaces the mapped file; appends continue in the new one.
+        j.truncate_through(n as u64 / 2).unwrap();
+        for i in n..n + 10 {
+            let lsn = j.append(big(i));
+            j.wait_durable(lsn).await.unwrap();
+        }
+        drop(j);
+        let first = n as u64 / 2 + 1;
+        let (j, replay) = open(&path);
+        assert_eq!(replay.torn_tail, None);
+        let got: Vec<u64> = replay.records.iter().map(|r| r.0).collect();
+        assert_eq!(got, (first..=n as u64 + 10).collect::<Vec<_>>());
+        for (lsn, p) in &replay.records {
+            assert_eq!(p, &big(*lsn as usize - 1));
+        }
+        j.close();
+        // Half a record after the last one (a crash inside a copy): dropped as a torn tail.
+        let j = open_interval(&path, 3_600_000);
+        let lsn = j.append(big(0));
+        j.wait_durable(lsn).await.unwrap();
+        let end = j.size_bytes();
+        drop(j);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let half = vec![0u8; 24 * 1024];
+        file.write_all_at(&half, end - 24 * 1024).unwrap();
+        let (_, replay) = Journal::open_with(&path, 1, SyncPolicy::ALWAYS).unwrap();
+        assert_eq!(replay.records.last().map(|r| r.0), Some(lsn - 1));
+        assert!(replay.torn_tail.is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

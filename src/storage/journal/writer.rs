@@ -19,7 +19,8 @@ pub(super) fn open_for_append(path: &Path) -> Result<File, StorageError> {
     Ok(f)
 }
 
-/// Writes `batch` at the good end of the file and fsyncs it. When the batch would run past the
+/// Writes `batch` at the good end of the file (and fsyncs it when `sync`). `interval` mode
+/// stores it through the mapped [`window`]. Otherwise, when the batch would run past the
 /// preallocated space, the file is first grown by at least [`PREALLOC_CHUNK`] zeros (that one
 /// fsync then also commits the new size; the others are data-only).
 pub(super) fn write_batch(
@@ -43,9 +44,38 @@ pub(super) fn write_batch(
         return Err(io::Error::other("journal file is not open"));
     };
     if fs.needs_trim {
+        fs.window = None;
         file.set_len(fs.len)?;
         fs.allocated = fs.len;
     }
+    if fs.mapped {
+        let FileState {
+            file,
+            window,
+            allocated,
+            len,
+            ..
+        } = &mut *fs;
+        let Some(file) = file.as_ref() else {
+            return Err(io::Error::other("journal file is not open"));
+        };
+        match window::write_mapped(window, file, allocated, *len, batch)? {
+            window::Mapped::Written => {
+                if sync {
+                    file.sync_data()?;
+                }
+                return Ok(());
+            }
+            window::Mapped::NoRoomAhead => {}
+            window::Mapped::Unsupported => {
+                tracing::info!(path = %shared.path.display(), "no fallocate here: the journal writes with write(2)");
+                fs.mapped = false;
+            }
+        }
+    }
+    let Some(file) = fs.file.as_mut() else {
+        return Err(io::Error::other("journal file is not open"));
+    };
     let end = fs.len + batch.len() as u64;
     if shared.policy.mode == WalSync::Interval {
         // Preallocation only saves the fsync of every batch a metadata commit; without an
