@@ -373,8 +373,8 @@ impl Journal {
     /// itself stays buffered and is written when the disk recovers.
     ///
     /// In [`WalSync::Interval`] mode "on disk" means written to the operating system, and the
-    /// caller writes what is buffered itself (one `write`, no fsync) unless the journal is
-    /// failing (then the flusher thread retries and this fails at once).
+    /// caller stores what is buffered itself (one copy into the mapped window, no fsync)
+    /// unless the journal is failing (then the flusher thread retries and this fails at once).
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
         if self.shared.policy.mode == WalSync::Interval
             && self.shared.durable.durable_lsn() < lsn
