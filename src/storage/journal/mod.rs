@@ -740,6 +740,7 @@ mod tests {
     /// `interval` mode stores through a mapped window of the file ([`window`]): records that
     /// cross several windows, a snapshot's truncation in the middle, a restart in either mode
     /// and a torn record at the end all read as with `write(2)`.
+    #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn interval_mode_mapped_log_across_windows_truncation_and_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,6 @@
 use memmap2::{MmapMut, MmapOptions};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// How far past a batch a new window reaches (and the space reserved ahead of the records).
 pub(super) const WINDOW: u64 = 8 << 20;
@@ -100,10 +99,18 @@ pub(super) fn write_mapped(
 }
 
 /// Reserves (allocates) `len` bytes of `file` from `offset`, growing the file when they run
-/// past its end. `Ok(false)`: this file system has no `fallocate`. On `ENOSPC` part of the
-/// range may have been allocated (and the file grown): zeros past the records, which read as
-/// the end of the log.
+/// past its end. `Ok(false)`: this file system (or system) has no `fallocate`. On `ENOSPC`
+/// part of the range may have been allocated (and the file grown): zeros past the records,
+/// which read as the end of the log.
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _offset: u64, _len: u64) -> io::Result<bool> {
+    Ok(false)
+}
+
+/// See the other `reserve`: `fallocate(2)` with mode 0.
+#[cfg(target_os = "linux")]
 fn reserve(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(io::Error::other("journal offset out of range"));
     };
@@ -123,7 +130,7 @@ fn reserve(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
