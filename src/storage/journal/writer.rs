@@ -40,55 +40,52 @@ pub(super) fn write_batch(
         fs.file = Some(f);
         fs.needs_trim = true;
     }
-    let Some(file) = fs.file.as_mut() else {
+    let FileState {
+        file,
+        len,
+        allocated,
+        needs_trim,
+        window,
+        mapped,
+        ..
+    } = fs;
+    let Some(file) = file.as_ref() else {
         return Err(io::Error::other("journal file is not open"));
     };
-    if fs.needs_trim {
-        fs.window = None;
-        file.set_len(fs.len)?;
-        fs.allocated = fs.len;
+    if *needs_trim {
+        *window = None;
+        file.set_len(*len)?;
+        *allocated = *len;
     }
-    if fs.mapped {
-        let FileState {
-            file,
-            window,
-            allocated,
-            len,
-            ..
-        } = &mut *fs;
-        let Some(file) = file.as_ref() else {
-            return Err(io::Error::other("journal file is not open"));
-        };
-        match window::write_mapped(window, file, allocated, *len, batch)? {
-            window::Mapped::Written => {
-                if sync {
-                    file.sync_data()?;
-                }
-                return Ok(());
-            }
-            window::Mapped::NoRoomAhead => {}
+    let stored = *mapped
+        && match window::write_mapped(window, file, allocated, *len, batch)? {
+            window::Mapped::Written => true,
+            window::Mapped::NoRoomAhead => false,
             window::Mapped::Unsupported => {
-                tracing::info!(path = %shared.path.display(), "no fallocate here: the journal writes with write(2)");
-                fs.mapped = false;
+                tracing::info!(
+                    path = %shared.path.display(),
+                    "no fallocate here: the journal writes with write(2)"
+                );
+                *mapped = false;
+                false
             }
+        };
+    if !stored {
+        let end = *len + batch.len() as u64;
+        if shared.policy.mode == WalSync::Interval {
+            // Preallocation only saves the fsync of every batch a metadata commit; without an
+            // fsync per batch it would only double what is written (the zeros, then the
+            // records).
+            *allocated = (*allocated).max(end);
+        } else if end > *allocated {
+            let grow = PREALLOC_CHUNK.max(batch.len() as u64);
+            let zeros = vec![0u8; (end + grow - *allocated) as usize];
+            file.write_all_at(&zeros, *allocated)?;
+            *allocated = end + grow;
         }
+        // Positioned writes: one syscall each, no seek.
+        file.write_all_at(batch, *len)?;
     }
-    let Some(file) = fs.file.as_mut() else {
-        return Err(io::Error::other("journal file is not open"));
-    };
-    let end = fs.len + batch.len() as u64;
-    if shared.policy.mode == WalSync::Interval {
-        // Preallocation only saves the fsync of every batch a metadata commit; without an
-        // fsync per batch it would only double what is written (the zeros, then the records).
-        fs.allocated = fs.allocated.max(end);
-    } else if end > fs.allocated {
-        let grow = PREALLOC_CHUNK.max(batch.len() as u64);
-        let zeros = vec![0u8; (end + grow - fs.allocated) as usize];
-        file.write_all_at(&zeros, fs.allocated)?;
-        fs.allocated = end + grow;
-    }
-    // Positioned writes: one syscall each, no seek.
-    file.write_all_at(batch, fs.len)?;
     if sync {
         file.sync_data()?;
     }
